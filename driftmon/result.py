@@ -1,0 +1,107 @@
+"""The detector's output record: one per (stream, feature, segment, closed window).
+
+``DriftResult.to_dict()`` is the wire shape shared by ``driftmon replay
+--format json``, the results sinks, metrics and webhooks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+STATES = ("ok", "warn", "critical", "insufficient_data", "no_reference")
+TRANSITIONS = ("fired", "resolved", "none")
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """Epoch seconds -> RFC 3339 UTC with millisecond precision ("...Z")."""
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def json_number(x: float | None) -> float | str | None:
+    """JSON has no infinity: +inf is written as the string "inf"."""
+    if x is None:
+        return None
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if math.isnan(x):
+        return None
+    return float(x)
+
+
+@dataclass(frozen=True)
+class BinShare:
+    """One bin's part in a divergence: its share before (reference) and after
+    (current) and its contribution to the divergence, in the result's unit."""
+
+    bin: str
+    p_reference: float
+    p_current: float
+    contribution: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bin": self.bin,
+            "p_reference": round(self.p_reference, 6),
+            "p_current": round(self.p_current, 6),
+            "contribution": json_number(self.contribution),
+        }
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    stream: str
+    feature: str
+    segment: str | None
+    window_start: float | None  # epoch seconds (first event time for count windows)
+    window_end: float | None
+    metric: str
+    unit: str
+    divergence: float | None
+    p_value: float | None
+    n_current: int
+    n_reference: int
+    state: str
+    transition: str
+    top_bins: tuple[BinShare, ...] = ()
+    warn_threshold: float = 0.0
+    critical_threshold: float = 0.0
+    severity: str | None = None  # severity of the active alert (warning|critical), if any
+    counts: tuple[int, ...] = field(default=(), repr=False)  # the current window's histogram
+    bins: tuple[str, ...] = field(default=(), repr=False)  # bin labels for ``counts``
+    smoothing: str = "additive(alpha=0.5)"
+    p_value_method: str | None = None  # "chi2" | "permutation"
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.stream, self.feature, self.segment)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "feature": self.feature,
+            "segment": self.segment,
+            "window_start": rfc3339(self.window_start),
+            "window_end": rfc3339(self.window_end),
+            "metric": self.metric,
+            "unit": self.unit,
+            "divergence": json_number(self.divergence),
+            "p_value": json_number(self.p_value),
+            "p_value_method": self.p_value_method,
+            "smoothing": self.smoothing,
+            "n_current": self.n_current,
+            "n_reference": self.n_reference,
+            "state": self.state,
+            "transition": self.transition,
+            "severity": self.severity,
+            "warn_threshold": self.warn_threshold,
+            "critical_threshold": self.critical_threshold,
+            "top_bins": [b.to_dict() for b in self.top_bins],
+            "bins": list(self.bins),
+            "counts": list(self.counts),
+        }
