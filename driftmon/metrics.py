@@ -1,0 +1,334 @@
+"""Prometheus metrics: the single source of truth for driftmon's metric names.
+
+Every series driftmon exports is declared here, and ``METRIC_NAMES`` lists
+the exposed sample names.  The dashboard and the alerting rules under
+``deploy/`` may only use these names (``tests/test_deploy.py`` checks it),
+so renaming a metric here breaks the tests before it breaks an operator.
+
+Each :class:`Metrics` owns its own ``CollectorRegistry`` (never the global
+one), so tests and embedded uses can create as many as they like.  The
+daemon's HTTP module serves ``Metrics.registry`` / ``Metrics.render()``.
+
+Labels are bounded: stream, feature and segment come from the config (the
+segment count is capped upstream by ``max_segments``); reject reasons and
+webhook outcomes are small fixed vocabularies chosen by the code, never by
+event contents.  The overall (unsegmented) series has ``segment=""``, which
+Prometheus stores as "no segment label".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from driftmon import __version__
+from driftmon.result import DriftResult
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "METRIC_NAMES",
+    "WEBHOOK_OUTCOMES",
+    "Metrics",
+    "alert_state_value",
+]
+
+METRIC_NAMES: tuple[str, ...] = (
+    # per (stream, feature, segment): the detector's latest window
+    "driftmon_divergence",
+    "driftmon_p_value",
+    "driftmon_alert_state",
+    "driftmon_threshold",
+    "driftmon_window_events",
+    "driftmon_reference_events",
+    "driftmon_alerts_total",
+    # ingest, per stream
+    "driftmon_events_total",
+    "driftmon_events_decoded_total",
+    "driftmon_events_rejected_total",
+    "driftmon_events_late_total",
+    "driftmon_windows_closed_total",
+    "driftmon_last_window_close_timestamp_seconds",
+    # Kafka consumer
+    "driftmon_consumer_lag",
+    # webhooks
+    "driftmon_webhook_deliveries_total",
+    "driftmon_webhook_outbox_size",
+    # process
+    "driftmon_checkpoint_timestamp_seconds",
+    "driftmon_ready",
+    "driftmon_build_info",
+)
+
+# Values of ``driftmon_alert_state``.
+STATE_VALUES = {"ok": 0, "warn": 1, "critical": 2}
+SEVERITY_VALUES = {"warning": 1, "warn": 1, "critical": 2}
+
+# Outcome label of ``driftmon_webhook_deliveries_total`` that the rules in
+# deploy/prometheus understand: delivered = 2xx; retry = this attempt failed
+# and will be retried; failed = given up (attempts exhausted or a permanent
+# 4xx); dropped = evicted from a full outbox, never sent.
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "dropped")
+
+_KEY = ("stream", "feature", "segment")
+
+
+def alert_state_value(r: DriftResult) -> int:
+    """0 ok, 1 warn, 2 critical.
+
+    If an alert is active (``r.severity`` set) its severity wins, so a fired
+    alert stays visible while hysteresis holds it open; otherwise the window's
+    own state maps critical -> 2, warn -> 1 and everything else (ok,
+    insufficient_data, no_reference) -> 0.
+    """
+    if r.severity is not None and r.severity in SEVERITY_VALUES:
+        return SEVERITY_VALUES[r.severity]
+    return STATE_VALUES.get(r.state, 0)
+
+
+def _num(x: float | None) -> float:
+    """None (not computable this window) is exported as NaN, not a stale value."""
+    return math.nan if x is None else float(x)
+
+
+class Metrics:
+    """All driftmon metrics on one private registry.
+
+    Stages call the small methods below; nothing else creates metrics.
+    Thread-safe (prometheus_client metrics lock internally).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        version: str = __version__,
+        process_metrics: bool = True,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        if process_metrics and registry is None:
+            # Standard process_* and python_info series, on our own registry only
+            # (a caller-supplied registry may already carry them).
+            ProcessCollector(registry=reg)
+            PlatformCollector(registry=reg)
+
+        self._divergence = Gauge(
+            "driftmon_divergence",
+            "Divergence of the latest closed window from its reference, in the "
+            "detector's unit (+Inf possible without smoothing; NaN when not computable).",
+            (*_KEY, "metric"),
+            registry=reg,
+        )
+        self._p_value = Gauge(
+            "driftmon_p_value",
+            "p-value of the latest window's divergence under 'no drift' (NaN when not computed).",
+            _KEY,
+            registry=reg,
+        )
+        self._alert_state = Gauge(
+            "driftmon_alert_state",
+            "0 ok, 1 warn, 2 critical (an active alert's severity wins over the window state).",
+            _KEY,
+            registry=reg,
+        )
+        self._threshold = Gauge(
+            "driftmon_threshold",
+            "Configured divergence threshold, level=warn|critical.",
+            (*_KEY, "level"),
+            registry=reg,
+        )
+        self._window_events = Gauge(
+            "driftmon_window_events",
+            "Events in the latest closed window (the current histogram's total).",
+            _KEY,
+            registry=reg,
+        )
+        self._reference_events = Gauge(
+            "driftmon_reference_events",
+            "Events in the reference histogram the latest window was compared with.",
+            _KEY,
+            registry=reg,
+        )
+        self._alerts = Counter(
+            "driftmon_alerts_total",
+            "Alert transitions, transition=fired|resolved.",
+            (*_KEY, "transition"),
+            registry=reg,
+        )
+        self._events = Counter(
+            "driftmon_events_total",
+            "Records consumed from the source (before decoding).",
+            ("stream",),
+            registry=reg,
+        )
+        self._decoded = Counter(
+            "driftmon_events_decoded_total",
+            "Records decoded into events and handed to the windows.",
+            ("stream",),
+            registry=reg,
+        )
+        self._rejected = Counter(
+            "driftmon_events_rejected_total",
+            "Records rejected by the decoder, by reason.",
+            ("stream", "reason"),
+            registry=reg,
+        )
+        self._late = Counter(
+            "driftmon_events_late_total",
+            "Events dropped because their window had already closed (beyond allowed_lateness).",
+            ("stream",),
+            registry=reg,
+        )
+        self._windows_closed = Counter(
+            "driftmon_windows_closed_total",
+            "Windows closed and evaluated.",
+            ("stream",),
+            registry=reg,
+        )
+        self._last_close = Gauge(
+            "driftmon_last_window_close_timestamp_seconds",
+            "End (event time, epoch seconds) of the most recently closed window.",
+            ("stream",),
+            registry=reg,
+        )
+        self._lag = Gauge(
+            "driftmon_consumer_lag",
+            "Kafka consumer lag in records (log end offset - position).",
+            ("topic", "partition"),
+            registry=reg,
+        )
+        self._deliveries = Counter(
+            "driftmon_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome (delivered|retry|failed|dropped).",
+            ("receiver", "outcome"),
+            registry=reg,
+        )
+        self._outbox = Gauge(
+            "driftmon_webhook_outbox_size",
+            "Alerts waiting in a receiver's outbox.",
+            ("receiver",),
+            registry=reg,
+        )
+        self._checkpoint = Gauge(
+            "driftmon_checkpoint_timestamp_seconds",
+            "Wall-clock time of the last successful state checkpoint.",
+            registry=reg,
+        )
+        self._ready = Gauge(
+            "driftmon_ready",
+            "1 when /readyz would answer ready, else 0.",
+            registry=reg,
+        )
+        self._build_info = Gauge(
+            "driftmon_build_info",
+            "Always 1; the version label says which driftmon is running.",
+            ("version",),
+            registry=reg,
+        )
+        self._build_info.labels(version).set(1)
+        self._ready.set(0)
+        # divergence metric names seen per key, so forget() can remove them
+        self._div_metrics: dict[tuple[str, str, str], set[str]] = {}
+
+    # -- detector -----------------------------------------------------------
+
+    def observe_result(self, r: DriftResult) -> None:
+        """Export one window's DriftResult; count its alert transition."""
+        key = (r.stream, r.feature, r.segment or "")
+        if key not in self._div_metrics:
+            self._div_metrics[key] = set()
+            for t in ("fired", "resolved"):  # start at 0 so increase() sees the first one
+                self._alerts.labels(*key, t).inc(0)
+        self._div_metrics[key].add(r.metric)
+        self._divergence.labels(*key, r.metric).set(_num(r.divergence))
+        self._p_value.labels(*key).set(_num(r.p_value))
+        self._alert_state.labels(*key).set(alert_state_value(r))
+        self._threshold.labels(*key, "warn").set(r.warn_threshold)
+        self._threshold.labels(*key, "critical").set(r.critical_threshold)
+        self._window_events.labels(*key).set(r.n_current)
+        self._reference_events.labels(*key).set(r.n_reference)
+        if r.transition in ("fired", "resolved"):
+            self._alerts.labels(*key, r.transition).inc()
+
+    def forget(self, stream: str, feature: str, segment: str | None) -> None:
+        """Drop a key's gauges (e.g. a segment evicted by the max_segments cap)."""
+        key = (stream, feature, segment or "")
+        for g in (self._p_value, self._alert_state, self._window_events, self._reference_events):
+            _remove(g, key)
+        for level in ("warn", "critical"):
+            _remove(self._threshold, (*key, level))
+        for metric in self._div_metrics.pop(key, ()):
+            _remove(self._divergence, (*key, metric))
+
+    # -- ingest -------------------------------------------------------------
+
+    def init_stream(self, stream: str, reasons: tuple[str, ...] = ()) -> None:
+        """Create a stream's counters at 0 so rate() works from the first scrape."""
+        for c in (self._events, self._decoded, self._late, self._windows_closed):
+            c.labels(stream).inc(0)
+        for reason in reasons:
+            self._rejected.labels(stream, reason).inc(0)
+
+    def count_events(self, stream: str, n: int = 1) -> None:
+        self._events.labels(stream).inc(n)
+
+    def count_decoded(self, stream: str, n: int = 1) -> None:
+        self._decoded.labels(stream).inc(n)
+
+    def count_rejected(self, stream: str, reason: str, n: int = 1) -> None:
+        self._rejected.labels(stream, reason).inc(n)
+
+    def count_late(self, stream: str, n: int = 1) -> None:
+        self._late.labels(stream).inc(n)
+
+    def window_closed(self, stream: str, end_ts: float | None = None) -> None:
+        """Count a closed window; ``end_ts`` is its end in event time (None: now)."""
+        self._windows_closed.labels(stream).inc()
+        self._last_close.labels(stream).set(time.time() if end_ts is None else end_ts)
+
+    # -- source -------------------------------------------------------------
+
+    def set_lag(self, topic: str, partition: int, lag: float) -> None:
+        self._lag.labels(topic, str(partition)).set(lag)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a partition's lag after it was revoked, so it does not go stale."""
+        _remove(self._lag, (topic, str(partition)))
+
+    # -- webhooks -----------------------------------------------------------
+
+    def webhook_outcome(self, receiver: str, outcome: str, n: int = 1) -> None:
+        """Count a delivery attempt; ``outcome`` should be one of WEBHOOK_OUTCOMES."""
+        self._deliveries.labels(receiver, outcome).inc(n)
+
+    def set_outbox_size(self, receiver: str, n: int) -> None:
+        self._outbox.labels(receiver).set(n)
+
+    # -- process ------------------------------------------------------------
+
+    def checkpoint_done(self, ts: float | None = None) -> None:
+        self._checkpoint.set(time.time() if ts is None else ts)
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready.set(1 if ready else 0)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+        return generate_latest(self.registry)
+
+
+def _remove(metric, labels: tuple[str, ...]) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass

@@ -1,0 +1,204 @@
+"""driftmon.metrics: render the registry, parse it back as Prometheus would."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from driftmon import __version__
+from driftmon.metrics import METRIC_NAMES, WEBHOOK_OUTCOMES, Metrics, alert_state_value
+from driftmon.result import DriftResult
+
+
+def result(**kw) -> DriftResult:
+    base = dict(
+        stream="recs",
+        feature="category",
+        segment=None,
+        window_start=1_700_000_000.0,
+        window_end=1_700_000_300.0,
+        metric="kl",
+        unit="nats",
+        divergence=0.02,
+        p_value=0.3,
+        n_current=1200,
+        n_reference=1100,
+        state="ok",
+        transition="none",
+        warn_threshold=0.05,
+        critical_threshold=0.1,
+    )
+    base.update(kw)
+    return DriftResult(**base)
+
+
+def samples(m: Metrics) -> dict[tuple[str, frozenset], float]:
+    """{(sample name, frozenset(labels)): value} of everything rendered."""
+    out = {}
+    for fam in text_string_to_metric_families(m.render().decode()):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(smp, name, **labels) -> float:
+    return smp[(name, frozenset(labels.items()))]
+
+
+def test_observe_result_exports_every_per_key_series():
+    m = Metrics()
+    m.observe_result(result(divergence=0.07, p_value=0.0004, state="warn"))
+    smp = samples(m)
+    key = dict(stream="recs", feature="category", segment="")
+    assert value(smp, "driftmon_divergence", **key, metric="kl") == pytest.approx(0.07)
+    assert value(smp, "driftmon_p_value", **key) == pytest.approx(0.0004)
+    assert value(smp, "driftmon_alert_state", **key) == 1
+    assert value(smp, "driftmon_threshold", **key, level="warn") == 0.05
+    assert value(smp, "driftmon_threshold", **key, level="critical") == 0.1
+    assert value(smp, "driftmon_window_events", **key) == 1200
+    assert value(smp, "driftmon_reference_events", **key) == 1100
+    # transitions counted from zero, even before the first one
+    assert value(smp, "driftmon_alerts_total", **key, transition="fired") == 0
+    assert value(smp, "driftmon_alerts_total", **key, transition="resolved") == 0
+
+
+def test_infinite_divergence_and_missing_p_value():
+    m = Metrics()
+    m.observe_result(
+        result(feature="brand", segment="mobile", metric="kl", divergence=math.inf, p_value=None,
+               state="critical", transition="fired", severity="critical")
+    )
+    smp = samples(m)
+    key = dict(stream="recs", feature="brand", segment="mobile")
+    assert value(smp, "driftmon_divergence", **key, metric="kl") == math.inf
+    assert math.isnan(value(smp, "driftmon_p_value", **key))
+    assert value(smp, "driftmon_alert_state", **key) == 2
+    assert value(smp, "driftmon_alerts_total", **key, transition="fired") == 1
+    # the raw text carries +Inf / NaN the way Prometheus expects
+    text = m.render().decode()
+    assert 'driftmon_divergence{feature="brand",metric="kl",segment="mobile",stream="recs"} +Inf' in text
+    assert 'driftmon_p_value{feature="brand",segment="mobile",stream="recs"} NaN' in text
+
+
+def test_not_computable_divergence_is_nan_not_stale():
+    m = Metrics()
+    m.observe_result(result(divergence=0.2, state="critical"))
+    m.observe_result(result(divergence=None, p_value=None, state="insufficient_data", n_current=12))
+    smp = samples(m)
+    key = dict(stream="recs", feature="category", segment="")
+    assert math.isnan(value(smp, "driftmon_divergence", **key, metric="kl"))
+    assert value(smp, "driftmon_alert_state", **key) == 0
+    assert value(smp, "driftmon_window_events", **key) == 12
+
+
+@pytest.mark.parametrize(
+    "state,severity,expected",
+    [
+        ("ok", None, 0),
+        ("warn", None, 1),
+        ("critical", None, 2),
+        ("insufficient_data", None, 0),
+        ("no_reference", None, 0),
+        # an active alert's severity wins: held open by hysteresis ...
+        ("ok", "critical", 2),
+        ("ok", "warning", 1),
+        # ... or fired as warning while this window is critical
+        ("critical", "warning", 1),
+    ],
+)
+def test_alert_state_mapping(state, severity, expected):
+    assert alert_state_value(result(state=state, severity=severity)) == expected
+
+
+def test_alert_transitions_accumulate():
+    m = Metrics()
+    for tr in ("fired", "none", "resolved", "fired"):
+        m.observe_result(result(transition=tr))
+    smp = samples(m)
+    key = dict(stream="recs", feature="category", segment="")
+    assert value(smp, "driftmon_alerts_total", **key, transition="fired") == 2
+    assert value(smp, "driftmon_alerts_total", **key, transition="resolved") == 1
+    assert ("driftmon_alerts_total", frozenset({**key, "transition": "none"}.items())) not in smp
+
+
+def test_counters_and_process_gauges():
+    m = Metrics()
+    m.init_stream("recs", reasons=("invalid_json",))
+    m.count_events("recs", 10)
+    m.count_decoded("recs", 7)
+    m.count_rejected("recs", "missing_field", 2)
+    m.count_rejected("recs", "missing_field")
+    m.count_late("recs", 4)
+    m.window_closed("recs", 1_700_000_300.0)
+    m.window_closed("recs", 1_700_000_600.0)
+    m.set_lag("events", 3, 1234)
+    m.webhook_outcome("ops", "delivered")
+    m.webhook_outcome("ops", "retry")
+    m.webhook_outcome("ops", "retry")
+    m.set_outbox_size("ops", 5)
+    m.checkpoint_done(1_700_000_601.5)
+    m.set_ready(True)
+    smp = samples(m)
+    assert value(smp, "driftmon_events_total", stream="recs") == 10
+    assert value(smp, "driftmon_events_decoded_total", stream="recs") == 7
+    assert value(smp, "driftmon_events_rejected_total", stream="recs", reason="missing_field") == 3
+    assert value(smp, "driftmon_events_rejected_total", stream="recs", reason="invalid_json") == 0
+    assert value(smp, "driftmon_events_late_total", stream="recs") == 4
+    assert value(smp, "driftmon_windows_closed_total", stream="recs") == 2
+    assert value(smp, "driftmon_last_window_close_timestamp_seconds", stream="recs") == 1_700_000_600.0
+    assert value(smp, "driftmon_consumer_lag", topic="events", partition="3") == 1234
+    assert value(smp, "driftmon_webhook_deliveries_total", receiver="ops", outcome="retry") == 2
+    assert value(smp, "driftmon_webhook_outbox_size", receiver="ops") == 5
+    assert value(smp, "driftmon_checkpoint_timestamp_seconds") == 1_700_000_601.5
+    assert value(smp, "driftmon_ready") == 1
+    assert value(smp, "driftmon_build_info", version=__version__) == 1
+    m.set_ready(False)
+    assert value(samples(m), "driftmon_ready") == 0
+
+
+def test_metric_names_is_exactly_what_is_exposed():
+    """Exercise every method; the driftmon_* sample names equal METRIC_NAMES."""
+    m = Metrics()
+    m.observe_result(result())
+    m.count_events("s")
+    m.count_decoded("s")
+    m.count_rejected("s", "invalid_json")
+    m.count_late("s")
+    m.window_closed("s")
+    m.set_lag("t", 0, 1)
+    m.webhook_outcome("r", WEBHOOK_OUTCOMES[0])
+    m.set_outbox_size("r", 0)
+    m.checkpoint_done()
+    names = {name for name, _ in samples(m) if name.startswith("driftmon_") and not name.endswith("_created")}
+    assert names == set(METRIC_NAMES)
+    assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
+    # process metrics ride along on the private registry
+    assert any(name.startswith("process_") or name == "python_info" for name, _ in samples(m))
+
+
+def test_registries_are_independent():
+    a, b = Metrics(), Metrics()
+    a.count_events("recs", 5)
+    assert ("driftmon_events_total", frozenset({"stream": "recs"}.items())) in samples(a)
+    assert ("driftmon_events_total", frozenset({"stream": "recs"}.items())) not in samples(b)
+
+
+def test_forget_drops_a_keys_gauges_only():
+    m = Metrics()
+    m.observe_result(result(segment="mobile"))
+    m.observe_result(result(segment="mobile", metric="js", divergence=0.01))
+    m.observe_result(result(segment="web"))
+    m.set_lag("events", 0, 7)
+    m.forget("recs", "category", "mobile")
+    m.forget_partition("events", 0)
+    m.forget("recs", "category", "never-seen")  # no error
+    smp = samples(m)
+    segs = {dict(lbl).get("segment") for name, lbl in smp if name == "driftmon_divergence"}
+    assert segs == {"web"}
+    assert not any(name == "driftmon_consumer_lag" for name, _ in smp)
+    # a forgotten key comes back cleanly
+    m.observe_result(result(segment="mobile", divergence=0.5))
+    assert value(samples(m), "driftmon_divergence", stream="recs", feature="category",
+                 segment="mobile", metric="kl") == 0.5
