@@ -77,8 +77,14 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class TimestampConfig:
+    """Where the event time is and how to read it.  Events stamped more than
+    ``max_future_skew`` seconds ahead of the wall clock are rejected
+    (``bad_timestamp``): one bogus far-future event would otherwise push the
+    watermark ahead and make every later event late."""
+
     field: str = "ts"
     unit: str = "s"
+    max_future_skew: float | None = 3600.0
 
 
 @dataclass(frozen=True)

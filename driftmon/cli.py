@@ -1,0 +1,155 @@
+"""Command line: ``driftmon validate-config | replay | run | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import IO, Any
+
+import orjson
+
+from driftmon import __version__
+from driftmon.config import Config
+from driftmon.configload import ConfigError, load_config, redacted
+from driftmon.pipeline import StreamPipeline
+from driftmon.result import DriftResult, json_number, rfc3339
+
+BATCH = 10000
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as exc:
+        print(f"driftmon: invalid config: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    fh: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")
+    try:
+        for line in fh:
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield line
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
+def _batches(lines: Iterator[bytes]) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    v = json_number(x)
+    return "-" if v is None else v if isinstance(v, str) else format(v, spec)
+
+
+def _text_row(r: DriftResult) -> str:
+    top = r.top_bins[0] if r.top_bins else None
+    driver = f"{top.bin} {top.p_reference:.3f}->{top.p_current:.3f}" if top else "-"
+    return (
+        f"{rfc3339(r.window_end) or '-':24} {r.stream:12} {r.feature:14} {r.segment or '-':10} "
+        f"{r.metric}={_fmt(r.divergence, '.4f'):>8} {r.unit:5} p={_fmt(r.p_value, '.2g'):>7} "
+        f"n={r.n_current:>6}/{r.n_reference:<6} {r.state:17} {r.transition:8} {driver}"
+    )
+
+
+def replay(cfg: Config, source: str, fmt: str, streams: list[str] | None, flush: bool, out: IO[str]) -> dict[str, Any]:
+    """Run the daemon's exact pipeline over a JSON-lines file; print results."""
+    names = streams or [cfg.streams[0].name]
+    pipes = [StreamPipeline(cfg.stream(n)) for n in names]
+
+    def emit(results: list[DriftResult]) -> None:
+        for r in results:
+            out.write(orjson.dumps(r.to_dict()).decode() + "\n" if fmt == "json" else _text_row(r) + "\n")
+
+    if fmt == "text":
+        out.write(f"{'window_end':24} {'stream':12} {'feature':14} {'segment':10} divergence     unit  p-value  "
+                  f"n cur/ref     state             change   top bin (share before->after)\n")
+    for batch in _batches(_lines(source)):
+        for p in pipes:
+            emit(p.process(batch).results)
+    if flush:
+        for p in pipes:
+            emit(p.flush().results)
+    rejected: Counter[str] = Counter()
+    for p in pipes:
+        rejected.update(p.rejected)
+    summary = {
+        "events": pipes[0].events,
+        "rejected": dict(sorted(rejected.items())),
+        "late": sum(p.late for p in pipes),
+        "windows": sum(p.windows_closed for p in pipes),
+    }
+    if fmt == "json":
+        out.write(json.dumps({"summary": summary}) + "\n")
+    else:
+        out.write(f"summary: {summary['events']} events, {summary['windows']} windows closed, "
+                  f"{summary['late']} late, rejected {summary['rejected'] or 'none'}\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="driftmon", description="Streaming drift monitor for recommender systems.")
+    ap.add_argument("--version", action="version", version=f"driftmon {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate-config", help="parse a config and print it (secrets redacted)")
+    v.add_argument("file")
+    r = sub.add_parser("replay", help="run the pipeline over a JSON-lines file or stdin")
+    r.add_argument("-c", "--config", required=True)
+    r.add_argument("input", help="events.jsonl, or - for stdin")
+    r.add_argument("--format", choices=("text", "json"), default="text")
+    r.add_argument("--stream", action="append", help="stream(s) of the config to run (default: the first)")
+    r.add_argument("--no-flush", action="store_true", help="do not close the windows still open at end of input")
+    run = sub.add_parser("run", help="run the daemon (Kafka -> metrics, webhooks)")
+    run.add_argument("-c", "--config", required=True)
+    run.add_argument("--reset-state", action="store_true", help="discard an unreadable or incompatible checkpoint")
+    d = sub.add_parser("demo", help="embedded broker + synthetic traffic + daemon + webhook sink")
+    d.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    d.add_argument("--config", default=None, help="daemon config (default: config/demo.yaml shipped with driftmon)")
+    d.add_argument("--http", default="127.0.0.1:9108", help="where /metrics listens")
+    args = ap.parse_args(argv)
+
+    if args.command == "validate-config":
+        cfg = _load(args.file)
+        print(json.dumps(redacted(cfg), indent=2))
+        print(f"ok: {len(cfg.streams)} stream(s), {sum(len(s.features) for s in cfg.streams)} feature(s)", file=sys.stderr)
+        return 0
+    if args.command == "replay":
+        cfg = _load(args.config)
+        for name in args.stream or []:
+            if name not in {s.name for s in cfg.streams}:
+                print(f"driftmon: no stream named {name!r} in {args.config}", file=sys.stderr)
+                return 2
+        if not args.stream and len(cfg.streams) > 1:
+            print(f"driftmon: replaying stream {cfg.streams[0].name!r} (use --stream to choose)", file=sys.stderr)
+        try:
+            replay(cfg, args.input, args.format, args.stream, not args.no_flush, sys.stdout)
+        except OSError as exc:
+            print(f"driftmon: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "run":
+        from driftmon.daemon import run_daemon
+
+        return run_daemon(_load(args.config), reset_state=args.reset_state)
+    from driftmon.demo import run_demo
+
+    return run_demo(duration=args.duration, config_path=args.config, http=args.http)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,404 @@
+"""Parse and validate a YAML config into :class:`driftmon.config.Config`, once.
+
+Every error names the key path and what was expected, e.g.
+``streams[0].features[2].edges: expected a list of increasing numbers, got 'abc'``.
+``${VAR}`` and ``${VAR:-default}`` in string values are replaced from the
+environment mapping passed in (the CLI passes ``os.environ``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from driftmon import config as c
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+SECRET_KEYS = ("secret", "ssl_password", "sasl_plain_password")
+
+
+class ConfigError(ValueError):
+    """A config problem, with the key path where it was found."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Node:
+    """A mapping being read, which remembers its path and which keys were used."""
+
+    def __init__(self, data: Any, path: str, env: Mapping[str, str]):
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(path, f"expected a mapping, got {_show(data)}")
+        self.data, self.path, self.env, self.used = data, path, env, set()
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self.used.add(key)
+        value = self.data.get(key, default)
+        return _interpolate(value, self.sub(key), self.env)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def str(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> Any:
+        value = self.raw(key, None if default is ... else default)
+        if value is None and default is ...:
+            raise ConfigError(self.sub(key), "required, expected a string")
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(self.sub(key), f"expected a string, got {_show(value)}")
+        if choices and value not in choices:
+            raise ConfigError(self.sub(key), f"expected one of {', '.join(choices)}, got {_show(value)}")
+        return value
+
+    def int(self, key: str, default: Any, minimum: int | None = None) -> Any:
+        value = self.raw(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.sub(key), f"expected an integer, got {_show(value)}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(self.sub(key), f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    def float(self, key: str, default: Any, minimum: float | None = None) -> Any:
+        value = self.raw(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(self.sub(key), f"expected a number, got {_show(value)}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(self.sub(key), f"expected a number >= {minimum}, got {value}")
+        return float(value)
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.sub(key), f"expected true or false, got {_show(value)}")
+        return value
+
+    def duration(self, key: str, default: Any) -> Any:
+        value = self.raw(key, default)
+        if value is None:
+            return None
+        return parse_duration(value, self.sub(key))
+
+    def str_list(self, key: str, default: Any = ()) -> tuple[str, ...]:
+        value = self.raw(key, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.sub(key), f"expected a list of strings, got {_show(value)}")
+        return tuple(value)
+
+    def node(self, key: str) -> _Node:
+        return _Node(self.raw(key), self.sub(key), self.env)
+
+    def done(self) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.used)
+        if unknown:
+            raise ConfigError(self.sub(unknown[0]), f"unknown key (expected one of: {', '.join(sorted(self.used))})")
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+
+    whole = _ENV.fullmatch(value.strip())
+    result = _ENV.sub(replace, value)
+    if whole and result.strip():
+        # "${MIN_COUNT}" standing alone takes the YAML type of its value (500 -> int)
+        try:
+            typed = yaml.safe_load(result)
+        except yaml.YAMLError:
+            return result
+        return typed if isinstance(typed, (int, float, bool)) else result
+    return result
+
+
+def parse_duration(value: Any, path: str = "") -> float:
+    """``300``, ``"300s"``, ``"5m"``, ``"250ms"``, ``"1h"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(path, f"expected a duration like 300s or 5m, got {_show(value)}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(path, f"expected a non-negative duration, got {value}")
+        return float(value)
+    m = _DURATION.match(value) if isinstance(value, str) else None
+    if not m:
+        raise ConfigError(path, f"expected a duration like 300s, 5m or 250ms, got {_show(value)}")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def _detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
+    kw: dict[str, Any] = {}
+    if node.has("metric"):
+        kw["metric"] = node.str("metric", choices=c.METRICS)
+    if node.has("unit"):
+        kw["unit"] = node.str("unit", choices=c.UNITS)
+    if node.has("reference"):
+        kw["reference"] = node.str("reference", choices=("previous", "pinned"))
+    if node.has("min_count"):
+        kw["min_count"] = node.int("min_count", None, minimum=1)
+    if node.has("max_p_value"):
+        p = node.float("max_p_value", None, minimum=0.0)
+        if p is not None and p > 1:
+            raise ConfigError(node.sub("max_p_value"), f"expected a probability in [0, 1] or null, got {p}")
+        kw["max_p_value"] = p
+    if node.has("permutations"):
+        kw["permutations"] = node.int("permutations", None, minimum=0)
+    if node.has("top_bins"):
+        kw["top_bins"] = node.int("top_bins", None, minimum=0)
+    if node.has("smoothing"):
+        s = node.node("smoothing")
+        sm = base.smoothing
+        method = s.str("method", sm.method, choices=c.SMOOTHING_METHODS)
+        alpha = s.float("alpha", sm.alpha, minimum=0.0)
+        floor = s.float("floor", sm.floor, minimum=0.0)
+        if method == "additive" and alpha <= 0:
+            raise ConfigError(s.sub("alpha"), f"expected a pseudo-count > 0 for additive smoothing, got {alpha}")
+        if method == "floor" and not 0 < floor < 1:
+            raise ConfigError(s.sub("floor"), f"expected a probability floor in (0, 1), got {floor}")
+        s.done()
+        kw["smoothing"] = c.Smoothing(method, alpha, floor)
+    if node.has("thresholds"):
+        t = node.node("thresholds")
+        warn = t.float("warn", base.thresholds.warn, minimum=0.0)
+        crit = t.float("critical", base.thresholds.critical, minimum=0.0)
+        if crit < warn:
+            raise ConfigError(t.sub("critical"), f"expected critical >= warn ({warn}), got {crit}")
+        t.done()
+        kw["thresholds"] = c.Thresholds(warn, crit)
+    if node.has("hysteresis"):
+        h = node.node("hysteresis")
+        fire = h.int("fire_after", base.hysteresis.fire_after, minimum=1)
+        of_last = h.int("of_last", max(fire, base.hysteresis.of_last) if not h.has("fire_after") else fire, minimum=1)
+        if of_last < fire:
+            raise ConfigError(h.sub("of_last"), f"expected of_last >= fire_after ({fire}), got {of_last}")
+        resolve = h.int("resolve_after", base.hysteresis.resolve_after, minimum=1)
+        h.done()
+        kw["hysteresis"] = c.Hysteresis(fire, of_last, resolve)
+    node.done()
+    return dataclasses.replace(base, **kw)
+
+
+def _increasing(value: Any, path: str) -> tuple[float, ...]:
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) >= 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+    if ok:
+        edges = tuple(float(v) for v in value)
+        if all(a < b for a, b in zip(edges, edges[1:])) and all(e == e and abs(e) != float("inf") for e in edges):
+            return edges
+    raise ConfigError(path, f"expected a list of at least 2 finite, strictly increasing numbers, got {_show(value)}")
+
+
+def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
+    name = node.str("name")
+    field = node.str("field", name)
+    ftype = node.str("type", choices=("categorical", "numeric"))
+    det = _detector(node.node("detector"), detector) if node.has("detector") else detector
+    kw: dict[str, Any] = {}
+    if ftype == "categorical":
+        if node.has("categories") == node.has("top_k"):
+            raise ConfigError(node.path, "a categorical feature needs exactly one of `categories` (a list) or `top_k` (an int)")
+        if node.has("categories"):
+            cats = node.str_list("categories")
+            if not cats or len(set(cats)) != len(cats):
+                raise ConfigError(node.sub("categories"), "expected a non-empty list of distinct strings")
+            kw["categories"] = cats
+        else:
+            kw["top_k"] = node.int("top_k", None, minimum=1)
+    else:
+        bins = node.raw("bins", None)
+        if node.has("edges"):
+            if bins not in (None, "explicit"):
+                raise ConfigError(node.sub("bins"), "give either `edges` or `bins: quantile`, not both")
+            kw["edges"] = _increasing(node.raw("edges"), node.sub("edges"))
+        elif bins == "quantile":
+            kw["num_bins"] = node.int("num_bins", 10, minimum=2)
+        elif isinstance(bins, (list, tuple)):
+            kw["edges"] = _increasing(bins, node.sub("bins"))
+        else:
+            raise ConfigError(node.sub("bins"), f"a numeric feature needs `edges: [..]` or `bins: quantile`, got {_show(bins)}")
+    node.done()
+    return c.FeatureConfig(name=name, field=field, type=ftype, detector=det, **kw)
+
+
+def _window(node: _Node) -> c.WindowConfig:
+    if node.has("count"):
+        count = node.int("count", None, minimum=1)
+        node.done()
+        return c.WindowConfig(size=None, slide=None, allowed_lateness=0.0, count=count)
+    size = node.duration("size", 300.0)
+    slide = node.duration("slide", size)
+    lateness = node.duration("allowed_lateness", 0.0)
+    if size <= 0 or slide <= 0:
+        raise ConfigError(node.sub("size"), "expected positive window size and slide")
+    ratio = size / slide
+    if abs(ratio - round(ratio)) > 1e-9 or ratio < 1:
+        raise ConfigError(node.sub("slide"), f"expected a slide that divides the size ({size}s), got {slide}s")
+    node.done()
+    return c.WindowConfig(size=size, slide=slide, allowed_lateness=lateness)
+
+
+def _stream(node: _Node, detector: c.DetectorConfig) -> c.StreamConfig:
+    name = node.str("name")
+    if node.has("topic") and node.has("topics"):
+        raise ConfigError(node.sub("topics"), "give `topic` or `topics`, not both")
+    topics = node.str_list("topics") if node.has("topics") else node.str_list("topic", (name,))
+    ts = node.node("timestamp")
+    timestamp = c.TimestampConfig(
+        ts.str("field", "ts"), ts.str("unit", "s", choices=c.TIMESTAMP_UNITS), ts.duration("max_future_skew", 3600.0)
+    )
+    ts.done()
+    window = _window(node.node("window"))
+    raw_features = node.raw("features")
+    if not isinstance(raw_features, list) or not raw_features:
+        raise ConfigError(node.sub("features"), f"expected a non-empty list of features, got {_show(raw_features)}")
+    features = tuple(
+        _feature(_Node(f, f"{node.sub('features')}[{i}]", node.env), detector) for i, f in enumerate(raw_features)
+    )
+    names = [f.name for f in features]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ConfigError(node.sub("features"), f"feature names must be unique, {dup!r} repeats")
+    out = c.StreamConfig(
+        name=name,
+        topics=topics,
+        timestamp=timestamp,
+        window=window,
+        features=features,
+        segment_by=node.str_list("segment_by", ()),
+        max_segments=node.int("max_segments", 20, minimum=1),
+        include_overall=node.bool("include_overall", True),
+        learn_events=node.int("learn_events", 2000, minimum=10),
+    )
+    node.done()
+    return out
+
+
+def _simple(cls: type, node: _Node, **overrides: Any) -> Any:
+    """Fill a flat dataclass from a mapping, type-checking against its defaults."""
+    kw: dict[str, Any] = dict(overrides)
+    for f in dataclasses.fields(cls):
+        if f.name in kw or not node.has(f.name):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            kw[f.name] = node.bool(f.name, default)
+        elif isinstance(default, int):
+            kw[f.name] = node.int(f.name, default, minimum=0)
+        elif isinstance(default, float):
+            kw[f.name] = node.duration(f.name, default)
+        elif isinstance(default, tuple):
+            kw[f.name] = node.str_list(f.name, default)
+        else:
+            kw[f.name] = node.str(f.name, default)
+    node.done()
+    return cls(**kw)
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
+    """Validate a loaded YAML document and build the immutable Config."""
+    root = _Node(data, "", env or {})
+    detector = _detector(root.node("detector"), c.DetectorConfig()) if root.has("detector") else c.DetectorConfig()
+    raw_streams = root.raw("streams")
+    if not isinstance(raw_streams, list) or not raw_streams:
+        raise ConfigError("streams", f"expected a non-empty list of streams, got {_show(raw_streams)}")
+    streams = tuple(_stream(_Node(s, f"streams[{i}]", root.env), detector) for i, s in enumerate(raw_streams))
+    names = [s.name for s in streams]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ConfigError("streams", f"stream names must be unique, {dup!r} repeats")
+    kafka = _simple(c.KafkaConfig, root.node("kafka"))
+    if kafka.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError("kafka.security_protocol", f"expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, got {kafka.security_protocol!r}")
+    http = _simple(c.HttpConfig, root.node("http"))
+    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", http.listen):
+        raise ConfigError("http.listen", f"expected host:port, got {http.listen!r}")
+    alerts_node = root.node("alerts")
+    hooks_raw = alerts_node.raw("webhooks", [])
+    if not isinstance(hooks_raw, list):
+        raise ConfigError("alerts.webhooks", f"expected a list of webhooks, got {_show(hooks_raw)}")
+    hooks = []
+    for i, h in enumerate(hooks_raw):
+        hn = _Node(h, f"alerts.webhooks[{i}]", root.env)
+        hook = _simple(c.WebhookConfig, hn, name=hn.str("name"), url=hn.str("url"), secret=hn.str("secret", None) or None)
+        if not re.match(r"^https?://", hook.url):
+            raise ConfigError(f"alerts.webhooks[{i}].url", "expected an http:// or https:// URL")
+        hooks.append(hook)
+    alerts = c.AlertsConfig(tuple(hooks), alerts_node.int("outbox_max", 10000, minimum=1))
+    alerts_node.done()
+    cfg = c.Config(
+        streams=streams,
+        detector=detector,
+        kafka=kafka,
+        http=http,
+        alerts=alerts,
+        state=_simple(c.StateConfig, root.node("state")),
+        sinks=_simple(c.SinksConfig, root.node("sinks")),
+        logging=_simple(c.LoggingConfig, root.node("logging")),
+        lifecycle=_simple(c.LifecycleConfig, root.node("lifecycle")),
+    )
+    if cfg.logging.format not in ("text", "json"):
+        raise ConfigError("logging.format", f"expected text or json, got {cfg.logging.format!r}")
+    root.done()
+    return cfg
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> c.Config:
+    """Read a YAML file and parse it (see :func:`parse_config`)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data, env)
+
+
+def redacted(cfg: c.Config) -> dict[str, Any]:
+    """The config as plain data with every secret replaced by ``***``."""
+
+    def walk(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            out = {}
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                out[f.name] = "***" if f.name in SECRET_KEYS and value else walk(value)
+            return out
+        if isinstance(obj, (list, tuple)):
+            return [walk(v) for v in obj]
+        return obj
+
+    return walk(cfg)

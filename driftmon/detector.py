@@ -1,0 +1,168 @@
+"""The drift detector for one (stream, feature, segment) series of closed windows.
+
+Each closed window is compared with a reference: by default the latest
+earlier window that does not overlap it (for hopping windows, shared events
+would otherwise hide drift), or a *pinned* reference (the first window with at
+least ``min_count`` events), which also catches slow, gradual drift that a
+window-to-window comparison cannot see.
+
+A window's level is ``critical``/``warn`` when the divergence reaches that
+threshold *and*, unless ``max_p_value`` is null, the G-test p-value of "no
+change" is at most ``max_p_value``.  The p-value accounts for both window
+sizes and the number of non-empty bins, so a threshold means the same
+false-alarm rate on small and large windows (the plug-in KL alone has a
+positive bias of about (K-1)/2 * (1/n + 1/m) nats).
+
+Hysteresis: an alert fires when ``fire_after`` of the last ``of_last``
+windows were over the warn level (the current one included), escalates
+(fires again, as ``critical``) when a ``warn`` alert meets a critical window,
+and resolves after ``resolve_after`` consecutive windows below warn.
+
+>>> import numpy as np
+>>> from driftmon.config import DetectorConfig
+>>> det = Detector(DetectorConfig(min_count=100), ("a", "b", "c"), stream="s", feature="f")
+>>> det.update(0, 0.0, 60.0, np.array([300, 300, 400])).state
+'no_reference'
+>>> det.update(1, 60.0, 120.0, np.array([310, 290, 400])).state
+'ok'
+>>> r = det.update(2, 120.0, 180.0, np.array([700, 200, 100]))
+>>> r.state, r.transition, r.top_bins[0].bin
+('critical', 'fired', 'a')
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from driftmon import divergence, significance
+from driftmon.config import DetectorConfig
+from driftmon.result import BinShare, DriftResult
+
+SEVERITY = {"warn": "warning", "critical": "critical"}
+
+
+class Detector:
+    """Compares each closed window with its reference and tracks alert state."""
+
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        labels: tuple[str, ...],
+        *,
+        stream: str,
+        feature: str,
+        segment: str | None = None,
+        overlap: int = 1,
+    ):
+        self.cfg = cfg
+        self.labels = labels
+        self.stream, self.feature, self.segment = stream, feature, segment
+        self.overlap = overlap  # windows w and w - overlap + 1 .. w share events
+        self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=overlap)
+        self.pinned: np.ndarray | None = None
+        self.recent: deque[bool] = deque(maxlen=cfg.hysteresis.of_last)
+        self.severity: str | None = None  # active alert severity (warning | critical)
+        self.ok_streak = 0
+        self.smoothing = divergence.smoothing_label(cfg.smoothing)
+
+    def _reference(self, index: int) -> np.ndarray | None:
+        if self.cfg.reference == "pinned":
+            return self.pinned
+        for idx, counts in reversed(self.history):
+            if idx <= index - self.overlap:
+                return counts
+        return None
+
+    def update(self, index: int, start: float | None, end: float | None, counts: np.ndarray) -> DriftResult:
+        """Feed one closed window's counts; return its result."""
+        cfg = self.cfg
+        counts = np.asarray(counts, dtype=np.int64)
+        n = int(counts.sum())
+        ref = self._reference(index)
+        self.history.append((index, counts))
+        if self.pinned is None and cfg.reference == "pinned" and n >= cfg.min_count:
+            self.pinned = counts
+        base: dict[str, Any] = dict(
+            stream=self.stream, feature=self.feature, segment=self.segment, window_start=start, window_end=end,
+            metric=cfg.metric, unit=cfg.unit if cfg.metric != "hellinger" else "unitless",
+            n_current=n, n_reference=int(ref.sum()) if ref is not None else 0,
+            warn_threshold=cfg.thresholds.warn, critical_threshold=cfg.thresholds.critical,
+            counts=tuple(counts.tolist()), bins=self.labels, smoothing=self.smoothing,
+        )
+        if ref is None:
+            return DriftResult(**base, divergence=None, p_value=None, state="no_reference",
+                               transition="none", severity=self.severity)
+        if n < cfg.min_count or base["n_reference"] < cfg.min_count:
+            return DriftResult(**base, divergence=None, p_value=None, state="insufficient_data",
+                               transition="none", severity=self.severity)
+        value, terms = divergence.compare(cfg.metric, counts, ref, cfg.smoothing, cfg.unit)
+        div = float(value)
+        test = significance.g_test(counts, ref, permutations=cfg.permutations)
+        significant = cfg.max_p_value is None or test.p_value <= cfg.max_p_value
+        level = "ok"
+        if significant and div >= cfg.thresholds.critical:
+            level = "critical"
+        elif significant and div >= cfg.thresholds.warn:
+            level = "warn"
+        transition = self._hysteresis(level)
+        return DriftResult(
+            **base, divergence=div, p_value=float(test.p_value), p_value_method=test.method, state=level,
+            transition=transition, severity=self.severity, top_bins=self._top_bins(counts, ref, terms),
+        )
+
+    def _hysteresis(self, level: str) -> str:
+        h = self.cfg.hysteresis
+        over = level != "ok"
+        self.recent.append(over)
+        if self.severity is None:
+            if over and sum(self.recent) >= h.fire_after:
+                self.severity, self.ok_streak = SEVERITY[level], 0
+                return "fired"
+            return "none"
+        if not over:
+            self.ok_streak += 1
+            if self.ok_streak >= h.resolve_after:
+                self.severity, self.ok_streak = None, 0
+                self.recent.clear()
+                return "resolved"
+            return "none"
+        self.ok_streak = 0
+        if level == "critical" and self.severity == "warning":
+            self.severity = "critical"
+            return "fired"
+        return "none"
+
+    def _top_bins(self, cur: np.ndarray, ref: np.ndarray, terms: np.ndarray) -> tuple[BinShare, ...]:
+        k = self.cfg.top_bins
+        if k <= 0:
+            return ()
+        terms = np.asarray(terms, dtype=np.float64)
+        magnitude = np.where(np.isnan(terms), 0.0, np.abs(terms))
+        order = np.argsort(-magnitude, kind="stable")[:k]
+        pc, pr = cur / max(cur.sum(), 1), ref / max(ref.sum(), 1)
+        return tuple(
+            BinShare(self.labels[i], float(pr[i]), float(pc[i]), float(terms[i]))
+            for i in order.tolist() if magnitude[i] > 0 or cur[i] or ref[i]
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "history": [[i, c.tolist()] for i, c in self.history],
+            "pinned": None if self.pinned is None else self.pinned.tolist(),
+            "recent": list(self.recent),
+            "severity": self.severity,
+            "ok_streak": self.ok_streak,
+        }
+
+    def restore(self, d: dict[str, Any]) -> None:
+        self.history.clear()
+        for i, c in d["history"]:
+            self.history.append((int(i), np.asarray(c, dtype=np.int64)))
+        self.pinned = None if d["pinned"] is None else np.asarray(d["pinned"], dtype=np.int64)
+        self.recent.clear()
+        self.recent.extend(bool(x) for x in d["recent"])
+        self.severity = d["severity"]
+        self.ok_streak = int(d["ok_streak"])
