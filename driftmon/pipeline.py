@@ -42,7 +42,11 @@ class StepOutput:
     results: list[DriftResult] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     late: list[int] = field(default_factory=list)
-    windows_closed: int = 0
+    closed_ends: list[float] = field(default_factory=list)  # end of each window closed, in order
+
+    @property
+    def windows_closed(self) -> int:
+        return len(self.closed_ends)
 
 
 def _initial_spec(f: FeatureConfig) -> BinSpec | None:
@@ -127,9 +131,9 @@ class StreamPipeline:
         self._detect(closed, out)
 
     def _detect(self, closed: list[ClosedWindow], out: StepOutput) -> None:
-        indices = {w.index for w in closed}
-        self.windows_closed += len(indices)
-        out.windows_closed += len(indices)
+        ends = sorted({(w.index, w.end) for w in closed})
+        self.windows_closed += len(ends)
+        out.closed_ends.extend(end for _, end in ends)
         overlap = getattr(self.windows, "r", 1)
         for w in closed:
             for j, f in enumerate(self.cfg.features):
@@ -150,20 +154,38 @@ class StreamPipeline:
         return out
 
     def snapshot(self) -> dict[str, Any]:
+        """All state as JSON-able data.  Before the bin specs are learned the
+        held-back events themselves are saved, so nothing counted is lost."""
+        counters = {"events": self.events, "rejected": dict(self.rejected), "late": self.late,
+                    "windows_closed": self.windows_closed}
         if not self.ready:
-            raise RuntimeError("snapshot before the bin specs are learned; checkpoint the raw pending events instead")
+            merged = DecodedBatch.concat(self.pending) if self.pending else None
+            pending = None if merged is None else {
+                "ts": merged.ts.tolist(), "segments": merged.segments,
+                "features": [[None if isinstance(v, float) and v != v else v for v in col] for col in merged.features],
+            }
+            return {"pending": pending, "counters": counters}
         return {
             "specs": [s.to_dict() for s in self.specs if s is not None],
             "segments": self.segmenter.snapshot(),
             "windows": self.windows.snapshot(),
             "detectors": [[f, s, d.snapshot()] for (f, s), d in self.detectors.items()],
-            "counters": {"events": self.events, "rejected": dict(self.rejected), "late": self.late,
-                         "windows_closed": self.windows_closed},
+            "counters": counters,
         }
 
     def restore(self, d: dict[str, Any]) -> None:
-        self.specs = [spec_from_dict(s) for s in d["specs"]]
+        c = d["counters"]
+        self.events, self.late, self.windows_closed = c["events"], c["late"], c["windows_closed"]
+        self.rejected = Counter(c["rejected"])
         self.pending = []
+        if "pending" in d:
+            p = d["pending"]
+            if p is not None:
+                cols = [col if f.type == "categorical" else [float("nan") if v is None else v for v in col]
+                        for f, col in zip(self.cfg.features, p["features"])]
+                self.pending = [DecodedBatch(np.asarray(p["ts"], dtype=np.float64), p["segments"], cols)]
+            return
+        self.specs = [spec_from_dict(s) for s in d["specs"]]
         self.segmenter.restore(d["segments"])
         self._make_windows()
         self.windows.restore(d["windows"])
@@ -176,6 +198,3 @@ class StreamPipeline:
                            segment=seg, overlap=overlap)
             det.restore(snap)
             self.detectors[(fname, seg)] = det
-        c = d["counters"]
-        self.events, self.late, self.windows_closed = c["events"], c["late"], c["windows_closed"]
-        self.rejected = Counter(c["rejected"])

@@ -1,0 +1,239 @@
+"""The long-running service: wires source -> pipelines -> metrics, webhooks, sinks.
+
+Order of durability (see docs/reliability.md): a polled batch is counted into
+window state; results go to the sinks and alerts to the on-disk outbox; every
+``state.checkpoint_interval`` the sinks are synced, the state and the offsets
+it covers are written atomically, and only then are those offsets committed
+to Kafka.  On start the checkpoint is restored and each partition is sought
+to its checkpointed offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+
+from driftmon.alerts import AlertDispatcher
+from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
+from driftmon.config import Config
+from driftmon.deadletter import DeadLetterProducer
+from driftmon.decode import REASONS
+from driftmon.logs import setup_logging
+from driftmon.metrics import Metrics
+from driftmon.pipeline import StepOutput, StreamPipeline
+from driftmon.server import StatusServer
+from driftmon.sinks import make_sinks
+from driftmon.source import KafkaSource, Record
+
+log = logging.getLogger("driftmon.daemon")
+LAG_INTERVAL = 2.0
+
+
+class Daemon:
+    """One consumer-group member running every configured stream."""
+
+    def __init__(self, cfg: Config, *, reset_state: bool = False, metrics: Metrics | None = None):
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.metrics = metrics or Metrics()
+        self.pipelines = {s.name: StreamPipeline(s) for s in cfg.streams}
+        self.by_topic: dict[str, list[StreamPipeline]] = defaultdict(list)
+        for s in cfg.streams:
+            self.metrics.init_stream(s.name, (*REASONS, "late"))
+            for t in s.topics:
+                self.by_topic[t].append(self.pipelines[s.name])
+        self.store = CheckpointStore(cfg.state.dir, config_fingerprint(cfg))
+        if reset_state:
+            self.store.reset()
+        self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition, counted in state
+        self.committed: dict[tuple[str, int], int] = {}
+        self._restore()
+        self.sinks = make_sinks(cfg.sinks, cfg.kafka)
+        self.dispatcher = AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
+        self.dlq = DeadLetterProducer(cfg.kafka, cfg.kafka.dead_letter_topic) if cfg.kafka.dead_letter_topic else None
+        self.source: KafkaSource | None = None
+        self.server: StatusServer | None = None
+        self.last_checkpoint = time.monotonic()
+        self.last_lag = 0.0
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        loaded = self.store.load()  # raises CheckpointError on a bad checkpoint
+        if loaded is None:
+            log.info("no checkpoint in %s: starting from the committed offsets", self.store.directory)
+            return
+        streams, offsets = loaded
+        for name, snap in streams.items():
+            self.pipelines[name].restore(snap)
+        self.offsets = dict(offsets)
+        log.info("restored checkpoint: %d stream(s), %d partition offset(s)", len(streams), len(offsets))
+
+    def checkpoint(self) -> None:
+        """Sync sinks, write state + offsets atomically, then commit the offsets."""
+        for sink in self.sinks:
+            sink.sync()
+        self.store.save({n: p.snapshot() for n, p in self.pipelines.items()}, self.offsets)
+        self.metrics.checkpoint_done()
+        self.last_checkpoint = time.monotonic()
+        todo = {tp: o for tp, o in self.offsets.items() if self.committed.get(tp) != o}
+        if todo and self.source is not None:
+            assigned = self.source.assignment()
+            todo = {tp: o for tp, o in todo.items() if tp in assigned}
+            try:
+                self.source.commit(todo)
+                self.committed.update(todo)
+            except Exception as exc:  # the checkpoint holds them; the next commit retries
+                log.warning("offset commit failed (%s); offsets stay in the checkpoint", exc)
+
+    # -- processing -------------------------------------------------------------------------
+
+    def process(self, records: list[Record]) -> None:
+        """Count one polled batch into window state and emit what it closed."""
+        by_topic: dict[str, list[Record]] = defaultdict(list)
+        for rec in records:
+            by_topic[rec.topic].append(rec)
+        for topic, recs in by_topic.items():
+            values = [r.value if r.value is not None else b"" for r in recs]
+            for pipe in self.by_topic.get(topic, ()):
+                self._run(pipe, recs, values)
+            for rec in recs:
+                key = (rec.topic, rec.partition)
+                if rec.offset + 1 > self.offsets.get(key, -1):
+                    self.offsets[key] = rec.offset + 1
+
+    def _run(self, pipe: StreamPipeline, recs: list[Record], values: list[bytes]) -> None:
+        name = pipe.cfg.name
+        out = pipe.process(values)
+        m = self.metrics
+        m.count_events(name, len(values))
+        m.count_decoded(name, len(values) - len(out.rejected))
+        reasons: dict[str, int] = defaultdict(int)
+        for i, reason in out.rejected:
+            reasons[reason] += 1
+            if self.dlq is not None:
+                self.dlq.send(recs[i], reason)
+        for reason, n in reasons.items():
+            m.count_rejected(name, reason, n)
+        if out.late:
+            m.count_late(name, len(out.late))
+            m.count_rejected(name, "late", len(out.late))
+            if self.dlq is not None:
+                for i in out.late:
+                    self.dlq.send(recs[i], "late")
+        self._emit(name, out)
+
+    def _emit(self, name: str, out: StepOutput) -> None:
+        for end in out.closed_ends:
+            self.metrics.window_closed(name, end)
+        for r in out.results:
+            self.metrics.observe_result(r)
+            self.dispatcher.handle(r)
+            if r.transition != "none":
+                log.warning("drift %s: %s/%s/%s %s=%.4g %s p=%s window_end=%s", r.transition, r.stream, r.feature,
+                            r.segment or "-", r.metric, r.divergence or 0.0, r.unit, r.p_value, r.window_end)
+        for sink in self.sinks:
+            sink.write(out.results)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if self.source is None:
+            return False, "starting"
+        age = time.monotonic() - self.source.last_broker_contact
+        if age > self.cfg.http.ready_broker_timeout:
+            return False, f"no broker contact for {age:.0f}s"
+        if not self.source.assignment():
+            return False, "no partitions assigned"
+        return True, "ready"
+
+    def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
+        log.info("partitions revoked: %s; checkpointing", partitions)
+        self.checkpoint()
+        for t, p in partitions:
+            self.metrics.forget_partition(t, p)
+
+    def start_http(self) -> StatusServer:
+        http = self.cfg.http
+        self.server = StatusServer(http.host, http.port, self.metrics.render, self.ready).start()
+        log.info("serving /metrics /healthz /readyz on http://%s", self.server.address)
+        return self.server
+
+    def run(self) -> int:
+        """Consume until ``stop_event`` is set; then drain, checkpoint, commit, flush."""
+        cfg = self.cfg
+        if self.server is None:
+            self.start_http()
+        self.dispatcher.start()
+        topics = sorted(self.by_topic)
+        self.source = KafkaSource(cfg.kafka, topics, on_revoke=self._on_revoke)
+        if self.offsets:
+            self.source.seek(self.offsets)
+        log.info("consuming %s as group %r", topics, cfg.kafka.group_id)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    records = self.source.poll()
+                except Exception as exc:  # broker trouble: stay up, report not-ready, retry
+                    log.warning("poll failed: %s", exc)
+                    self.stop_event.wait(1.0)
+                    records = []
+                if records:
+                    self.process(records)
+                now = time.monotonic()
+                if now - self.last_checkpoint >= cfg.state.checkpoint_interval:
+                    self.checkpoint()
+                if now - self.last_lag >= LAG_INTERVAL:
+                    self._update_lag()
+                    self.metrics.set_ready(self.ready()[0])
+                    for receiver, n in self.dispatcher.pending().items():
+                        self.metrics.set_outbox_size(receiver, n)
+                    self.last_lag = now
+        finally:
+            self._shutdown()
+        return 0
+
+    def _update_lag(self) -> None:
+        try:
+            for (topic, partition), lag in self.source.lag().items():  # type: ignore[union-attr]
+                self.metrics.set_lag(topic, partition, lag)
+        except Exception as exc:
+            log.debug("lag unavailable: %s", exc)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.cfg.lifecycle.grace_period
+        log.info("shutting down: checkpoint, commit, flush alerts (grace %.0fs)", self.cfg.lifecycle.grace_period)
+        if self.cfg.lifecycle.close_windows_on_shutdown:
+            for name, pipe in self.pipelines.items():
+                self._emit(name, pipe.flush())
+        try:
+            self.checkpoint()
+        except Exception:
+            log.exception("final checkpoint failed")
+        self.dispatcher.flush(max(0.0, deadline - time.monotonic() - 1.0))
+        self.dispatcher.close(max(0.1, deadline - time.monotonic()))
+        if self.dlq is not None:
+            self.dlq.close(timeout=max(0.1, deadline - time.monotonic()))
+        for sink in self.sinks:
+            sink.close()
+        if self.source is not None:
+            self.source.close()
+        if self.server is not None:
+            self.server.stop()
+        log.info("stopped")
+
+
+def run_daemon(cfg: Config, reset_state: bool = False) -> int:
+    """``driftmon run``: run until SIGTERM/SIGINT, exit 0 after a clean drain."""
+    setup_logging(cfg)
+    try:
+        daemon = Daemon(cfg, reset_state=reset_state)
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return 3
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: daemon.stop_event.set())
+    return daemon.run()

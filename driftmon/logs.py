@@ -1,0 +1,60 @@
+"""Logging setup: text or JSON lines, with every configured secret scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from driftmon.config import Config
+
+
+class SecretFilter(logging.Filter):
+    """Replaces any configured secret value in a formatted message by ``***``."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            for s in self.secrets:
+                msg = msg.replace(s, "***")
+            record.msg, record.args = msg, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def secrets_of(cfg: Config) -> list[str]:
+    out = [w.secret for w in cfg.alerts.webhooks if w.secret]
+    out += [s for s in (cfg.kafka.sasl_plain_password, cfg.kafka.ssl_password) if s]
+    return out
+
+
+def setup_logging(cfg: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if cfg.logging.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretFilter(secrets_of(cfg)))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(cfg.logging.level.upper())
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,72 @@
+"""Results sinks: every closed-window result, in replay's ``--format json`` shape.
+
+``JsonlSink`` appends one line per result and fsyncs on ``sync()``, which the
+daemon calls before each checkpoint: a result is on disk before the state
+that produced it is checkpointed, so after a crash a row can repeat
+(identically) but never go missing.  ``KafkaResultsSink`` sends the same
+records to a topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import orjson
+
+from driftmon.config import KafkaConfig, SinksConfig
+from driftmon.result import DriftResult
+
+log = logging.getLogger(__name__)
+
+
+class JsonlSink:
+    def __init__(self, path: str):
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self.fh = open(path, "ab")
+
+    def write(self, results: list[DriftResult]) -> None:
+        if results:
+            self.fh.write(b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in results))
+
+    def sync(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.sync()
+        self.fh.close()
+
+
+class KafkaResultsSink:
+    def __init__(self, kafka: KafkaConfig, topic: str):
+        from kafka import KafkaProducer
+
+        from driftmon.source import client_kwargs
+
+        self.topic = topic
+        kw = {**client_kwargs(kafka), "linger_ms": 50, "acks": "all"}
+        if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
+            kw["enable_idempotence"] = False  # duplicates are identical rows; survive broker restarts
+        self.producer = KafkaProducer(**kw)
+
+    def write(self, results: list[DriftResult]) -> None:
+        for r in results:
+            key = f"{r.stream}/{r.feature}/{r.segment or ''}".encode()
+            self.producer.send(self.topic, key=key, value=orjson.dumps(r.to_dict()))
+
+    def sync(self) -> None:
+        self.producer.flush(timeout=30)
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
+
+
+def make_sinks(cfg: SinksConfig, kafka: KafkaConfig) -> list:
+    sinks: list = []
+    if cfg.jsonl:
+        sinks.append(JsonlSink(cfg.jsonl))
+    if cfg.kafka_topic:
+        sinks.append(KafkaResultsSink(kafka, cfg.kafka_topic))
+    return sinks
