@@ -162,8 +162,12 @@ class WebhookConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 60.0
 
-    def __repr__(self) -> str:  # never print the secret
-        return f"WebhookConfig(name={self.name!r}, url={self.url!r}, secret={'***' if self.secret else None})"
+    def __repr__(self) -> str:  # never print the secret, nor credentials/tokens in the URL
+        url = self.url.split("?", 1)[0]
+        if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+            scheme, rest = url.split("//", 1)
+            url = f"{scheme}//***@{rest.split('@', 1)[1]}"
+        return f"WebhookConfig(name={self.name!r}, url={url!r}, secret={'***' if self.secret else None})"
 
 
 @dataclass(frozen=True)

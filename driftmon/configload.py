@@ -119,6 +119,8 @@ class _Node:
 
 
 def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 

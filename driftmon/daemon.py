@@ -58,6 +58,7 @@ class Daemon:
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
         self.last_lag = 0.0
+        self.closing = False
 
     # -- state ------------------------------------------------------------------------------
 
@@ -151,6 +152,8 @@ class Daemon:
         return True, "ready"
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
+        if self.closing:  # the final checkpoint was already written and committed
+            return
         log.info("partitions revoked: %s; checkpointing", partitions)
         self.checkpoint()
         for t, p in partitions:
@@ -213,14 +216,15 @@ class Daemon:
             self.checkpoint()
         except Exception:
             log.exception("final checkpoint failed")
+        self.closing = True
+        if self.source is not None:
+            self.source.close()
         self.dispatcher.flush(max(0.0, deadline - time.monotonic() - 1.0))
         self.dispatcher.close(max(0.1, deadline - time.monotonic()))
         if self.dlq is not None:
             self.dlq.close(timeout=max(0.1, deadline - time.monotonic()))
         for sink in self.sinks:
             sink.close()
-        if self.source is not None:
-            self.source.close()
         if self.server is not None:
             self.server.stop()
         log.info("stopped")
