@@ -44,7 +44,8 @@ class _Node:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(path, f"expected a mapping, got {_show(data)}")
-        self.data, self.path, self.env, self.used = data, path, env, set()
+        self.data, self.path, self.env = data, path, env
+        self.used: set[str] = set()
 
     def sub(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -57,7 +58,7 @@ class _Node:
     def has(self, key: str) -> bool:
         return key in self.data
 
-    def str(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> Any:
+    def text(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> Any:
         value = self.raw(key, None if default is ... else default)
         if value is None and default is ...:
             raise ConfigError(self.sub(key), "required, expected a string")
@@ -69,7 +70,7 @@ class _Node:
             raise ConfigError(self.sub(key), f"expected one of {', '.join(choices)}, got {_show(value)}")
         return value
 
-    def int(self, key: str, default: Any, minimum: int | None = None) -> Any:
+    def integer(self, key: str, default: Any, minimum: int | None = None) -> Any:
         value = self.raw(key, default)
         if value is None:
             return None
@@ -79,7 +80,7 @@ class _Node:
             raise ConfigError(self.sub(key), f"expected an integer >= {minimum}, got {value}")
         return value
 
-    def float(self, key: str, default: Any, minimum: float | None = None) -> Any:
+    def number(self, key: str, default: Any, minimum: float | None = None) -> Any:
         value = self.raw(key, default)
         if value is None:
             return None
@@ -89,7 +90,7 @@ class _Node:
             raise ConfigError(self.sub(key), f"expected a number >= {minimum}, got {value}")
         return float(value)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         value = self.raw(key, default)
         if not isinstance(value, bool):
             raise ConfigError(self.sub(key), f"expected true or false, got {_show(value)}")
@@ -161,28 +162,28 @@ def parse_duration(value: Any, path: str = "") -> float:
 def _detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
     kw: dict[str, Any] = {}
     if node.has("metric"):
-        kw["metric"] = node.str("metric", choices=c.METRICS)
+        kw["metric"] = node.text("metric", choices=c.METRICS)
     if node.has("unit"):
-        kw["unit"] = node.str("unit", choices=c.UNITS)
+        kw["unit"] = node.text("unit", choices=c.UNITS)
     if node.has("reference"):
-        kw["reference"] = node.str("reference", choices=("previous", "pinned"))
+        kw["reference"] = node.text("reference", choices=("previous", "pinned"))
     if node.has("min_count"):
-        kw["min_count"] = node.int("min_count", None, minimum=1)
+        kw["min_count"] = node.integer("min_count", None, minimum=1)
     if node.has("max_p_value"):
-        p = node.float("max_p_value", None, minimum=0.0)
+        p = node.number("max_p_value", None, minimum=0.0)
         if p is not None and p > 1:
             raise ConfigError(node.sub("max_p_value"), f"expected a probability in [0, 1] or null, got {p}")
         kw["max_p_value"] = p
     if node.has("permutations"):
-        kw["permutations"] = node.int("permutations", None, minimum=0)
+        kw["permutations"] = node.integer("permutations", None, minimum=0)
     if node.has("top_bins"):
-        kw["top_bins"] = node.int("top_bins", None, minimum=0)
+        kw["top_bins"] = node.integer("top_bins", None, minimum=0)
     if node.has("smoothing"):
         s = node.node("smoothing")
         sm = base.smoothing
-        method = s.str("method", sm.method, choices=c.SMOOTHING_METHODS)
-        alpha = s.float("alpha", sm.alpha, minimum=0.0)
-        floor = s.float("floor", sm.floor, minimum=0.0)
+        method = s.text("method", sm.method, choices=c.SMOOTHING_METHODS)
+        alpha = s.number("alpha", sm.alpha, minimum=0.0)
+        floor = s.number("floor", sm.floor, minimum=0.0)
         if method == "additive" and alpha <= 0:
             raise ConfigError(s.sub("alpha"), f"expected a pseudo-count > 0 for additive smoothing, got {alpha}")
         if method == "floor" and not 0 < floor < 1:
@@ -191,19 +192,19 @@ def _detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
         kw["smoothing"] = c.Smoothing(method, alpha, floor)
     if node.has("thresholds"):
         t = node.node("thresholds")
-        warn = t.float("warn", base.thresholds.warn, minimum=0.0)
-        crit = t.float("critical", base.thresholds.critical, minimum=0.0)
+        warn = t.number("warn", base.thresholds.warn, minimum=0.0)
+        crit = t.number("critical", base.thresholds.critical, minimum=0.0)
         if crit < warn:
             raise ConfigError(t.sub("critical"), f"expected critical >= warn ({warn}), got {crit}")
         t.done()
         kw["thresholds"] = c.Thresholds(warn, crit)
     if node.has("hysteresis"):
         h = node.node("hysteresis")
-        fire = h.int("fire_after", base.hysteresis.fire_after, minimum=1)
-        of_last = h.int("of_last", max(fire, base.hysteresis.of_last) if not h.has("fire_after") else fire, minimum=1)
+        fire = h.integer("fire_after", base.hysteresis.fire_after, minimum=1)
+        of_last = h.integer("of_last", max(fire, base.hysteresis.of_last) if not h.has("fire_after") else fire, minimum=1)
         if of_last < fire:
             raise ConfigError(h.sub("of_last"), f"expected of_last >= fire_after ({fire}), got {of_last}")
-        resolve = h.int("resolve_after", base.hysteresis.resolve_after, minimum=1)
+        resolve = h.integer("resolve_after", base.hysteresis.resolve_after, minimum=1)
         h.done()
         kw["hysteresis"] = c.Hysteresis(fire, of_last, resolve)
     node.done()
@@ -224,9 +225,9 @@ def _increasing(value: Any, path: str) -> tuple[float, ...]:
 
 
 def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
-    name = node.str("name")
-    field = node.str("field", name)
-    ftype = node.str("type", choices=("categorical", "numeric"))
+    name = node.text("name")
+    field = node.text("field", name)
+    ftype = node.text("type", choices=("categorical", "numeric"))
     det = _detector(node.node("detector"), detector) if node.has("detector") else detector
     kw: dict[str, Any] = {}
     if ftype == "categorical":
@@ -238,7 +239,7 @@ def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
                 raise ConfigError(node.sub("categories"), "expected a non-empty list of distinct strings")
             kw["categories"] = cats
         else:
-            kw["top_k"] = node.int("top_k", None, minimum=1)
+            kw["top_k"] = node.integer("top_k", None, minimum=1)
     else:
         bins = node.raw("bins", None)
         if node.has("edges"):
@@ -246,7 +247,7 @@ def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
                 raise ConfigError(node.sub("bins"), "give either `edges` or `bins: quantile`, not both")
             kw["edges"] = _increasing(node.raw("edges"), node.sub("edges"))
         elif bins == "quantile":
-            kw["num_bins"] = node.int("num_bins", 10, minimum=2)
+            kw["num_bins"] = node.integer("num_bins", 10, minimum=2)
         elif isinstance(bins, (list, tuple)):
             kw["edges"] = _increasing(bins, node.sub("bins"))
         else:
@@ -257,7 +258,7 @@ def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
 
 def _window(node: _Node) -> c.WindowConfig:
     if node.has("count"):
-        count = node.int("count", None, minimum=1)
+        count = node.integer("count", None, minimum=1)
         node.done()
         return c.WindowConfig(size=None, slide=None, allowed_lateness=0.0, count=count)
     size = node.duration("size", 300.0)
@@ -273,13 +274,13 @@ def _window(node: _Node) -> c.WindowConfig:
 
 
 def _stream(node: _Node, detector: c.DetectorConfig) -> c.StreamConfig:
-    name = node.str("name")
+    name = node.text("name")
     if node.has("topic") and node.has("topics"):
         raise ConfigError(node.sub("topics"), "give `topic` or `topics`, not both")
     topics = node.str_list("topics") if node.has("topics") else node.str_list("topic", (name,))
     ts = node.node("timestamp")
     timestamp = c.TimestampConfig(
-        ts.str("field", "ts"), ts.str("unit", "s", choices=c.TIMESTAMP_UNITS), ts.duration("max_future_skew", 3600.0)
+        ts.text("field", "ts"), ts.text("unit", "s", choices=c.TIMESTAMP_UNITS), ts.duration("max_future_skew", 3600.0)
     )
     ts.done()
     window = _window(node.node("window"))
@@ -300,9 +301,9 @@ def _stream(node: _Node, detector: c.DetectorConfig) -> c.StreamConfig:
         window=window,
         features=features,
         segment_by=node.str_list("segment_by", ()),
-        max_segments=node.int("max_segments", 20, minimum=1),
-        include_overall=node.bool("include_overall", True),
-        learn_events=node.int("learn_events", 2000, minimum=10),
+        max_segments=node.integer("max_segments", 20, minimum=1),
+        include_overall=node.flag("include_overall", True),
+        learn_events=node.integer("learn_events", 2000, minimum=10),
     )
     node.done()
     return out
@@ -316,15 +317,15 @@ def _simple(cls: type, node: _Node, **overrides: Any) -> Any:
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
-            kw[f.name] = node.bool(f.name, default)
+            kw[f.name] = node.flag(f.name, default)
         elif isinstance(default, int):
-            kw[f.name] = node.int(f.name, default, minimum=0)
+            kw[f.name] = node.integer(f.name, default, minimum=0)
         elif isinstance(default, float):
             kw[f.name] = node.duration(f.name, default)
         elif isinstance(default, tuple):
             kw[f.name] = node.str_list(f.name, default)
         else:
-            kw[f.name] = node.str(f.name, default)
+            kw[f.name] = node.text(f.name, default)
     node.done()
     return cls(**kw)
 
@@ -354,11 +355,11 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
     hooks = []
     for i, h in enumerate(hooks_raw):
         hn = _Node(h, f"alerts.webhooks[{i}]", root.env)
-        hook = _simple(c.WebhookConfig, hn, name=hn.str("name"), url=hn.str("url"), secret=hn.str("secret", None) or None)
+        hook = _simple(c.WebhookConfig, hn, name=hn.text("name"), url=hn.text("url"), secret=hn.text("secret", None) or None)
         if not re.match(r"^https?://", hook.url):
             raise ConfigError(f"alerts.webhooks[{i}].url", "expected an http:// or https:// URL")
         hooks.append(hook)
-    alerts = c.AlertsConfig(tuple(hooks), alerts_node.int("outbox_max", 10000, minimum=1))
+    alerts = c.AlertsConfig(tuple(hooks), alerts_node.integer("outbox_max", 10000, minimum=1))
     alerts_node.done()
     cfg = c.Config(
         streams=streams,

@@ -53,7 +53,7 @@ class StatusServer:
     @property
     def address(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     def start(self) -> StatusServer:
         self.thread.start()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy.special import xlogy
@@ -108,7 +109,7 @@ def _permutation_p(a: np.ndarray, b: np.ndarray, g_obs: float, permutations: int
     tol = 0.5e-9 * abs(g_obs) + 1e-12 * abs(s_obs)
     rng = np.random.Generator(np.random.PCG64(seed))
     # "count" is O(N) per draw, "marginals" O(K): pick the cheaper (deterministically).
-    method = "count" if total <= 16 * k else "marginals"
+    method: Literal["count", "marginals"] = "count" if total <= 16 * k else "marginals"
     chunk = max(1, _CHUNK_CELLS // k)
     hits, done = 0, 0
     while done < permutations:

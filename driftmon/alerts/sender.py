@@ -275,7 +275,7 @@ class AlertDispatcher:
         severity = severity_of(result)
         fp = fingerprint(alert_labels(result, severity))
         known = self._tracker.get(fp)
-        starts_at = known.starts_at if known else (rfc3339(result.window_end) or rfc3339(time.time()))
+        starts_at = known.starts_at if known else (rfc3339(result.window_end) or rfc3339(time.time()) or "")
         alert = FiringAlert(result.stream, result.feature, result.segment, severity, starts_at)
         return [("firing", severity, starts_at, None)], {fp: alert}, []
 

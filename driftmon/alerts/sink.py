@@ -97,7 +97,7 @@ class WebhookSink:
 
     @property
     def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}/hook"
+        return f"http://{self._server.server_address[0]!s}:{self.port}/hook"
 
     @property
     def received(self) -> list[Received]:
