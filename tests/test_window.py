@@ -1,0 +1,384 @@
+"""Windows: tumbling/hopping membership, watermark and lateness, close-once,
+batch-cut invariance, count windows per segment lane, the segment cap, and
+snapshot/restore mid-stream."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from driftmon.config import WindowConfig
+from driftmon.configload import parse_config
+from driftmon.pipeline import StreamPipeline
+from driftmon.window import OTHER_SEGMENT, CountWindows, EventTimeWindows, Segmenter, make_windows
+
+SETTINGS = settings(max_examples=60, deadline=None)
+NOW = 2_000_000_000.0  # wall clock for decoders: all test events are in its past
+
+
+def event_windows(size: float, slide: float | None = None, lateness: float = 0.0, sizes=(3,), segmenter=None):
+    seg = segmenter or Segmenter(10, segmented=False)
+    return EventTimeWindows(WindowConfig(size, slide or size, lateness), list(sizes), seg)
+
+
+def feed(win, ts, bins=None, seg=None):
+    """One batch: float times, one feature's bin ids (default 0), segment ids (default 0)."""
+    ts = np.asarray(ts, dtype=np.float64)
+    b = np.zeros(ts.size, dtype=np.int64) if bins is None else np.asarray(bins, dtype=np.int64)
+    s = np.zeros(ts.size, dtype=np.int64) if seg is None else np.asarray(seg, dtype=np.int64)
+    return win.add(ts, s, [b])
+
+
+def summary(closed):
+    return [(w.index, w.start, w.end, w.segment, w.n, tuple(w.counts[0].tolist())) for w in closed]
+
+
+# ----------------------------------------------------------------------------- membership
+
+
+def test_tumbling_membership_and_close_on_watermark():
+    win = event_windows(10.0)
+    closed, late = feed(win, [1.0, 5.0, 9.999], bins=[0, 1, 2])
+    assert closed == [] and not late.any()
+    closed, late = feed(win, [10.0, 15.0], bins=[1, 1])  # watermark 15 passes the end of [0, 10)
+    assert summary(closed) == [(0, 0.0, 10.0, None, 3, (1, 1, 1))]
+    closed, late = feed(win, [19.0, 20.0], bins=[2, 0])  # 20 closes [10, 20); the end is exclusive
+    assert summary(closed) == [(1, 10.0, 20.0, None, 3, (0, 2, 1))]
+    assert summary(win.flush()) == [(2, 20.0, 30.0, None, 1, (1, 0, 0))]
+    assert win.flush() == []
+
+
+def test_hopping_event_belongs_to_size_over_slide_windows():
+    win = event_windows(30.0, 10.0)
+    feed(win, [25.0])
+    closed = win.flush()
+    assert [(w.index, w.start, w.end, w.n) for w in closed] == [(0, 0.0, 30.0, 1), (1, 10.0, 40.0, 1), (2, 20.0, 50.0, 1)]
+
+
+@SETTINGS
+@given(
+    st.lists(st.floats(0.0, 500.0), min_size=1, max_size=150),
+    st.sampled_from([(10.0, 10.0), (30.0, 10.0), (20.0, 5.0), (7.5, 2.5)]),
+)
+def test_in_order_events_are_counted_in_exactly_the_windows_that_contain_them(times, shape):
+    size, slide = shape
+    ts = np.sort(np.asarray(times)) + 1000.0
+    win = event_windows(size, slide)
+    closed, late = feed(win, ts)
+    closed += win.flush()
+    assert not late.any()
+    for w in closed:
+        assert w.end - w.start == size and w.start == w.index * slide
+        assert w.n == int(np.count_nonzero((ts >= w.start) & (ts < w.end)))
+    # and every window that contains an event was emitted
+    expected = {int(k) - j for k in np.floor(ts / slide) for j in range(int(round(size / slide)))}
+    assert {w.index for w in closed} == expected
+
+
+# ----------------------------------------------------------------------------- lateness
+
+
+def test_late_events_are_counted_and_never_added_to_closed_windows():
+    win = event_windows(10.0)
+    closed, late = feed(win, [1.0, 12.0, 5.0], bins=[0, 1, 2])  # 5 arrives after the watermark passed 10
+    assert late.tolist() == [False, False, True]
+    assert summary(closed) == [(0, 0.0, 10.0, None, 1, (1, 0, 0))]
+    closed, late = feed(win, [9.0, 3.0], bins=[2, 2])  # still late in a later batch; window 0 is not reopened
+    assert late.tolist() == [True, True] and closed == []
+    assert summary(win.flush()) == [(1, 10.0, 20.0, None, 1, (0, 1, 0))]
+
+
+def test_allowed_lateness_keeps_a_window_open():
+    win = event_windows(10.0, lateness=5.0)
+    closed, late = feed(win, [1.0, 12.0, 8.0])  # watermark 12 - 5 = 7 < 10: window 0 still open
+    assert closed == [] and not late.any()
+    closed, late = feed(win, [15.0, 9.0])  # watermark 10 closes it; 9 now arrives late
+    assert late.tolist() == [False, True]
+    assert [(w.index, w.n) for w in closed] == [(0, 2)]
+
+
+def test_hopping_partially_late_event_goes_only_to_open_windows():
+    win = event_windows(20.0, 10.0)
+    feed(win, [25.0])
+    closed, _ = feed(win, [31.0])  # closes window 1 = [10, 30)
+    assert [w.index for w in closed] == [1]
+    closed, late = feed(win, [28.0])  # belongs to windows 1 (closed) and 2 (open): not late
+    assert late.tolist() == [False] and closed == []
+    by_index = {w.index: w.n for w in win.flush()}
+    assert by_index == {2: 3, 3: 1}
+
+
+def test_late_event_after_gap_and_far_past_event_first():
+    win = event_windows(60.0)
+    closed, late = feed(win, [100.0, 1_000_000.0, 101.0, 999_999.0])
+    assert late.tolist() == [False, False, True, False]
+    assert [(w.index, w.n) for w in closed] == [(1, 1)]
+    assert [(w.index, w.n) for w in win.flush()] == [(16666, 2)]
+
+
+# ----------------------------------------------------------------------------- close once, batch invariance
+
+
+def _cuts(draw_sizes, n):
+    out, i = [], 0
+    for s in draw_sizes:
+        if i >= n:
+            break
+        out.append((i, min(n, i + s)))
+        i += s
+    if i < n:
+        out.append((i, n))
+    return out
+
+
+def _run_windows(win_factory, ts, bins, seg_keys, cuts, max_segments=50):
+    segmenter = Segmenter(max_segments, segmented=seg_keys is not None)
+    win = win_factory(segmenter)
+    closed, late = [], []
+    for a, b in cuts:
+        keys = None if seg_keys is None else seg_keys[a:b]
+        seg = segmenter.ids(keys, b - a)
+        c, lt = win.add(ts[a:b], seg, [bins[a:b]])
+        closed += c
+        late.append(lt)
+    closed += win.flush()
+    return closed, np.concatenate(late) if late else np.zeros(0, bool)
+
+
+event_streams = st.integers(1, 200).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.floats(0.0, 300.0), min_size=n, max_size=n),  # jittered, partly out of order
+        st.lists(st.integers(0, 2), min_size=n, max_size=n),
+        st.lists(st.sampled_from(["ios", "android", "web"]), min_size=n, max_size=n),
+        st.lists(st.integers(1, 40), max_size=30),
+        st.lists(st.integers(1, 40), max_size=30),
+    )
+)
+
+
+def _by_key(closed):
+    out = defaultdict(list)
+    for w in closed:
+        out[w.segment].append((w.index, w.start, w.end, w.n, tuple(w.counts[0].tolist())))
+    return dict(out)
+
+
+@SETTINGS
+@given(event_streams, st.sampled_from([(10.0, 10.0, 0.0), (20.0, 10.0, 0.0), (10.0, 10.0, 15.0), (30.0, 10.0, 4.0)]))
+def test_event_time_results_do_not_depend_on_batch_cuts(stream, shape):
+    times, bins, segs, cuts_a, cuts_b = stream
+    size, slide, lateness = shape
+    n = len(times)
+    ts = 1000.0 + np.asarray(times) + np.arange(n) * 0.5  # drifting forward with jitter: some late events
+    bins = np.asarray(bins, dtype=np.int64)
+
+    def factory(segmenter):
+        return EventTimeWindows(WindowConfig(size, slide, lateness), [3], segmenter)
+
+    ref_closed, ref_late = _run_windows(factory, ts, bins, segs, [(0, n)])
+    for cuts in (_cuts(cuts_a, n), _cuts(cuts_b, n), [(i, i + 1) for i in range(n)]):
+        closed, late = _run_windows(factory, ts, bins, segs, cuts)
+        assert late.tolist() == ref_late.tolist()
+        assert _by_key(closed) == _by_key(ref_closed)
+        # each (window, segment) closes exactly once
+        assert len({(w.index, w.segment) for w in closed}) == len(closed)
+    # conservation (tumbling only): every event is counted once or is late
+    if size == slide:
+        overall = sum(w.n for w in ref_closed if w.segment is None)
+        assert overall + int(ref_late.sum()) == n
+
+
+@SETTINGS
+@given(event_streams, st.integers(1, 25))
+def test_count_windows_do_not_depend_on_batch_cuts(stream, count):
+    times, bins, segs, cuts_a, _ = stream
+    n = len(times)
+    ts, bins = 1000.0 + np.asarray(times), np.asarray(bins, dtype=np.int64)
+
+    def factory(segmenter):
+        return CountWindows(WindowConfig(None, None, 0.0, count), [3], segmenter)
+
+    ref, ref_late = _run_windows(factory, ts, bins, segs, [(0, n)])
+    closed, late = _run_windows(factory, ts, bins, segs, _cuts(cuts_a, n))
+    assert not ref_late.any() and not late.any()
+    assert _by_key(closed) == _by_key(ref)
+    per_lane = _by_key(ref)
+    # lanes: the whole stream and one per segment; every window but the last of a lane is full
+    assert sum(w[3] for w in per_lane[None]) == n
+    for seg, windows in per_lane.items():
+        expected = n if seg is None else segs.count(seg)
+        assert sum(w[3] for w in windows) == expected
+        assert all(w[3] == count for w in windows[:-1]) and 0 < windows[-1][3] <= count
+        assert [w[0] for w in windows] == list(range(len(windows)))
+
+
+# ----------------------------------------------------------------------------- count windows, segments
+
+
+def test_count_windows_per_segment_lane():
+    segmenter = Segmenter(10)
+    win = CountWindows(WindowConfig(None, None, 0.0, 2), [3], segmenter)
+    keys = ["a", "b", "a", "a", "b", "a", "a", "b", "b"]
+    ts = np.arange(len(keys), dtype=float) + 100.0
+    closed, late = win.add(ts, segmenter.ids(keys, len(keys)), [np.zeros(len(keys), np.int64)])
+    closed += win.flush()
+    lanes = Counter(w.segment for w in closed)
+    assert lanes == {None: 5, "a": 3, "b": 2}
+    a = [w for w in closed if w.segment == "a"]
+    assert [(w.index, w.n, w.start, w.end) for w in a] == [(0, 2, 100.0, 102.0), (1, 2, 103.0, 105.0), (2, 1, 106.0, 106.0)]
+
+
+def test_count_windows_without_overall_lane():
+    segmenter = Segmenter(10)
+    win = CountWindows(WindowConfig(None, None, 0.0, 2), [3], segmenter, include_overall=False)
+    keys = ["a", "b", "a", "b"]
+    closed, _ = win.add(np.arange(4.0) + 1, segmenter.ids(keys, 4), [np.zeros(4, np.int64)])
+    assert sorted(w.segment for w in closed) == ["a", "b"]
+
+
+def test_segment_cap_sends_extra_keys_to_other():
+    segmenter = Segmenter(2)
+    win = EventTimeWindows(WindowConfig(10.0, 10.0, 0.0), [3], segmenter)
+    for i, key in enumerate(["x", "y", "z", "w", "z", "x"]):
+        win.add(np.array([1.0 + i]), segmenter.ids([key], 1), [np.zeros(1, np.int64)])
+    assert segmenter.names == ["x", "y", OTHER_SEGMENT]
+    assert segmenter.ids(["z", "w", "never-seen"], 3).tolist() == [2, 2, 2]
+    closed = {w.segment: w.n for w in win.flush()}
+    assert closed == {"x": 2, "y": 1, OTHER_SEGMENT: 3, None: 6}
+
+
+def test_segment_count_stays_bounded_with_many_distinct_keys():
+    segmenter = Segmenter(20)
+    keys = [f"user-{i}" for i in range(50_000)]
+    ids = segmenter.ids(keys, len(keys))
+    assert len(segmenter.names) == 21 and segmenter.names[-1] == OTHER_SEGMENT
+    assert int(ids.max()) == 20 and np.count_nonzero(ids == 20) == 50_000 - 20
+
+
+def test_vanished_segment_reports_once_with_zero_events():
+    segmenter = Segmenter(10)
+    win = EventTimeWindows(WindowConfig(10.0, 10.0, 0.0), [3], segmenter)
+    out = []
+    for t, key in [(1.0, "a"), (2.0, "b"), (11.0, "a"), (21.0, "a"), (31.0, "a")]:
+        out += win.add(np.array([t]), segmenter.ids([key], 1), [np.zeros(1, np.int64)])[0]
+    out += win.flush()
+    # window 1 reports b's disappearance once (n = 0); later windows do not mention b
+    assert [(w.index, w.segment, w.n) for w in out if w.segment == "b"] == [(0, "b", 1), (1, "b", 0)]
+    assert [(w.index, w.n) for w in out if w.segment is None] == [(0, 2), (1, 1), (2, 1), (3, 1)]
+
+
+def test_make_windows_picks_the_kind():
+    seg = Segmenter(5, segmented=False)
+    assert isinstance(make_windows(WindowConfig(count=10, size=None, slide=None), [3], seg, True), CountWindows)
+    assert isinstance(make_windows(WindowConfig(60.0, 30.0), [3], seg, True), EventTimeWindows)
+
+
+# ----------------------------------------------------------------------------- snapshot / restore
+
+
+def test_event_time_windows_snapshot_restore_mid_stream():
+    rng = np.random.default_rng(3)
+    ts = 1000.0 + np.cumsum(rng.exponential(0.5, 2000)) + rng.normal(0, 3, 2000)
+    bins = rng.integers(0, 3, 2000)
+    keys = rng.choice(["a", "b", "c"], 2000).tolist()
+
+    def fresh():
+        segmenter = Segmenter(10)
+        return segmenter, EventTimeWindows(WindowConfig(60.0, 20.0, 5.0), [3], segmenter)
+
+    seg1, straight = fresh()
+    ref, _ = straight.add(ts, seg1.ids(keys, 2000), [bins])
+    ref += straight.flush()
+
+    seg2, first = fresh()
+    part1, _ = first.add(ts[:777], seg2.ids(keys[:777], 777), [bins[:777]])
+    state = json.loads(json.dumps({"segments": seg2.snapshot(), "windows": first.snapshot()}))
+    seg3, second = fresh()
+    seg3.restore(state["segments"])
+    second.restore(state["windows"])
+    part2, _ = second.add(ts[777:], seg3.ids(keys[777:], 2000 - 777), [bins[777:]])
+    part2 += second.flush()
+    assert _by_key(part1 + part2) == _by_key(ref)
+
+
+def _pipeline_config(window: dict) -> object:
+    return parse_config({
+        "streams": [{
+            "name": "s",
+            "window": window,
+            "segment_by": ["p"],
+            "learn_events": 300,
+            "features": [
+                {"name": "cat", "type": "categorical", "top_k": 4},
+                {"name": "x", "type": "numeric", "bins": "quantile", "num_bins": 5},
+                {"name": "lvl", "type": "categorical", "categories": ["lo", "hi"]},
+            ],
+        }],
+        "detector": {"min_count": 20, "hysteresis": {"fire_after": 2, "of_last": 3, "resolve_after": 2}},
+    }).streams[0]
+
+
+def _events(n: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        shift = i > n // 2
+        out.append(orjson.dumps({
+            "ts": 1_700_000_000 + i * 0.7 + float(rng.normal(0, 2)),
+            "p": str(rng.choice(["ios", "web"])),
+            "cat": str(rng.choice(list("abcdefg"), p=[0.3, 0.2, 0.2, 0.1, 0.1, 0.05, 0.05] if not shift else
+                                  [0.1, 0.1, 0.2, 0.2, 0.2, 0.1, 0.1])),
+            "x": None if i % 17 == 0 else float(rng.normal(3.0 if shift else 0.0, 1)),
+            "lvl": "hi" if rng.random() < 0.3 else "lo",
+        }))
+    out.insert(1000, b"{broken")
+    return out
+
+
+def _results(pipe: StreamPipeline, batches) -> list[dict]:
+    out = []
+    for b in batches:
+        out += [r.to_dict() for r in pipe.process(b).results]
+    return out
+
+
+def test_pipeline_snapshot_restore_mid_stream_matches_uninterrupted_run():
+    for window in ({"size": "60s", "slide": "30s", "allowed_lateness": "3s"}, {"count": 90}):
+        cfg = _pipeline_config(window)
+        events = _events(4000, seed=5)
+        batches = [events[i:i + 250] for i in range(0, len(events), 250)]
+
+        straight = StreamPipeline(cfg, clock=lambda: NOW)
+        ref = _results(straight, batches) + [r.to_dict() for r in straight.flush().results]
+
+        first = StreamPipeline(cfg, clock=lambda: NOW)
+        got = _results(first, batches[:7])
+        state = json.loads(json.dumps(first.snapshot()))
+        del first
+        second = StreamPipeline(cfg, clock=lambda: NOW)
+        second.restore(state)
+        got += _results(second, batches[7:]) + [r.to_dict() for r in second.flush().results]
+
+        assert got == ref
+        assert (second.events, second.late, dict(second.rejected)) == (straight.events, straight.late, dict(straight.rejected))
+        assert any(r["transition"] == "fired" for r in ref)  # the run is not trivially quiet
+
+
+def test_pipeline_snapshot_before_the_specs_are_learned():
+    cfg = _pipeline_config({"size": "60s"})
+    events = _events(1200, seed=9)
+    straight = StreamPipeline(cfg, clock=lambda: NOW)
+    ref = _results(straight, [events[:100], events[100:]]) + [r.to_dict() for r in straight.flush().results]
+
+    first = StreamPipeline(cfg, clock=lambda: NOW)
+    assert _results(first, [events[:100]]) == [] and not first.ready
+    state = json.loads(json.dumps(first.snapshot()))
+    second = StreamPipeline(cfg, clock=lambda: NOW)
+    second.restore(state)
+    got = _results(second, [events[100:]]) + [r.to_dict() for r in second.flush().results]
+    assert got == ref
