@@ -327,7 +327,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _remove(metric, labels: tuple[str, ...]) -> None:
+def _remove(metric: Gauge | Counter, labels: tuple[str, ...]) -> None:
     try:
         metric.remove(*labels)
     except KeyError:
