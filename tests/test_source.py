@@ -1,0 +1,189 @@
+"""KafkaSource and DeadLetterProducer against a real (tansu) broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import consume, kafka_config, produce, unique_name
+
+from driftmon.config import KafkaConfig
+from driftmon.deadletter import DeadLetterProducer
+from driftmon.embedded import EmbeddedBroker, create_topics
+from driftmon.source import KafkaSource, Record, consumer_kwargs, next_offsets, redact
+
+pytestmark = pytest.mark.kafka
+
+
+def _coords(records):
+    return sorted((r.topic, r.partition, r.offset, r.value) for r in records)
+
+
+def _drain(source, seconds: float = 1.0) -> list[Record]:
+    """Poll a little longer to prove nothing unexpected is still coming."""
+    out: list[Record] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        out.extend(source.poll(100))
+    return out
+
+
+def test_poll_returns_every_record_with_topic_partition_offset_and_bytes(kafka_broker, fresh_topic):
+    t1, t2 = fresh_topic(partitions=3), fresh_topic(partitions=1)
+    expected = []
+    for p in range(3):
+        values = [f'{{"p": {p}, "i": {i}}}'.encode() for i in range(4)]
+        produce(kafka_broker.bootstrap, t1, values, partition=p)
+        expected += [(t1, p, i, v) for i, v in enumerate(values)]
+    produce(kafka_broker.bootstrap, t2, [b"\x00\xffraw"], partition=0)
+    expected.append((t2, 0, 0, b"\x00\xffraw"))
+
+    with KafkaSource(kafka_config(kafka_broker.bootstrap), [t1, t2]) as src:
+        got = consume(src, len(expected))
+        got += _drain(src, 0.5)
+        assert src.assignment() == {(t1, 0), (t1, 1), (t1, 2), (t2, 0)}
+
+    assert _coords(got) == sorted(expected)
+    r = got[0]
+    assert isinstance(r, Record) and r.key is None and r.headers == []
+    assert isinstance(r.timestamp_ms, int) and r.timestamp_ms > 1_500_000_000_000
+    assert next_offsets(got) == {(t1, 0): 4, (t1, 1): 4, (t1, 2): 4, (t2, 0): 1}
+
+
+def test_commit_only_given_offsets_and_same_group_resumes_after_them(kafka_broker, fresh_topic):
+    topic = fresh_topic(partitions=2)
+    produce(kafka_broker.bootstrap, topic, [f"a{i}" for i in range(6)], partition=0)
+    produce(kafka_broker.bootstrap, topic, [f"b{i}" for i in range(3)], partition=1)
+    cfg = kafka_config(kafka_broker.bootstrap)
+
+    with KafkaSource(cfg, [topic]) as src:
+        consume(src, 9)
+        src.commit({})  # no-op
+        src.commit({(topic, 0): 4})  # partition 1 deliberately left uncommitted
+
+    with KafkaSource(cfg, [topic]) as src:
+        got = consume(src, 2 + 3)
+        got += _drain(src, 0.5)
+    assert _coords(got) == [
+        (topic, 0, 4, b"a4"), (topic, 0, 5, b"a5"),
+        (topic, 1, 0, b"b0"), (topic, 1, 1, b"b1"), (topic, 1, 2, b"b2"),
+    ]  # fmt: skip
+
+
+def test_seek_applies_restored_offsets_on_assignment_then_calls_on_assign(kafka_broker, fresh_topic):
+    topic = fresh_topic(partitions=2)
+    produce(kafka_broker.bootstrap, topic, [f"a{i}" for i in range(10)], partition=0)
+    produce(kafka_broker.bootstrap, topic, [f"b{i}" for i in range(2)], partition=1)
+    events = []
+
+    def on_assign(partitions):
+        events.append(("assign", partitions))
+        src.commit({(topic, 1): 1})  # inside a rebalance callback: sent without blocking
+
+    src = KafkaSource(kafka_config(kafka_broker.bootstrap), [topic], on_assign=on_assign)
+    try:
+        src.seek({(topic, 0): 7})  # before any assignment: kept until the group assigns it
+        got = consume(src, 3)
+        got += _drain(src, 1.0)
+        assert events == [("assign", [(topic, 0), (topic, 1)])]
+        # partition 0 starts at the restored 7; partition 1 at 0 or at the offset
+        # committed in on_assign, depending on which one the fetcher saw first
+        assert [r.offset for r in got if r.partition == 0] == [7, 8, 9]
+
+        src.seek({(topic, 0): 2})  # already assigned: applied at once
+        again = consume(src, 8)
+        assert [(r.partition, r.offset) for r in again] == [(0, i) for i in range(2, 10)]
+    finally:
+        src.close()
+
+    with KafkaSource(kafka_config(kafka_broker.bootstrap, src.kafka.group_id), [topic]) as src2:
+        got = consume(src2, 10 + 1)  # nothing committed for p0; p1 committed at 1 in on_assign
+        got += _drain(src2, 0.5)
+    assert sorted((r.partition, r.offset) for r in got) == [(0, i) for i in range(10)] + [(1, 1)]
+
+
+def test_lag_is_highwater_minus_position(kafka_broker, fresh_topic):
+    topic = fresh_topic(partitions=1)
+    produce(kafka_broker.bootstrap, topic, [f"{i}" for i in range(20)], partition=0)
+    cfg = kafka_config(kafka_broker.bootstrap, max_poll_records=5)
+    with KafkaSource(cfg, [topic]) as src:
+        assert src.lag() == {}  # nothing fetched yet: highwater unknown
+        first = consume(src, 1)
+        assert src.lag() == {(topic, 0): 20 - (first[-1].offset + 1)}
+        consume(src, 20 - len(first))
+        assert src.lag() == {(topic, 0): 0}
+        produce(kafka_broker.bootstrap, topic, ["x", "y"], partition=0)
+        consume(src, 2)
+        assert src.lag() == {(topic, 0): 0}
+
+
+def test_last_broker_contact_advances_while_idle_and_stops_when_broker_dies():
+    with EmbeddedBroker() as broker:
+        topic = unique_name("contact")
+        create_topics(broker.bootstrap, [topic])
+        produce(broker.bootstrap, topic, ["x"])
+        src = KafkaSource(kafka_config(broker.bootstrap), [topic])
+        try:
+            consume(src, 1)
+            seen = src.last_broker_contact
+            deadline = time.monotonic() + 15
+            while src.last_broker_contact <= seen:  # idle topic: heartbeats keep it fresh
+                assert time.monotonic() < deadline, "no broker contact while idle"
+                src.poll(200)
+            broker.kill()
+            killed_at = time.monotonic()
+            for _ in range(10):
+                assert src.poll(200) == []
+            assert src.last_broker_contact <= killed_at
+        finally:
+            src.close()
+
+
+def test_dead_letter_keeps_bytes_and_key_and_adds_provenance_headers(kafka_broker, fresh_topic):
+    dlq = fresh_topic(partitions=1)
+    bad = Record("events", 3, 41, 0, b"k1", b"\xffnot json", [("trace", b"abc"), ("driftmon-reason", b"old")])
+    cfg = kafka_config(kafka_broker.bootstrap)
+    with DeadLetterProducer(cfg, dlq) as dl:
+        dl.send(bad, "json: invalid start byte")
+        dl.send(Record("events", 0, 7, 0, None, b"{}", []), "missing field ts")
+        dl.flush(timeout=10)
+        assert (dl.sent, dl.delivered, dl.failed) == (2, 2, 0)
+
+    with KafkaSource(cfg, [dlq]) as src:
+        got = sorted(consume(src, 2), key=lambda r: r.offset)
+    assert [(r.key, r.value) for r in got] == [(b"k1", b"\xffnot json"), (None, b"{}")]
+    assert got[0].headers == [
+        ("trace", b"abc"),
+        ("driftmon-reason", b"json: invalid start byte"),
+        ("driftmon-source-topic", b"events"),
+        ("driftmon-source-partition", b"3"),
+        ("driftmon-source-offset", b"41"),
+    ]
+    assert dict(got[1].headers)["driftmon-source-offset"] == b"7"
+
+
+def test_every_kafka_setting_is_wired_and_secrets_are_redacted():
+    cfg = KafkaConfig(
+        bootstrap_servers=("b1:9093", "b2:9093"), group_id="g", client_id="c", auto_offset_reset="latest",
+        max_poll_interval_ms=1, max_poll_records=2, poll_timeout_ms=3, session_timeout_ms=4,
+        heartbeat_interval_ms=5, security_protocol="SASL_SSL", ssl_cafile="/ca.pem",
+        ssl_certfile="/c.pem", ssl_keyfile="/k.pem", ssl_password="keypass",
+        ssl_check_hostname=False, sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="alice", sasl_plain_password="hunter2",
+    )  # fmt: skip
+    kw = consumer_kwargs(cfg)
+    assert kw == {
+        "bootstrap_servers": ["b1:9093", "b2:9093"], "client_id": "c", "group_id": "g",
+        "enable_auto_commit": False, "auto_offset_reset": "latest", "max_poll_interval_ms": 1,
+        "max_poll_records": 2, "session_timeout_ms": 4, "heartbeat_interval_ms": 5,
+        "security_protocol": "SASL_SSL", "ssl_check_hostname": False, "ssl_cafile": "/ca.pem",
+        "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem", "ssl_password": "keypass",
+        "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "alice", "sasl_plain_password": "hunter2",
+    }  # fmt: skip
+    shown = repr(redact(kw))
+    assert "hunter2" not in shown and "keypass" not in shown and "alice" in shown
+
+    plain = consumer_kwargs(KafkaConfig(ssl_password="x", sasl_plain_password="y"))
+    assert not {"ssl_password", "sasl_plain_password", "sasl_mechanism"} & plain.keys()
+    with pytest.raises(ValueError, match="sasl_mechanism"):
+        consumer_kwargs(KafkaConfig(security_protocol="SASL_PLAINTEXT"))
