@@ -172,7 +172,10 @@ class Daemon:
             self.start_http()
         self.dispatcher.start()
         topics = sorted(self.by_topic)
-        self.source = KafkaSource(cfg.kafka, topics, on_revoke=self._on_revoke)
+        self.source = self._connect(topics)
+        if self.source is None:  # stopped before the cluster ever answered
+            self._shutdown()
+            return 0
         if self.offsets:
             self.source.seek(self.offsets)
         log.info("consuming %s as group %r", topics, cfg.kafka.group_id)
@@ -198,6 +201,19 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _connect(self, topics: list[str]) -> KafkaSource | None:
+        """Create the consumer, retrying with backoff while the cluster is unreachable."""
+        delay = 1.0
+        while not self.stop_event.is_set():
+            try:
+                return KafkaSource(self.cfg.kafka, topics, on_revoke=self._on_revoke)
+            except Exception as exc:  # e.g. KafkaTimeoutError / NoBrokersAvailable at start-up
+                log.warning("kafka not reachable at %s (%s); retrying in %.0fs",
+                            ",".join(self.cfg.kafka.bootstrap_servers), exc, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+        return None
 
     def _update_lag(self) -> None:
         try:
