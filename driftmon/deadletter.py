@@ -33,10 +33,14 @@ SOURCE_OFFSET = "driftmon-source-offset"
 
 
 class RecordLike(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 def dead_letter_headers(record: RecordLike, reason: str) -> list[tuple[str, bytes]]:

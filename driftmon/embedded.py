@@ -357,7 +357,7 @@ class MotoS3:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):
                 out.close()
         deadline = time.monotonic() + timeout
         last_err: Exception | None = None
