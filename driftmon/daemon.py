@@ -47,9 +47,13 @@ class Daemon:
                 self.by_topic[t].append(self.pipelines[s.name])
         self.store = CheckpointStore(cfg.state.dir, config_fingerprint(cfg))
         if reset_state:
-            self.store.reset()
+            aside = self.store.reset()
+            if aside:
+                log.warning("--reset-state: moved checkpoint aside to %s; windows and references start afresh "
+                            "from the group's committed offsets", aside)
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition, counted in state
         self.committed: dict[tuple[str, int], int] = {}
+        self.consistent = True  # False while a batch is half counted: never checkpoint that
         self._restore()
         self.sinks = make_sinks(cfg.sinks, cfg.kafka)
         self.dispatcher = AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
@@ -68,13 +72,21 @@ class Daemon:
             log.info("no checkpoint in %s: starting from the committed offsets", self.store.directory)
             return
         streams, offsets = loaded
-        for name, snap in streams.items():
-            self.pipelines[name].restore(snap)
+        try:
+            for name, snap in streams.items():
+                self.pipelines[name].restore(snap)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {self.store.path} does not fit the configured streams "
+                                  f"({type(exc).__name__}: {exc}); run `driftmon run --reset-state` to move it "
+                                  "aside and start from the group's committed offsets") from None
         self.offsets = dict(offsets)
         log.info("restored checkpoint: %d stream(s), %d partition offset(s)", len(streams), len(offsets))
 
     def checkpoint(self) -> None:
         """Sync sinks, write state + offsets atomically, then commit the offsets."""
+        if not self.consistent:
+            log.error("not checkpointing: a batch was only partly counted; the last checkpoint stays")
+            return
         for sink in self.sinks:
             sink.sync()
         self.store.save({n: p.snapshot() for n, p in self.pipelines.items()}, self.offsets)
@@ -97,6 +109,7 @@ class Daemon:
         by_topic: dict[str, list[Record]] = defaultdict(list)
         for rec in records:
             by_topic[rec.topic].append(rec)
+        self.consistent = False  # until every pipeline counted the batch and offsets moved past it
         for topic, recs in by_topic.items():
             values = [r.value if r.value is not None else b"" for r in recs]
             for pipe in self.by_topic.get(topic, ()):
@@ -105,6 +118,7 @@ class Daemon:
                 key = (rec.topic, rec.partition)
                 if rec.offset + 1 > self.offsets.get(key, -1):
                     self.offsets[key] = rec.offset + 1
+        self.consistent = True
 
     def _run(self, pipe: StreamPipeline, recs: list[Record], values: list[bytes]) -> None:
         name = pipe.cfg.name
@@ -150,6 +164,15 @@ class Daemon:
         if not self.source.assignment():
             return False, "no partitions assigned"
         return True, "ready"
+
+    def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
+        """Resume every partition this state has counted from at its own next
+        offset, on every assignment: Kafka's committed offset can be behind it
+        (the commit after a checkpoint is asynchronous during a rebalance)."""
+        known = {tp: self.offsets[tp] for tp in partitions if tp in self.offsets}
+        if known and self.source is not None:
+            self.source.seek(known)
+        log.info("partitions assigned: %s (%d resumed from this state's offsets)", partitions, len(known))
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         if self.closing:  # the final checkpoint was already written and committed
@@ -207,7 +230,7 @@ class Daemon:
         delay = 1.0
         while not self.stop_event.is_set():
             try:
-                return KafkaSource(self.cfg.kafka, topics, on_revoke=self._on_revoke)
+                return KafkaSource(self.cfg.kafka, topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
             except Exception as exc:  # e.g. KafkaTimeoutError / NoBrokersAvailable at start-up
                 log.warning("kafka not reachable at %s (%s); retrying in %.0fs",
                             ",".join(self.cfg.kafka.bootstrap_servers), exc, delay)
