@@ -68,9 +68,7 @@ def _produce(bootstrap: str, stop: threading.Event, t0: float) -> None:
 
 def run_demo(duration: float | None = None, config_path: str | None = None, http: str = "127.0.0.1:9108") -> int:
     from driftmon.alerts.sink import WebhookSink
-    from driftmon.daemon import Daemon
-    from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError, create_topics
-    from driftmon.logs import setup_logging
+    from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError
 
     path = _config_path(config_path)
     try:
@@ -78,8 +76,24 @@ def run_demo(duration: float | None = None, config_path: str | None = None, http
     except EmbeddedBrokerError as exc:
         print(f"driftmon demo: {exc}", file=sys.stderr)
         return 2
+    sink = None
+    try:  # tansu runs in its own session: Ctrl-C does not reach it, so always close it here
+        sink = WebhookSink(secret=SECRET, echo=sys.stdout)
+        return _run(broker, sink, path, duration, http)
+    finally:
+        if sink is not None:
+            sink.stop()
+        broker.close()
+
+
+def _run(broker, sink, path: str, duration: float | None, http: str) -> int:
+    import signal
+
+    from driftmon.daemon import Daemon
+    from driftmon.embedded import create_topics
+    from driftmon.logs import setup_logging
+
     state = tempfile.mkdtemp(prefix="driftmon-demo-")
-    sink = WebhookSink(secret=SECRET, echo=sys.stdout)
     env = {
         **os.environ,
         "DRIFTMON_DEMO_BOOTSTRAP": broker.bootstrap,
@@ -113,19 +127,21 @@ def run_demo(duration: float | None = None, config_path: str | None = None, http
         f"  stop       Ctrl-C" + (f" (or after {duration:.0f}s)" if duration else "") + "\n",
         flush=True,
     )
+    # A daemon thread, cancelled on exit: a pending non-daemon Timer would keep the process
+    # alive until --duration ran out even after Ctrl-C.
+    timer = threading.Timer(duration or 0, daemon.stop_event.set)
+    timer.daemon = True
     if duration:
-        threading.Timer(duration, daemon.stop_event.set).start()
-    import signal
-
+        timer.start()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: daemon.stop_event.set())
     try:
         code = daemon.run()
     finally:
+        timer.cancel()
         stop.set()
         producer.join(timeout=5)
-        sink.stop()
-        broker.close()
     alerts = sink.unique_alerts()
-    print(f"driftmon demo: stopped after {time.time() - t0:.0f}s; {len(alerts)} alert notification(s) received")
+    print(f"driftmon demo: stopped after {time.time() - t0:.0f}s; {len(alerts)} alert notification(s) received",
+          flush=True)
     return code
