@@ -90,12 +90,18 @@ def _fsync_dir(path: str) -> None:
 
 
 class CheckpointStore:
-    """Reads and atomically replaces the checkpoint in ``directory``."""
+    """Reads and atomically replaces the checkpoint in ``directory``.
 
-    def __init__(self, directory: str, fingerprint: str):
+    The owner (the daemon) removes temp files left by a write a crash
+    interrupted; readers pass ``owner=False`` so they never touch a live write.
+    """
+
+    def __init__(self, directory: str, fingerprint: str, owner: bool = True):
         self.directory = directory
         self.fingerprint = fingerprint
         self.path = os.path.join(directory, FILENAME)
+        if not owner:
+            return
         os.makedirs(directory, exist_ok=True)
         for name in os.listdir(directory):  # temp files of a write interrupted by a crash
             if name.startswith(_TMP_PREFIX):
@@ -188,7 +194,7 @@ def describe(directory: str) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"checkpoint {path} is unreadable (not a driftmon checkpoint header)")
-    streams, offsets = CheckpointStore(directory, header.get("config", "")).load() or ({}, {})
+    streams, offsets = CheckpointStore(directory, header.get("config", ""), owner=False).load() or ({}, {})
     return {
         "path": path,
         "version": header.get("version"),
