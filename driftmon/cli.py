@@ -10,13 +10,11 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
-import orjson
-
 from driftmon import __version__
 from driftmon.config import Config
 from driftmon.configload import ConfigError, load_config, redacted
 from driftmon.pipeline import StreamPipeline
-from driftmon.result import DriftResult, json_number, rfc3339
+from driftmon.result import DriftResult, json_line, json_number, rfc3339
 
 BATCH = 10000
 
@@ -74,7 +72,7 @@ def replay(cfg: Config, source: str, fmt: str, streams: list[str] | None, flush:
 
     def emit(results: list[DriftResult]) -> None:
         for r in results:
-            out.write(orjson.dumps(r.to_dict()).decode() + "\n" if fmt == "json" else _text_row(r) + "\n")
+            out.write(json_line(r.to_dict()).decode() if fmt == "json" else _text_row(r) + "\n")
 
     if fmt == "text":
         out.write(f"{'window_end':24} {'stream':12} {'feature':14} {'segment':10} divergence     unit  p-value  "

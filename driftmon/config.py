@@ -96,6 +96,8 @@ class WindowConfig:
     slide: float | None = 300.0
     allowed_lateness: float = 0.0
     count: int | None = None
+    idle_timeout: float = 60.0  # a source partition silent this long stops holding the watermark
+
 
     @property
     def is_count(self) -> bool:

@@ -264,13 +264,14 @@ def _window(node: _Node) -> c.WindowConfig:
     size = node.duration("size", 300.0)
     slide = node.duration("slide", size)
     lateness = node.duration("allowed_lateness", 0.0)
+    idle = node.duration("idle_timeout", 60.0)
     if size <= 0 or slide <= 0:
         raise ConfigError(node.sub("size"), "expected positive window size and slide")
     ratio = size / slide
     if abs(ratio - round(ratio)) > 1e-9 or ratio < 1:
         raise ConfigError(node.sub("slide"), f"expected a slide that divides the size ({size}s), got {slide}s")
     node.done()
-    return c.WindowConfig(size=size, slide=slide, allowed_lateness=lateness)
+    return c.WindowConfig(size=size, slide=slide, allowed_lateness=lateness, idle_timeout=idle)
 
 
 def _stream(node: _Node, detector: c.DetectorConfig) -> c.StreamConfig:

@@ -16,6 +16,8 @@ import threading
 import time
 from collections import defaultdict
 
+import numpy as np
+
 from driftmon.alerts import AlertDispatcher
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
@@ -122,7 +124,10 @@ class Daemon:
 
     def _run(self, pipe: StreamPipeline, recs: list[Record], values: list[bytes]) -> None:
         name = pipe.cfg.name
-        out = pipe.process(values)
+        # A stable id per (topic, partition) of this stream, for per-partition watermarks.
+        base = pipe.cfg.topics.index(recs[0].topic) * 1_000_000 if recs else 0
+        parts = np.fromiter((r.partition for r in recs), dtype=np.int64, count=len(recs)) + base
+        out = pipe.process(values, parts, time.monotonic())
         m = self.metrics
         m.count_events(name, len(values))
         m.count_decoded(name, len(values) - len(out.rejected))

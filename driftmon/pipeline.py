@@ -70,8 +70,8 @@ class StreamPipeline:
         self.cfg = cfg
         self.decoder = Decoder(cfg, clock)
         self.specs: list[BinSpec | None] = [_initial_spec(f) for f in cfg.features]
-        self.pending: list[DecodedBatch] = []
-        self.pending_positions: list[list[int]] = []
+        self.pending: list[DecodedBatch] = []  # held back until the bin specs are learned
+        self.pending_parts: list[np.ndarray] = []  # their source partitions
         self.segmenter = Segmenter(cfg.max_segments, segmented=bool(cfg.segment_by))
         self.windows: Any = None
         self.detectors: dict[tuple[str, str | None], Detector] = {}
@@ -90,39 +90,50 @@ class StreamPipeline:
         sizes = [s.size for s in self.specs if s is not None]
         self.windows = make_windows(self.cfg.window, sizes, self.segmenter, self.cfg.include_overall)
 
-    def process(self, values: Sequence[bytes | str]) -> StepOutput:
-        """Decode and count one batch of raw events."""
+    def process(self, values: Sequence[bytes | str], partitions: Sequence[int] | np.ndarray | None = None,
+                now: float | None = None) -> StepOutput:
+        """Decode and count one batch of raw events.
+
+        ``partitions``: the source partition id of each value (for per-partition
+        watermarks); ``now``: processing time, for partition idleness.
+        """
         out = StepOutput()
         self.events += len(values)
         batch = self.decoder.decode(values)
+        part = np.zeros(len(batch), dtype=np.int64) if partitions is None else \
+            np.asarray(partitions, dtype=np.int64)[np.asarray(batch.accepted, dtype=np.int64)]
         out.rejected = batch.rejected
         self.rejected.update(reason for _, reason in batch.rejected)
         if not self.ready:
             self.pending.append(batch)
+            self.pending_parts.append(part)
             if sum(len(b) for b in self.pending) < self.cfg.learn_events:
                 return out
-            self._learn_and_drain(out)
+            self._learn_and_drain(out, now)
             return out
-        self._count(batch, batch.accepted, out)
+        self._count(batch, part, batch.accepted, out, now)
         return out
 
-    def _learn_and_drain(self, out: StepOutput) -> None:
+    def _learn_and_drain(self, out: StepOutput, now: float | None = None) -> None:
         pending, self.pending = self.pending, []
+        parts, self.pending_parts = self.pending_parts, []
         if not pending:
             pending = [DecodedBatch(np.empty(0), None, [[] for _ in self.specs])]
         merged = DecodedBatch.concat(pending)
+        part = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         for j, f in enumerate(self.cfg.features):
             if self.specs[j] is None:
                 self.specs[j] = _learn(f, merged.features[j])
         self._make_windows()
-        self._count(merged, None, out)
+        self._count(merged, part, None, out, now)
 
-    def _count(self, batch: DecodedBatch, positions: list[int] | None, out: StepOutput) -> None:
+    def _count(self, batch: DecodedBatch, part: np.ndarray, positions: list[int] | None, out: StepOutput,
+               now: float | None) -> None:
         if len(batch) == 0:
             return
         seg = self.segmenter.ids(batch.segments, len(batch))
         bins = [spec.index(col) for spec, col in zip(self.specs, batch.features)]  # type: ignore[union-attr]
-        closed, late = self.windows.add(batch.ts, seg, bins)
+        closed, late = self.windows.add(batch.ts, seg, bins, part, now)
         n_late = int(late.sum())
         if n_late:
             self.late += n_late
@@ -162,6 +173,7 @@ class StreamPipeline:
             merged = DecodedBatch.concat(self.pending) if self.pending else None
             pending = None if merged is None else {
                 "ts": merged.ts.tolist(), "segments": merged.segments,
+                "partitions": np.concatenate(self.pending_parts).tolist(),
                 "features": [[None if isinstance(v, float) and v != v else v for v in col] for col in merged.features],
             }
             return {"pending": pending, "counters": counters}
@@ -177,13 +189,14 @@ class StreamPipeline:
         c = d["counters"]
         self.events, self.late, self.windows_closed = c["events"], c["late"], c["windows_closed"]
         self.rejected = Counter(c["rejected"])
-        self.pending = []
+        self.pending, self.pending_parts = [], []
         if "pending" in d:
             p = d["pending"]
             if p is not None:
                 cols = [col if f.type == "categorical" else [float("nan") if v is None else v for v in col]
                         for f, col in zip(self.cfg.features, p["features"])]
                 self.pending = [DecodedBatch(np.asarray(p["ts"], dtype=np.float64), p["segments"], cols)]
+                self.pending_parts = [np.asarray(p["partitions"], dtype=np.int64)]
             return
         self.specs = [spec_from_dict(s) for s in d["specs"]]
         self.segmenter.restore(d["segments"])

@@ -11,8 +11,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 STATES = ("ok", "warn", "critical", "insufficient_data", "no_reference")
 TRANSITIONS = ("fired", "resolved", "none")
+
+
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def json_line(doc: Any) -> bytes:
+    """One JSON document as one line (newline included).  NEL, LINE SEPARATOR and
+    PARAGRAPH SEPARATOR inside strings are escaped, since readers that split
+    on Unicode line breaks (``str.splitlines``) would otherwise cut the line."""
+    data = orjson.dumps(doc)
+    for raw, escaped in _LINE_BREAKS:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data + b"\n"
 
 
 def rfc3339(ts: float | None) -> str | None:

@@ -15,7 +15,7 @@ import os
 import orjson
 
 from driftmon.config import KafkaConfig, SinksConfig
-from driftmon.result import DriftResult
+from driftmon.result import DriftResult, json_line
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class JsonlSink:
 
     def write(self, results: list[DriftResult]) -> None:
         if results:
-            self.fh.write(b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in results))
+            self.fh.write(b"".join(json_line(r.to_dict()) for r in results))
 
     def sync(self) -> None:
         self.fh.flush()

@@ -10,6 +10,13 @@ and is still open *at the moment the event arrives*; if none is open it is
 is computed per event (a running maximum, vectorized), the result does not
 depend on how the stream was cut into batches.
 
+With several source partitions (the daemon passes one id per event) the
+watermark is the *minimum* over partitions of each partition's largest event
+time, so a partition read ahead during a backlog catch-up cannot make the
+others' events late.  A partition that has delivered nothing for
+``idle_timeout`` seconds of processing time stops holding the watermark back
+(like Flink's idleness); offline replay is a single partition.
+
 Count windows (:class:`CountWindows`) close after ``count`` events of a lane
 (the overall stream, or one segment).
 
@@ -139,12 +146,18 @@ class EventTimeWindows:
     def __init__(self, window: WindowConfig, sizes: list[int], segmenter: Segmenter, include_overall: bool = True):
         assert window.size is not None and window.slide is not None
         self.size, self.slide, self.lateness = window.size, window.slide, window.allowed_lateness
+        self.idle_timeout = window.idle_timeout
         self.r = int(round(self.size / self.slide))  # windows each event belongs to
         self.sizes = sizes
         self.segmenter = segmenter
         self.emitter = _Emitter(segmenter, include_overall)
-        self.max_ts = -math.inf
+        self.part_max: dict[int, float] = {}  # partition -> largest event time seen
+        self.part_seen: dict[int, float] = {}  # partition -> processing time of its last event
         self.open: dict[int, _Acc] = {}
+
+    @property
+    def max_ts(self) -> float:
+        return max(self.part_max.values(), default=-math.inf)
 
     def _first_open(self, watermark: np.ndarray) -> np.ndarray:
         """Smallest window index whose end is after the watermark."""
@@ -152,12 +165,33 @@ class EventTimeWindows:
             w = np.floor((watermark - self.size) / self.slide) + 1
         return np.where(np.isfinite(w), w, -(2**62)).astype(np.int64)
 
-    def add(self, ts: np.ndarray, seg: np.ndarray, bins: list[np.ndarray]) -> tuple[list[ClosedWindow], np.ndarray]:
-        """Count a batch; return the windows it closed (in order) and a late mask."""
+    def _active(self, now: float | None, exclude: set[int]) -> list[float]:
+        """Largest event times of the partitions that hold the watermark back."""
+        return [m for p, m in self.part_max.items() if p not in exclude and
+                (now is None or now - self.part_seen.get(p, now) <= self.idle_timeout)]
+
+    def _watermarks(self, ts: np.ndarray, part: np.ndarray, now: float | None) -> np.ndarray:
+        """Event time up to which the stream is complete, as seen just before each event."""
+        keys = np.unique(part).tolist()
+        base = min(self._active(now, set(keys)), default=math.inf)
+        low = np.full(ts.size, base)
+        for p in keys:
+            x = np.where(part == p, ts, -math.inf)
+            before = np.maximum.accumulate(np.concatenate(([self.part_max.get(p, -math.inf)], x)))[:-1]
+            low = np.minimum(low, np.where(before == -math.inf, math.inf, before))  # unseen: no say yet
+        return np.where(low == math.inf, -math.inf, low) - self.lateness
+
+    def add(self, ts: np.ndarray, seg: np.ndarray, bins: list[np.ndarray], part: np.ndarray | None = None,
+            now: float | None = None) -> tuple[list[ClosedWindow], np.ndarray]:
+        """Count a batch; return the windows it closed (in order) and a late mask.
+
+        ``part``: source partition id per event (None: one partition); ``now``:
+        processing time for partition idleness (None: never idle, as in replay).
+        """
         if ts.size == 0:
             return [], np.zeros(0, dtype=bool)
-        running = np.maximum.accumulate(np.concatenate(([self.max_ts], ts)))[:-1]
-        first_open = self._first_open(running - self.lateness)
+        part = np.zeros(ts.size, dtype=np.int64) if part is None else part
+        first_open = self._first_open(self._watermarks(ts, part, now))
         k = np.floor(ts / self.slide).astype(np.int64)
         late = k < first_open
         segments = len(self.segmenter.names)
@@ -173,8 +207,12 @@ class EventTimeWindows:
                 if acc is None:
                     acc = self.open[idx] = _Acc(self.sizes, segments)
                 acc.add(seg[sel], [b[sel] for b in bins], segments, ts[sel])
-        self.max_ts = max(self.max_ts, float(ts.max()))
-        limit = int(self._first_open(np.asarray([self.max_ts - self.lateness]))[0])
+        for p in np.unique(part).tolist():
+            self.part_max[p] = max(self.part_max.get(p, -math.inf), float(ts[part == p].max()))
+            if now is not None:
+                self.part_seen[p] = now
+        low = min(self._active(now, set()), default=-math.inf)
+        limit = int(self._first_open(np.asarray([low - self.lateness]))[0])
         return self._close(lambda i: i < limit), late
 
     def _close(self, due: Any) -> list[ClosedWindow]:
@@ -191,13 +229,14 @@ class EventTimeWindows:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "max_ts": self.max_ts,
+            "part_max": [[p, m] for p, m in sorted(self.part_max.items())],
             "open": {str(i): a.to_dict() for i, a in self.open.items()},
             "last_nonzero": sorted(self.emitter.last_nonzero),
         }
 
     def restore(self, d: dict[str, Any]) -> None:
-        self.max_ts = float(d["max_ts"])
+        self.part_max = {int(p): float(m) for p, m in d["part_max"]}
+        self.part_seen = {}
         self.open = {int(i): _Acc.from_dict(a, self.sizes) for i, a in d["open"].items()}
         self.emitter.last_nonzero = set(d["last_nonzero"])
 
@@ -214,7 +253,8 @@ class CountWindows:
         self.seen: dict[int, int] = {}  # lane -> events counted so far (lane -1 = whole stream)
         self.open: dict[int, _Acc] = {}
 
-    def add(self, ts: np.ndarray, seg: np.ndarray, bins: list[np.ndarray]) -> tuple[list[ClosedWindow], np.ndarray]:
+    def add(self, ts: np.ndarray, seg: np.ndarray, bins: list[np.ndarray], part: np.ndarray | None = None,
+            now: float | None = None) -> tuple[list[ClosedWindow], np.ndarray]:
         out: list[ClosedWindow] = []
         lanes: list[tuple[int, np.ndarray]] = []
         if self.overall:
