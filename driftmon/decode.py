@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from driftmon.config import StreamConfig
 REASONS = ("invalid_json", "bad_type", "missing_field", "bad_timestamp")
 MAX_EPOCH = 7258118400.0  # 2200-01-01: anything later is not a real event time
 _ABSENT = object()
+_EMPTY: dict[str, Any] = {}  # stands in for a missing intermediate object
 
 
 class _Reject(Exception):
@@ -114,6 +116,7 @@ class Decoder:
         self.feature_paths = [_path(f.field) for f in stream.features]
         self.converters = [_categorical if f.type == "categorical" else _numeric for f in stream.features]
         self.clock = clock
+        self._extract = _compile_extractor([self.ts_path, *self.feature_paths, *self.seg_paths])
 
     def _timestamp(self, v: Any) -> float:
         if v is _ABSENT or v is None:
@@ -137,6 +140,75 @@ class Decoder:
         return ts
 
     def decode(self, values: Sequence[bytes | str]) -> DecodedBatch:
+        """Decode a batch: a column-wise fast path for well-formed events; any event it
+        is not sure about goes through :meth:`_decode_slow`, the reference semantics."""
+        horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
+        extract, loads = self._extract, orjson.loads
+        idx: list[int] | None = None  # input index of each row (None: row i is input i)
+        try:  # common case: every event parses and has dicts along every path (C-level loops)
+            rows = list(map(extract, map(loads, values)))
+        except Exception:
+            rows, idx = [], []
+            for i, raw in enumerate(values):
+                try:
+                    rows.append(extract(loads(raw)))
+                except Exception:  # invalid JSON, not an object, non-object along a path
+                    continue
+                idx.append(i)
+        n = len(rows)
+        bad = np.zeros(n, dtype=bool)
+        cols = list(zip(*rows)) if n else [() for _ in range(1 + len(self.feature_paths) + len(self.seg_paths))]
+        ts = self._ts_column(cols[0], bad, horizon)
+        nf = len(self.feature_paths)
+        feats = [_column(col, conv, bad) for col, conv in zip(cols[1:1 + nf], self.converters)]
+        segments = None
+        if self.seg_paths:
+            segcols = [_column(col, _segment_value, bad, seg=True) for col in cols[1 + nf:]]
+            segments = segcols[0] if len(segcols) == 1 else list(map("|".join, zip(*segcols)))
+        if idx is None and not bad.any():
+            return DecodedBatch(ts, segments, feats, [], list(range(n)))
+        # Merge: rows that passed keep their fast values; everything else is decided by the slow path.
+        good = np.flatnonzero(~bad).tolist()
+        good_idx = good if idx is None else [idx[p] for p in good]
+        taken = set(good_idx)
+        slow_idx = [i for i in range(len(values)) if i not in taken]
+        slow = self._decode_slow([values[i] for i in slow_idx], horizon)
+        acc = good_idx + [slow_idx[j] for j in slow.accepted]
+        order = np.argsort(np.asarray(acc, dtype=np.int64), kind="stable").tolist()
+        fast_ts = ts[np.asarray(good, dtype=np.int64)] if good else np.empty(0)
+        seg_all = None if segments is None else _take(_take(segments, good) + (slow.segments or []), order)
+        return DecodedBatch(
+            ts=np.concatenate([fast_ts, slow.ts])[np.asarray(order, dtype=np.int64)] if order else np.empty(0),
+            segments=seg_all,
+            features=[_take(_take(f, good) + s, order) for f, s in zip(feats, slow.features)],
+            rejected=[(slow_idx[j], reason) for j, reason in slow.rejected],
+            accepted=sorted(acc),
+        )
+
+    def _ts_column(self, col: Sequence[Any], bad: np.ndarray, horizon: float) -> np.ndarray:
+        """Event times of one column; marks in ``bad`` what the slow path must decide."""
+        if self.ts_unit != "iso" and set(map(type, col)) <= {int, float}:
+            try:
+                ts = np.array(col, dtype=np.float64)
+            except (OverflowError, ValueError):
+                ts = None
+            if ts is not None:
+                if self.ts_unit == "ms":
+                    ts = ts / 1000.0
+                bad |= ~((ts > 0.0) & (ts < MAX_EPOCH) & (ts <= horizon))
+                return ts
+        out = np.zeros(len(col), dtype=np.float64)
+        for i, v in enumerate(col):
+            try:
+                out[i] = t = self._timestamp(v)
+                if t > horizon:
+                    bad[i] = True
+            except (_Reject, OverflowError):
+                bad[i] = True
+        return out
+
+    def _decode_slow(self, values: Sequence[bytes | str], horizon: float) -> DecodedBatch:
+        """One event at a time; the reference semantics the fast path must match."""
         loads, get = orjson.loads, _get
         ts_out: list[float] = []
         seg_out: list[str] = []
@@ -145,7 +217,6 @@ class Decoder:
         accepted: list[int] = []
         pairs = list(zip(self.feature_paths, self.converters))
         segmented = bool(self.seg_paths)
-        horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
         for i, raw in enumerate(values):
             try:
                 obj = loads(raw)
@@ -189,3 +260,56 @@ def _segment_value(v: Any) -> str:
         raise _Reject("bad_type")
     s = v if isinstance(v, str) else str(v)
     return s[:64]
+
+
+_FAST_TYPES = {
+    _categorical: frozenset({str, type(None)}),
+    _numeric: frozenset({float, int}),
+    _segment_value: frozenset({str}),
+}
+
+
+def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg: bool = False) -> list[Any]:
+    """Convert one column like ``conv`` would, value by value; values ``conv``
+    rejects are marked in ``bad`` (the slow path then gives the reason)."""
+    if set(map(type, col)) <= _FAST_TYPES[conv]:
+        if conv is _numeric:
+            return list(map(float, col))
+        if not seg or not col or max(map(len, col)) <= 64:
+            return list(col)
+    out: list[Any] = []
+    append = out.append
+    for i, v in enumerate(col):
+        try:
+            append(conv(v))
+        except _Reject:
+            bad[i] = True
+            append("" if seg else None)  # placeholder; the row is re-decoded by the slow path
+    return out
+
+
+def _take(values: list[Any], order: list[int]) -> list[Any]:
+    if len(order) > 1:
+        return list(itemgetter(*order)(values))
+    return [values[i] for i in order]
+
+
+def _compile_extractor(paths: list[tuple[str, ...]]) -> Callable[[Any], tuple[Any, ...]]:
+    """One function returning the value at every dotted path of a decoded object
+    (``_ABSENT`` where a key is missing), e.g. for ``ts`` and ``item.id``::
+
+        def extract(o): return (o.get('ts', A), o.get('item', E).get('id', A))
+
+    It raises (AttributeError) when the object or a value along a path is not
+    a dict; the caller then uses the slow path.  Keys are embedded with
+    ``repr``, so any field name is safe."""
+    exprs = []
+    for path in paths:
+        expr = "o"
+        for j, key in enumerate(path):
+            expr += f".get({key!r}, {'A' if j == len(path) - 1 else 'E'})"
+        exprs.append(expr)
+    src = f"def extract(o):\n    return ({', '.join(exprs)},)\n"
+    namespace: dict[str, Any] = {"A": _ABSENT, "E": _EMPTY}
+    exec(compile(src, "<driftmon.decode extractor>", "exec"), namespace)  # noqa: S102 - keys are repr()'d
+    return namespace["extract"]

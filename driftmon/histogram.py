@@ -24,6 +24,7 @@ import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,10 @@ class CategoricalSpec:
     kind: str = "categorical"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_lookup", {c: i for i, c in enumerate(self.categories)})
+        lookup = {c: i for i, c in enumerate(self.categories)}
+        object.__setattr__(self, "_lookup", lookup)
+        # the same map plus None -> __missing__, so index() is one C-level pass
+        object.__setattr__(self, "_bin_of", {**lookup, None: len(self.categories) + 1} if None not in lookup else lookup)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -56,15 +60,9 @@ class CategoricalSpec:
 
     def index(self, values: Sequence[str | None]) -> np.ndarray:
         """Bin index per value; ``None`` is missing, unknown values are other."""
-        lookup: dict[Any, int] = self._lookup  # type: ignore[attr-defined]
-        other = len(self.categories)
-        get = lookup.get
-        out = np.fromiter((get(v, other) for v in values), dtype=np.int64, count=len(values))
-        if None in lookup:  # pragma: no cover - categories are strings
-            return out
-        missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-        out[missing] = other + 1
-        return out
+        bin_of: dict[Any, int] = self._bin_of  # type: ignore[attr-defined]
+        n = len(values)
+        return np.fromiter(map(bin_of.get, values, repeat(len(self.categories), n)), dtype=np.int64, count=n)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "categories": list(self.categories)}
