@@ -43,7 +43,9 @@ def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[b
 
 
 def rows_of(stdout: bytes | str) -> tuple[list[dict], dict]:
-    lines = (stdout.decode() if isinstance(stdout, bytes) else stdout).splitlines()
+    text = stdout.decode() if isinstance(stdout, bytes) else stdout
+    assert text.endswith("\n")
+    lines = text.split("\n")[:-1]  # not splitlines(): U+2028 inside a JSON string is not a line break
     objs = [json.loads(line) for line in lines]
     assert "summary" in objs[-1] and all("summary" not in o for o in objs[:-1])
     return objs[:-1], objs[-1]["summary"]
