@@ -50,22 +50,23 @@ class _Node:
     def sub(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: str, default: Any = None, typed: bool = True) -> Any:
         self.used.add(key)
         value = self.data.get(key, default)
-        return _interpolate(value, self.sub(key), self.env)
+        return _interpolate(value, self.sub(key), self.env, typed)
 
     def has(self, key: str) -> bool:
         return key in self.data
 
     def text(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> Any:
-        value = self.raw(key, None if default is ... else default)
+        value = self.raw(key, None if default is ... else default, typed=False)
         if value is None and default is ...:
             raise ConfigError(self.sub(key), "required, expected a string")
         if value is None:
             return None
         if not isinstance(value, str):
-            raise ConfigError(self.sub(key), f"expected a string, got {_show(value)}")
+            shown = f"a {type(value).__name__}" if key in SECRET_KEYS else _show(value)
+            raise ConfigError(self.sub(key), f"expected a string, got {shown}")
         if choices and value not in choices:
             raise ConfigError(self.sub(key), f"expected one of {', '.join(choices)}, got {_show(value)}")
         return value
@@ -103,7 +104,7 @@ class _Node:
         return parse_duration(value, self.sub(key))
 
     def str_list(self, key: str, default: Any = ()) -> tuple[str, ...]:
-        value = self.raw(key, default)
+        value = self.raw(key, default, typed=False)
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
@@ -119,9 +120,9 @@ class _Node:
             raise ConfigError(self.sub(unknown[0]), f"unknown key (expected one of: {', '.join(sorted(self.used))})")
 
 
-def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+def _interpolate(value: Any, path: str, env: Mapping[str, str], typed: bool = True) -> Any:
     if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [_interpolate(v, f"{path}[{i}]", env, typed) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -135,13 +136,13 @@ def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
 
     whole = _ENV.fullmatch(value.strip())
     result = _ENV.sub(replace, value)
-    if whole and result.strip():
+    if typed and whole and result.strip():
         # "${MIN_COUNT}" standing alone takes the YAML type of its value (500 -> int)
         try:
-            typed = yaml.safe_load(result)
+            loaded = yaml.safe_load(result)
         except yaml.YAMLError:
             return result
-        return typed if isinstance(typed, (int, float, bool)) else result
+        return loaded if loaded is None or isinstance(loaded, (int, float, bool)) else result
     return result
 
 

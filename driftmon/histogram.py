@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,9 +133,19 @@ def learn_quantiles(values: Sequence[float] | np.ndarray, num_bins: int) -> Nume
     x = x[np.isfinite(x)]
     if x.size == 0:
         return NumericSpec((0.0, 1.0))
-    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, num_bins + 1)))
+    qs = np.linspace(0.0, 1.0, num_bins + 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        edges = np.quantile(x, qs)
+    if not np.all(np.isfinite(edges)):  # the sample spans more than float64: no interpolation
+        edges = np.quantile(x, qs, method="lower")
+    edges = np.unique(edges)
     if edges.size < 2:
-        return NumericSpec((float(edges[0]), float(edges[0]) + 1.0))
+        v = float(edges[0])
+        with np.errstate(over="ignore"):
+            hi = v + 1.0 if v + 1.0 != v else float(np.nextafter(v, np.inf))  # |v| >= 2**53
+        if not np.isfinite(hi):
+            return NumericSpec((float(np.nextafter(v, -np.inf)), v))
+        return NumericSpec((v, hi))
     return NumericSpec(tuple(float(e) for e in edges))
 
 
@@ -192,7 +203,9 @@ class Histogram:
         if isinstance(spec, NumericSpec):
             np.savez(buf, kind="numeric", edges=np.asarray(spec.edges), counts=self.counts)
         else:
-            np.savez(buf, kind="categorical", categories=np.asarray(spec.categories, dtype=str), counts=self.counts)
+            # JSON text, not a fixed-width str array: numpy drops trailing NULs from those.
+            cats = np.frombuffer(json.dumps(list(spec.categories)).encode(), dtype=np.uint8)
+            np.savez(buf, kind="categorical", categories=cats, counts=self.counts)
         return buf.getvalue()
 
     @classmethod
@@ -201,5 +214,7 @@ class Histogram:
             if str(z["kind"]) == "numeric":
                 spec: BinSpec = NumericSpec(tuple(float(x) for x in z["edges"]))
             else:
-                spec = CategoricalSpec(tuple(str(c) for c in z["categories"]))
+                cats = z["categories"]
+                names = json.loads(cats.tobytes().decode()) if cats.dtype == np.uint8 else [str(c) for c in cats]
+                spec = CategoricalSpec(tuple(names))
             return cls(spec, z["counts"])

@@ -60,8 +60,10 @@ class Segmenter:
     def ids(self, keys: list[str] | None, n: int) -> np.ndarray:
         if not self.segmented or keys is None:
             return np.zeros(n, dtype=np.int64)
-        uniq, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
-        mapped = np.fromiter((self._id(k) for k in uniq), dtype=np.int64, count=len(uniq))
+        uniq, first, inverse = np.unique(np.asarray(keys, dtype=object), return_index=True, return_inverse=True)
+        mapped = np.empty(len(uniq), dtype=np.int64)
+        for u in np.argsort(first, kind="stable").tolist():  # new keys get ids in arrival order
+            mapped[u] = self._id(uniq[u])
         return mapped[inverse.reshape(-1)]
 
     def _id(self, key: str) -> int:
