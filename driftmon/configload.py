@@ -392,6 +392,16 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> c.Config:
     return parse_config(data, env)
 
 
+def _redact_url(url: str) -> str:
+    """Drop user info and query (where tokens live) from a URL for display."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    path = path.split("?", 1)[0] + ("?***" if "?" in path else "")
+    return f"{scheme}{sep}{host}{slash}{path}"
+
+
 def redacted(cfg: c.Config) -> dict[str, Any]:
     """The config as plain data with every secret replaced by ``***``."""
 
@@ -400,7 +410,11 @@ def redacted(cfg: c.Config) -> dict[str, Any]:
             out = {}
             for f in dataclasses.fields(obj):
                 value = getattr(obj, f.name)
-                out[f.name] = "***" if f.name in SECRET_KEYS and value else walk(value)
+                if f.name in SECRET_KEYS and value:
+                    value = "***"
+                elif f.name == "url" and isinstance(value, str):
+                    value = _redact_url(value)
+                out[f.name] = walk(value)
             return out
         if isinstance(obj, (list, tuple)):
             return [walk(v) for v in obj]

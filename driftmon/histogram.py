@@ -117,8 +117,9 @@ def spec_from_dict(d: dict[str, Any]) -> BinSpec:
 
 
 def learn_top_k(values: Sequence[str | None], k: int) -> CategoricalSpec:
-    """The ``k`` most frequent values (ties broken by value, so it is deterministic)."""
-    counts = Counter(v for v in values if v is not None)
+    """The ``k`` most frequent values (ties broken by value, so it is deterministic).
+    The literal values ``__other__``/``__missing__`` are left to those bins."""
+    counts = Counter(v for v in values if v is not None and v not in (OTHER, MISSING))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return CategoricalSpec(tuple(v for v, _ in ranked[:k]))
 

@@ -32,3 +32,15 @@ def test_kafka_passwords_never_appear_in_reprs():
     k = KafkaConfig(ssl_password="ssl-pw-1", sasl_plain_password="sasl-pw-2")
     for text in (repr(k), str(k), repr(Config(streams=(), kafka=k))):
         assert "ssl-pw-1" not in text and "sasl-pw-2" not in text
+
+
+def test_validate_config_output_hides_url_credentials_and_query():
+    from driftmon.configload import redacted
+
+    cfg = parse_config({
+        "streams": [{"name": "s", "features": [{"name": "c", "type": "categorical", "top_k": 3}]}],
+        "alerts": {"webhooks": [{"name": "w", "url": "https://bob:hunter2@hooks.example/x?token=abc123"}]},
+    })
+    shown = str(redacted(cfg))
+    assert "hunter2" not in shown and "abc123" not in shown and "bob" not in shown
+    assert "https://***@hooks.example/x?***" in shown

@@ -14,3 +14,11 @@ def test_npz_round_trip_keeps_trailing_nul_characters():
 def test_npz_round_trip_is_lossless_for_any_category_text(cats):
     h = Histogram.empty(CategoricalSpec(tuple(cats)))
     assert Histogram.from_npz(h.to_npz()) == h
+
+
+def test_learned_vocabulary_never_repeats_the_reserved_bin_labels():
+    from driftmon.histogram import learn_top_k
+
+    spec = learn_top_k(["__other__", "__other__", "a", "__missing__", "b"], 5)
+    assert spec.categories == ("a", "b")
+    assert len(set(spec.labels)) == len(spec.labels)
