@@ -60,6 +60,10 @@ class Segmenter:
     def ids(self, keys: list[str] | None, n: int) -> np.ndarray:
         if not self.segmented or keys is None:
             return np.zeros(n, dtype=np.int64)
+        try:  # common case, every key already has an id: one C-level pass
+            return np.fromiter(map(self._ids.__getitem__, keys), dtype=np.int64, count=n)
+        except KeyError:
+            pass
         uniq, first, inverse = np.unique(np.asarray(keys, dtype=object), return_index=True, return_inverse=True)
         mapped = np.empty(len(uniq), dtype=np.int64)
         for u in np.argsort(first, kind="stable").tolist():  # new keys get ids in arrival order
