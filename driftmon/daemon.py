@@ -16,13 +16,14 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from driftmon.alerts import AlertDispatcher
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
-from driftmon.deadletter import DeadLetterProducer
+from driftmon.deadletter import DeadLetterProducer, RecordLike
 from driftmon.decode import REASONS
 from driftmon.logs import setup_logging
 from driftmon.metrics import Metrics
@@ -32,9 +33,7 @@ from driftmon.sinks import make_sinks
 from driftmon.source import KafkaSource, Record
 
 log = logging.getLogger("driftmon.daemon")
-_TOPIC, _PARTITION, _OFFSET, _VALUE = (operator.itemgetter(Record._fields.index(f))
-                                       for f in ("topic", "partition", "offset", "value"))
-_PARTITION_KEY = operator.itemgetter(Record._fields.index("topic"), Record._fields.index("partition"))
+_OFFSET, _VALUE = operator.attrgetter("offset"), operator.attrgetter("value")  # Record or kafka's ConsumerRecord
 LAG_INTERVAL = 2.0
 
 
@@ -111,39 +110,44 @@ class Daemon:
     # -- processing -------------------------------------------------------------------------
 
     def process(self, records: list[Record]) -> None:
-        """Count one polled batch into window state and emit what it closed."""
-        if not records:
+        """Count a batch of records (any order) into window state and emit what it closed."""
+        batches: dict[tuple[str, int], list[Record]] = defaultdict(list)
+        for rec in records:
+            batches[(rec.topic, rec.partition)].append(rec)
+        for recs in batches.values():
+            recs.sort(key=_OFFSET)
+        self.process_batches(batches)
+
+    def process_batches(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
+        """Count one poll, ``{(topic, partition): records in offset order}``, into window
+        state and emit what it closed.  Hot path: no Python loop per record here."""
+        by_topic: dict[str, list[tuple[int, Sequence[RecordLike]]]] = defaultdict(list)
+        for (topic, partition), recs in batches.items():
+            if recs:
+                by_topic[topic].append((partition, recs))
+        if not by_topic:
             return
-        # Hot path: C-level map()s over the Record tuples instead of Python loops per record.
-        if len(set(map(_TOPIC, records))) == 1:
-            by_topic = {records[0].topic: records}
-        else:
-            by_topic = defaultdict(list)
-            for rec in records:
-                by_topic[rec.topic].append(rec)
         self.consistent = False  # until every pipeline counted the batch and offsets moved past it
-        for topic, recs in by_topic.items():
+        for topic, parts in by_topic.items():
+            recs = parts[0][1] if len(parts) == 1 else [r for _, rs in parts for r in rs]
             values = list(map(_VALUE, recs))
             if None in values:  # tombstones decode as invalid_json
                 values = [b"" if v is None else v for v in values]
+            partitions = np.repeat(np.asarray([p for p, _ in parts], dtype=np.int64), [len(rs) for _, rs in parts])
             for pipe in self.by_topic.get(topic, ()):
-                self._run(pipe, recs, values)
-            # highest offset per partition (a poll returns each partition's records in offset order;
-            # max() keeps it right for any order)
-            last: dict[tuple[str, int], int] = {}
-            for key, off in zip(map(_PARTITION_KEY, recs), map(_OFFSET, recs)):
-                if off > last.get(key, -1):
-                    last[key] = off
-            for key, off in last.items():
-                if off + 1 > self.offsets.get(key, -1):
-                    self.offsets[key] = off + 1
+                self._run(pipe, recs, values, partitions)
+            for partition, rs in parts:
+                key, nxt = (topic, partition), rs[-1].offset + 1
+                if nxt > self.offsets.get(key, -1):
+                    self.offsets[key] = nxt
         self.consistent = True
 
-    def _run(self, pipe: StreamPipeline, recs: list[Record], values: list[bytes]) -> None:
+    def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
+             partitions: np.ndarray) -> None:
         name = pipe.cfg.name
         # A stable id per (topic, partition) of this stream, for per-partition watermarks.
         base = pipe.cfg.topics.index(recs[0].topic) * 1_000_000 if recs else 0
-        parts = np.fromiter(map(_PARTITION, recs), dtype=np.int64, count=len(recs)) + base
+        parts = partitions + base
         out = pipe.process(values, parts, time.monotonic())
         m = self.metrics
         m.count_events(name, len(values))
@@ -227,13 +231,13 @@ class Daemon:
         try:
             while not self.stop_event.is_set():
                 try:
-                    records = self.source.poll()
+                    batches = self.source.poll_batches()
                 except Exception as exc:  # broker trouble: stay up, report not-ready, retry
                     log.warning("poll failed: %s", exc)
                     self.stop_event.wait(1.0)
-                    records = []
-                if records:
-                    self.process(records)
+                    batches = {}
+                if batches:
+                    self.process_batches(batches)
                 now = time.monotonic()
                 if now - self.last_checkpoint >= cfg.state.checkpoint_interval:
                     self.checkpoint()

@@ -194,6 +194,17 @@ class KafkaSource:
             extend(map(_new_record, map(_slots, recs)))
         return out
 
+    def poll_batches(self, timeout_ms: int | None = None) -> dict[Partition, Sequence[Any]]:
+        """Like :meth:`poll`, grouped by partition and without copying: each value is
+        kafka-python's own list of records (attributes ``topic, partition, offset,
+        timestamp, key, value, headers``) in offset order.  The daemon's hot path:
+        building a :class:`Record` per message costs ~15% of a bare consumer loop."""
+        batches = self._consumer.poll(self._poll_timeout_ms if timeout_ms is None else timeout_ms)
+        if not batches:
+            return {}
+        self._contact = time.monotonic()
+        return {(tp.topic, tp.partition): recs for tp, recs in batches.items()}
+
     # -- offsets --------------------------------------------------------------------------------
 
     def commit(self, offsets: Mapping[Partition, int]) -> None:
