@@ -1,0 +1,195 @@
+"""Throughput: driftmon's daemon loop against a bare kafka-python loop, same broker and topic.
+
+    python bench/throughput.py --events 300000
+
+Starts an embedded tansu broker, produces N synthetic interaction events
+(``driftmon.synth``, a drift episode in the middle) to a topic with 3
+partitions, then measures, alternately and each with a fresh consumer group:
+
+(a) ``bare``:   a ``KafkaConsumer`` with the daemon's consumer settings that only counts messages;
+(b) ``daemon``: ``Daemon.run()`` itself (``KafkaSource.poll`` + ``Daemon.process``: decode,
+    windows, detectors, metrics, periodic checkpoints; no webhooks, no sinks);
+(c) ``pipeline``: decode + ``StreamPipeline.process`` over the same bytes, no Kafka (upper bound).
+
+Timing starts at the first record a loop receives (group join excluded from
+both) and stops at the N-th.  Prints events/s per round, the medians and the
+ratio daemon/bare (goal >= 0.8).  The stream config is the ``interactions``
+stream of ``config/driftmon.yaml`` (4 features, segments by platform).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import kafka  # noqa: E402
+import yaml  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+
+from driftmon import synth  # noqa: E402
+from driftmon.configload import parse_config  # noqa: E402
+from driftmon.daemon import Daemon, tune_gc  # noqa: E402
+from driftmon.embedded import EmbeddedBroker, create_topics  # noqa: E402
+from driftmon.pipeline import StreamPipeline  # noqa: E402
+from driftmon.source import consumer_kwargs  # noqa: E402
+
+TOPIC = "bench.interactions"
+
+
+def make_config(bootstrap: str, state: str, max_poll_records: int):
+    """The example config's interactions stream, pointed at the bench topic; no webhooks or sinks."""
+    doc = yaml.safe_load((ROOT / "config" / "driftmon.yaml").read_text())
+    stream = next(s for s in doc["streams"] if s["name"] == "interactions")
+    stream.update(topic=TOPIC, window={"size": "60s", "slide": "60s", "allowed_lateness": "30s"})
+    doc["streams"] = [stream]
+    doc["kafka"] = {
+        "bootstrap_servers": [bootstrap], "group_id": f"bench-{uuid.uuid4().hex[:8]}",
+        "auto_offset_reset": "earliest", "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000,
+        "max_poll_records": max_poll_records, "poll_timeout_ms": 500,
+    }
+    doc["http"] = {"listen": "127.0.0.1:0"}
+    doc["alerts"] = {"webhooks": []}
+    doc["sinks"] = {}
+    doc["state"] = {"dir": state, "checkpoint_interval": "5s"}
+    doc["logging"] = {"level": "WARNING"}
+    return parse_config(doc, {})
+
+
+def produce(bootstrap: str, n: int, partitions: int) -> list[bytes]:
+    """n events, 1000/s of event time ending now, round-robin over the partitions."""
+    rate = 1000.0
+    start = time.time() - n / rate
+    episode = synth.Episode(start + 0.4 * n / rate, start + 0.7 * n / rate)
+    values = list(synth.encode(synth.interactions(n, start=start, rate=rate, episode=episode, seed=42)))
+    kw = {"bootstrap_servers": bootstrap, "linger_ms": 20, "batch_size": 512 * 1024, "acks": 1}
+    if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
+        kw["enable_idempotence"] = False
+    producer = KafkaProducer(**kw)
+    for i, v in enumerate(values):
+        producer.send(TOPIC, v, partition=i % partitions)
+    producer.flush(timeout=300)
+    producer.close()
+    return values
+
+
+def run_bare(cfg, n: int) -> float:
+    """(a) events/s of a KafkaConsumer loop that only counts messages."""
+    consumer = KafkaConsumer(**consumer_kwargs(cfg.kafka))
+    consumer.subscribe([TOPIC])
+    count, t0 = 0, None
+    try:
+        while count < n:
+            batches = consumer.poll(cfg.kafka.poll_timeout_ms)
+            if not batches:
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            for recs in batches.values():
+                count += len(recs)
+        return n / (time.perf_counter() - t0)
+    finally:
+        consumer.close(autocommit=False)
+
+
+class _TimedDaemon(Daemon):
+    """The real daemon; ``process_batches`` is wrapped only to time first..N-th record."""
+
+    def __init__(self, cfg, n: int):
+        super().__init__(cfg)
+        self.n, self.count, self.t0, self.t1 = n, 0, None, None
+
+    def process_batches(self, batches):
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+        super().process_batches(batches)
+        self.count += sum(map(len, batches.values()))
+        if self.count >= self.n and self.t1 is None:
+            self.t1 = time.perf_counter()
+            self.stop_event.set()
+
+
+def run_daemon(cfg, n: int) -> tuple[float, Daemon]:
+    """(b) events/s of Daemon.run() (poll, decode, windows, detectors, metrics, checkpoints)."""
+    daemon = _TimedDaemon(cfg, n)
+    daemon.run()
+    return n / (daemon.t1 - daemon.t0), daemon
+
+
+def run_pipeline(cfg, values: list[bytes], batch: int) -> float:
+    """(c) events/s of decode + windows + detectors alone, no Kafka, no metrics."""
+    pipe = StreamPipeline(cfg.streams[0])
+    t0 = time.perf_counter()
+    for i in range(0, len(values), batch):
+        pipe.process(values[i:i + batch])
+    return len(values) / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-poll-records", type=int, default=5000)
+    ap.add_argument("--default-gc", action="store_true",
+                    help="keep Python's default GC settings (driftmon run applies daemon.tune_gc; so do (a)-(c) here)")
+    args = ap.parse_args(argv)
+    logging.getLogger("driftmon").setLevel(logging.ERROR)  # no "drift fired" lines in the figures
+    if not args.default_gc:
+        tune_gc()
+
+    state_root = tempfile.mkdtemp(prefix="driftmon-bench-")
+    print(f"machine: {os.cpu_count()} cpus, {platform.platform()}, python {platform.python_version()}, "
+          f"kafka-python {kafka.__version__}, gc threshold {gc.get_threshold()}")
+    try:
+        with EmbeddedBroker() as broker:
+            create_topics(broker.bootstrap, [TOPIC], partitions=args.partitions)
+            t = time.perf_counter()
+            values = produce(broker.bootstrap, args.events, args.partitions)
+            mb = sum(map(len, values)) / 1e6
+            print(f"produced {args.events} events ({mb:.1f} MB, {args.partitions} partitions) "
+                  f"in {time.perf_counter() - t:.1f}s to {broker.bootstrap}")
+            bare, daemon, ratios = [], [], []
+            for r in range(args.repeats):
+                order = ("bare", "daemon") if r % 2 == 0 else ("daemon", "bare")
+                got = {}
+                for which in order:
+                    cfg = make_config(broker.bootstrap, os.path.join(state_root, f"{which}-{r}"),
+                                      args.max_poll_records)
+                    if which == "bare":
+                        got[which] = run_bare(cfg, args.events)
+                    else:
+                        got[which], d = run_daemon(cfg, args.events)
+                        pipe = d.pipelines["interactions"]
+                        detail = (f"  [{pipe.events} events, {pipe.windows_closed} windows, "
+                                  f"{pipe.late} late, {sum(pipe.rejected.values())} rejected]")
+                bare.append(got["bare"])
+                daemon.append(got["daemon"])
+                ratios.append(got["daemon"] / got["bare"])
+                print(f"round {r + 1}: bare {got['bare']:>9,.0f} ev/s   daemon {got['daemon']:>9,.0f} ev/s   "
+                      f"ratio {ratios[-1]:.2f}{detail}", flush=True)
+            cfg = make_config(broker.bootstrap, os.path.join(state_root, "pipeline"), args.max_poll_records)
+            pipeline = statistics.median(run_pipeline(cfg, values, args.max_poll_records) for _ in range(3))
+    finally:
+        shutil.rmtree(state_root, ignore_errors=True)
+    mb, md = statistics.median(bare), statistics.median(daemon)
+    print(f"\nmedian of {args.repeats}: (a) bare kafka-python {mb:,.0f} ev/s   (b) driftmon daemon {md:,.0f} ev/s   "
+          f"(c) pipeline alone {pipeline:,.0f} ev/s")
+    print(f"ratio daemon/bare: {md / mb:.2f} (median of per-round ratios {statistics.median(ratios):.2f}; goal >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
