@@ -43,6 +43,7 @@ from driftmon.configload import parse_config
 from driftmon.daemon import Daemon
 from driftmon.embedded import create_topics
 from driftmon.pipeline import StreamPipeline
+from driftmon.result import rfc3339
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"serving /metrics /healthz /readyz on http://([0-9.]+):(\d+)")
@@ -228,11 +229,11 @@ FEATURES = [
 ]
 
 
-def make_events(n: int = N_EVENTS, seed: int = SEED) -> list[bytes]:
+def make_events(n: int = N_EVENTS, seed: int = SEED, late: float = 0.001, drift: tuple = (700, 1300)) -> list[bytes]:
     """Synthetic interactions with a drift episode, plus ~0.5% hostile records
     (rejected) and ~0.1% events older than allowed_lateness (late): both must
     be handled identically by the daemon and by replay."""
-    episode = synth.Episode(START + 700, START + 1300, strength=1.0)
+    episode = synth.Episode(START + drift[0], START + drift[1], strength=1.0)
     events = list(synth.encode(synth.interactions(n, start=START, rate=RATE, episode=episode, seed=seed)))
     rng = np.random.default_rng(seed)
     out: list[bytes] = []
@@ -242,7 +243,7 @@ def make_events(n: int = N_EVENTS, seed: int = SEED) -> list[bytes]:
         u = rng.random()
         if u < 0.005:
             out.append(hostile[i % len(hostile)])
-        elif u < 0.006:
+        elif u < 0.005 + late:
             d = json.loads(e)
             d["ts"] -= 400.0  # beyond allowed_lateness (30 s) once its window closed
             e = json.dumps(d).encode()
@@ -289,63 +290,49 @@ def replay_rows(cfg_path: Path, events_path: Path) -> tuple[list[dict], dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.kafka
-@pytest.mark.slow
-def test_kill9_six_times_then_every_window_equals_replay(kafka_broker, tmp_path):
-    events = make_events()
-    total = len(events)
-    topic, idle = unique_name("crash"), unique_name("crash-idle")
-    create_topics(kafka_broker.bootstrap, [topic, idle], partitions=1)
-    produce(kafka_broker.bootstrap, topic, events, partition=0)
-    events_path = tmp_path / "events.jsonl"
-    events_path.write_bytes(b"\n".join(events) + b"\n")
-    state = tmp_path / "state"
-    cfg_path = write_config(tmp_path / "driftmon.yaml",
-                            stream_config(topic, idle, kafka_broker.bootstrap, state, unique_name("crash-group")))
-    expected, summary = replay_rows(cfg_path, events_path)
+def kill_restart_finish(daemon: DaemonProcess, state: Path, topic: str, per_partition: dict[int, int],
+                        targets: list[int], rng: random.Random) -> list[tuple[int, int]]:
+    """SIGKILL the daemon once it has consumed past each target (records, all
+    partitions), restart it, then let it checkpoint every record and stop it
+    cleanly.  Returns (target, records covered by the checkpoint at the kill)."""
 
-    rng = random.Random(SEED)
-    # Kill points in "records consumed" (seeded): one while still learning, five spread over the rest.
-    targets = [rng.randrange(4_000, LEARN - 4_000)]
-    targets += sorted(rng.sample(range(LEARN + 5_000, total - 10_000), 5))
-    daemon = DaemonProcess(cfg_path, tmp_path)
+    def checkpointed() -> int:
+        offsets = checkpoint_offsets(state)
+        return sum(offsets.get((topic, p), 0) for p in per_partition)
+
     kills = []
     for target in targets:
-        start_offset = checkpoint_offsets(state).get((topic, 0), 0)
+        start = checkpointed()
         daemon.start()
         daemon.url()
 
         def consumed() -> bool:
-            n = sample(daemon.metrics(), "driftmon_events_total", stream="interactions")
-            return start_offset + n >= target  # noqa: B023
+            return start + sample(daemon.metrics(), "driftmon_events_total", stream="interactions") >= target  # noqa: B023
 
         wait_until(consumed, 90, f"the daemon to pass record {target}", daemon, interval=0.01)
         time.sleep(rng.uniform(0.0, 0.05))
         daemon.kill()
-        kills.append((target, checkpoint_offsets(state).get((topic, 0), 0)))
-
+        kills.append((target, checkpointed()))
     daemon.start()
-    wait_until(lambda: checkpoint_offsets(state).get((topic, 0)) == total, 120,
+    want = {(topic, p): n for p, n in per_partition.items()}
+    wait_until(lambda: {k: v for k, v in checkpoint_offsets(state).items() if k[0] == topic} == want, 120,
                "the daemon to checkpoint the whole stream", daemon)
     assert daemon.stop() == 0
     log = daemon.logs()
     assert log.count("restored checkpoint") == len(targets), log[-3000:]  # every restart resumed from state
     assert_no_driftmon_traceback(log)
+    return kills
 
-    # Each event counted exactly once: the checkpointed counters equal replay's.
-    snap = describe(str(state))["streams"]
-    assert snap["interactions"]["events"] == summary["events"] == total
-    assert snap["interactions"]["rejected"] == summary["rejected"] and sum(summary["rejected"].values()) > 0
-    assert snap["interactions"]["late"] == summary["late"] > 0
-    assert snap["interactions"]["windows_closed"] == summary["windows"]
-    assert snap["predictions"]["events"] == 0
 
-    got = read_rows(state / "results.jsonl")
+def compare_with_replay(got: list[dict], expected: list[dict]) -> int:
+    """Every row the daemon wrote equals replay's row for its window (counts bin
+    by bin, divergence, p-value, state, transition); repeats are identical;
+    every replay window is there; same alerts.  Returns the number of repeats."""
     by_key: dict[tuple, list[dict]] = {}
     for r in got:
         by_key.setdefault(row_key(r), []).append(r)
     want = {row_key(r): r for r in expected}
-    assert len(want) == len(expected) > 300
+    assert len(want) == len(expected)
     for key, rows in by_key.items():
         assert all(r == rows[0] for r in rows), f"rows repeated after a crash differ for {key}"
         assert key in want, f"daemon closed a window replay did not: {key}"
@@ -360,9 +347,103 @@ def test_kill9_six_times_then_every_window_equals_replay(kafka_broker, tmp_path)
         return {(*row_key(r), r["transition"], r["severity"]) for r in rows if r["transition"] != "none"}
 
     assert alerts(got) == alerts(expected)
-    assert any(t == "fired" for *_, t, _s in alerts(expected)) and any(t == "resolved" for *_, t, _s in alerts(expected))
-    repeated = sum(len(v) - 1 for v in by_key.values())
-    print(f"kills (target, checkpointed offset): {kills}; {len(got)} rows, {repeated} repeated after crashes")
+    transitions = {a[-2] for a in alerts(expected)}
+    assert transitions == {"fired", "resolved"}, transitions
+    return sum(len(v) - 1 for v in by_key.values())
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_kill9_six_times_then_every_window_equals_replay(kafka_broker, tmp_path):
+    """One partition: the daemon sees the events in replay's order, so every
+    result (learned bins, late events included) must equal replay's."""
+    events = make_events()
+    total = len(events)
+    topic, idle = unique_name("crash"), unique_name("crash-idle")
+    create_topics(kafka_broker.bootstrap, [topic, idle], partitions=1)
+    produce(kafka_broker.bootstrap, topic, events, partition=0)
+    events_path = tmp_path / "events.jsonl"
+    events_path.write_bytes(b"\n".join(events) + b"\n")
+    state = tmp_path / "state"
+    cfg_path = write_config(tmp_path / "driftmon.yaml",
+                            stream_config(topic, idle, kafka_broker.bootstrap, state, unique_name("crash-group")))
+    expected, summary = replay_rows(cfg_path, events_path)
+
+    rng = random.Random(SEED)
+    # Kill points in records consumed (seeded): one while still learning, five spread over the rest.
+    targets = [rng.randrange(4_000, LEARN - 4_000)]
+    targets += sorted(rng.sample(range(LEARN + 5_000, total - 10_000), 5))
+    kills = kill_restart_finish(DaemonProcess(cfg_path, tmp_path), state, topic, {0: total}, targets, rng)
+
+    # Each event counted exactly once: the checkpointed counters equal replay's.
+    snap = describe(str(state))["streams"]
+    assert snap["interactions"]["events"] == summary["events"] == total
+    assert snap["interactions"]["rejected"] == summary["rejected"] and sum(summary["rejected"].values()) > 0
+    assert snap["interactions"]["late"] == summary["late"] > 0
+    assert snap["interactions"]["windows_closed"] == summary["windows"]
+    assert snap["predictions"]["events"] == 0
+
+    got = read_rows(state / "results.jsonl")
+    assert len(expected) > 300
+    repeated = compare_with_replay(got, expected)
+    print(f"kills (target, checkpointed records): {kills}; {len(got)} rows, {repeated} repeated after crashes")
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_kill9_with_three_partitions_equals_replay_in_timestamp_order(kafka_broker, tmp_path):
+    """Three partitions, events spread round-robin in timestamp order, declared
+    bins.  tansu hands the consumer one whole partition before the next, so the
+    cross-partition skew is the whole stream: only per-partition watermarks in
+    which an assigned partition holds the watermark back until it delivers (or
+    is idle) make the result independent of the interleaving.  Then it equals
+    replay of the timestamp-ordered file, except for the windows the slowest
+    partition still holds open at the end; and no window closes twice."""
+    lateness = 30.0
+    events = make_events(60_000, seed=SEED + 1, late=0.0, drift=(200, 400))
+    topic, idle = unique_name("crash3"), unique_name("crash3-idle")
+    create_topics(kafka_broker.bootstrap, [topic, idle], partitions=3)
+    per_partition = {}
+    for p in range(3):
+        per_partition[p] = produce(kafka_broker.bootstrap, topic, events[p::3], partition=p)
+    events_path = tmp_path / "events.jsonl"
+    events_path.write_bytes(b"\n".join(events) + b"\n")
+    state = tmp_path / "state"
+    doc = stream_config(topic, idle, kafka_broker.bootstrap, state, unique_name("crash3-group"))
+    doc["streams"][0]["window"]["allowed_lateness"] = lateness
+    doc["streams"][0]["features"] = [f for f in FEATURES if "categories" in f] + [
+        {"name": "dwell", "field": "dwell_ms", "type": "numeric", "edges": [0, 500, 1000, 2000, 4000, 8000, 16000]}]
+    cfg_path = write_config(tmp_path / "driftmon.yaml", doc)
+    expected, summary = replay_rows(cfg_path, events_path)
+    assert summary["late"] == 0
+
+    # The daemon's watermark is the minimum over partitions of their largest event time.
+    def max_ts(vals):
+        return max(d["ts"] for d in map(_loads_or_none, vals)
+                   if isinstance(d, dict) and isinstance(d.get("ts"), float) and d["ts"] < 2e9)
+
+    watermark = min(max_ts(events[p::3]) for p in range(3)) - lateness
+    expected = [r for r in expected if r["window_end"] <= rfc3339(watermark)]
+    assert len(expected) >= 64  # 8+ windows x 4 series x 2 features
+    rng = random.Random(SEED + 1)
+    targets = sorted(rng.sample(range(3_000, len(events) - 5_000), 3))
+    kills = kill_restart_finish(DaemonProcess(cfg_path, tmp_path), state, topic, per_partition, targets, rng)
+    snap = describe(str(state))["streams"]["interactions"]
+    assert snap["events"] == summary["events"] == len(events)
+    assert snap["rejected"] == summary["rejected"]
+    got = read_rows(state / "results.jsonl")
+    assert snap["late"] == summary["late"], (
+        f"{snap['late']} events late in the daemon, {summary['late']} in replay: a partition that had not "
+        "delivered yet did not hold the watermark back")
+    repeated = compare_with_replay(got, expected)
+    print(f"kills (target, checkpointed records): {kills}; {len(got)} rows, {repeated} repeated after crashes")
+
+
+def _loads_or_none(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
