@@ -94,6 +94,12 @@ class Daemon:
         if not self.consistent:
             log.error("not checkpointing: a batch was only partly counted; the last checkpoint stays")
             return
+        if self.dlq is not None:  # dead letters of the records this checkpoint covers: acknowledged first
+            try:
+                self.dlq.flush(timeout=10.0)
+            except Exception as exc:
+                log.warning("dead letters not acknowledged (%s); checkpoint postponed", exc)
+                return
         for sink in self.sinks:
             sink.sync()
         self.store.save({n: p.snapshot() for n, p in self.pipelines.items()}, self.offsets)
