@@ -200,6 +200,8 @@ def running(cfg_doc: dict[str, Any]) -> Iterator[Daemon]:
     """Run a Daemon in a thread; stop it (drain, checkpoint, commit, flush) on exit."""
     daemon = Daemon(parse_config(cfg_doc))
     daemon.start_http()
+    status, body = http_get(f"http://{daemon.server.address}/readyz")
+    assert (status, body) == (503, b"starting\n")  # not ready before the consumer exists
     box: dict[str, Any] = {}
 
     def target() -> None:
