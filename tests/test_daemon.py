@@ -467,7 +467,7 @@ class DaemonProcess:
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             self.lines.append(line)
-            m = re.search(r"serving /metrics /healthz /readyz on http://(\S+)", line)
+            m = re.search(r"serving /metrics /healthz /readyz on http://([0-9.]+:[0-9]+)", line)
             if m:
                 self.address = m.group(1)
 
@@ -505,6 +505,8 @@ def _lag_zero(proc: DaemonProcess, topic: str, partitions: int, n: int) -> Scrap
 def test_sigterm_commits_offsets_and_a_restarted_daemon_does_not_reread(kafka_broker, fresh_topic, tmp_path):
     topic = fresh_topic(partitions=3)
     doc = daemon_cfg(kafka_broker.bootstrap, topic, tmp_path / "state", segmented=False,
+                     webhooks=[hook("oncall", "http://127.0.0.1:9/hook")],  # its secret must never be logged
+                     logging={"level": "DEBUG", "format": "json"},
                      state={"checkpoint_interval": "60s"})  # only the SIGTERM path checkpoints and commits
     grace = 5.0
     config_file = tmp_path / "driftmon.yaml"
@@ -544,4 +546,6 @@ def test_sigterm_commits_offsets_and_a_restarted_daemon_does_not_reread(kafka_br
         assert {p: consumer.committed(TopicPartition(topic, p)) for p in range(3)} == {0: 1200, 1: 1200, 2: 1200}
     finally:
         consumer.close(autocommit=False)
+    logged = [json.loads(line) for line in proc.lines if line.startswith("{")]
+    assert logged and {"debug", "info"} <= {d["level"] for d in logged}
     assert SECRET not in "\n".join(proc.lines)
