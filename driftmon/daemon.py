@@ -167,9 +167,9 @@ class Daemon:
                 self.dlq.send(recs[i], reason)
         for reason, n in reasons.items():
             m.count_rejected(name, reason, n)
-        if out.late:
-            m.count_late(name, len(out.late))
-            m.count_rejected(name, "late", len(out.late))
+        if out.late_total:
+            m.count_late(name, out.late_total)
+            m.count_rejected(name, "late", out.late_total)
             if self.dlq is not None:
                 for i in out.late:
                     self.dlq.send(recs[i], "late")

@@ -262,7 +262,7 @@ def _segment_value(v: Any) -> str:
     return s[:64]
 
 
-_FAST_TYPES = {
+_FAST_TYPES: dict[Callable[[Any], Any], frozenset[type]] = {
     _categorical: frozenset({str, type(None)}),
     _numeric: frozenset({float, int}),
     _segment_value: frozenset({str}),

@@ -17,12 +17,20 @@ class SecretFilter(logging.Filter):
         super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
 
+    def scrub(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
-            msg = record.getMessage()
-            for s in self.secrets:
-                msg = msg.replace(s, "***")
-            record.msg, record.args = msg, None
+            record.msg, record.args = self.scrub(record.getMessage()), None
+            if record.exc_info and not record.exc_text:  # tracebacks may quote secrets too
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = self.scrub(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self.scrub(record.stack_info)
         return True
 
 
@@ -34,7 +42,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if record.exc_info:
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        elif record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)
 

@@ -41,7 +41,8 @@ class StepOutput:
 
     results: list[DriftResult] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
-    late: list[int] = field(default_factory=list)
+    late: list[int] = field(default_factory=list)  # positions in this batch (held-back events have none)
+    late_total: int = 0  # late events, including held-back ones counted now
     closed_ends: list[float] = field(default_factory=list)  # end of each window closed, in order
 
     @property
@@ -121,9 +122,10 @@ class StreamPipeline:
             pending = [DecodedBatch(np.empty(0), None, [[] for _ in self.specs])]
         merged = DecodedBatch.concat(pending)
         part = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        n = self.cfg.learn_events  # the first n events, however the stream was batched
         for j, f in enumerate(self.cfg.features):
             if self.specs[j] is None:
-                self.specs[j] = _learn(f, merged.features[j])
+                self.specs[j] = _learn(f, merged.features[j][:n])
         self._make_windows()
         self._count(merged, part, None, out, now)
 
@@ -137,6 +139,7 @@ class StreamPipeline:
         n_late = int(late.sum())
         if n_late:
             self.late += n_late
+            out.late_total += n_late
             if positions is not None:
                 out.late.extend(positions[i] for i in np.flatnonzero(late).tolist())
         self._detect(closed, out)

@@ -160,6 +160,7 @@ class EventTimeWindows:
         self.part_max: dict[int, float] = {}  # partition -> largest event time seen
         self.part_seen: dict[int, float] = {}  # partition -> processing time of its last event
         self.open: dict[int, _Acc] = {}
+        self.closed_below = -(2**62)  # every window with a smaller index has closed, never to reopen
 
     @property
     def max_ts(self) -> float:
@@ -197,7 +198,8 @@ class EventTimeWindows:
         if ts.size == 0:
             return [], np.zeros(0, dtype=bool)
         part = np.zeros(ts.size, dtype=np.int64) if part is None else part
-        first_open = self._first_open(self._watermarks(ts, part, now))
+        # A partition with no say yet, or one back from idleness, must not reopen a closed window.
+        first_open = np.maximum(self._first_open(self._watermarks(ts, part, now)), self.closed_below)
         k = np.floor(ts / self.slide).astype(np.int64)
         late = k < first_open
         segments = len(self.segmenter.names)
@@ -219,7 +221,8 @@ class EventTimeWindows:
                 self.part_seen[p] = now
         low = min(self._active(now, set()), default=-math.inf)
         limit = int(self._first_open(np.asarray([low - self.lateness]))[0])
-        return self._close(lambda i: i < limit), late
+        self.closed_below = max(self.closed_below, limit)
+        return self._close(lambda i: i < self.closed_below), late
 
     def _close(self, due: Any) -> list[ClosedWindow]:
         out: list[ClosedWindow] = []
@@ -231,11 +234,14 @@ class EventTimeWindows:
 
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of a finite input, or shutdown if configured)."""
+        if self.open:
+            self.closed_below = max(self.closed_below, max(self.open) + 1)
         return self._close(lambda i: True)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "part_max": [[p, m] for p, m in sorted(self.part_max.items())],
+            "closed_below": self.closed_below,
             "open": {str(i): a.to_dict() for i, a in self.open.items()},
             "last_nonzero": sorted(self.emitter.last_nonzero),
         }
@@ -243,6 +249,7 @@ class EventTimeWindows:
     def restore(self, d: dict[str, Any]) -> None:
         self.part_max = {int(p): float(m) for p, m in d["part_max"]}
         self.part_seen = {}
+        self.closed_below = int(d["closed_below"])
         self.open = {int(i): _Acc.from_dict(a, self.sizes) for i, a in d["open"].items()}
         self.emitter.last_nonzero = set(d["last_nonzero"])
 

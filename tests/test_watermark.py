@@ -57,3 +57,14 @@ def test_partition_watermarks_survive_snapshot_restore():
     b, lb = _feed(r, [100.0, 250.0], [0, 0])
     assert [(c.index, c.n) for c in a] == [(c.index, c.n) for c in b]
     assert la.tolist() == lb.tolist() == [False, False]
+
+
+def test_a_closed_window_never_reopens():
+    """Partition 0 closes windows before partition 1 has delivered anything; partition 1's
+    events for those windows are late, never a second close of the same window."""
+    w = _windows()
+    closed_a, _ = _feed(w, np.arange(0.0, 130.0, 5.0), np.zeros(26))
+    closed_b, late_b = _feed(w, np.arange(0.0, 130.0, 5.0), np.ones(26))
+    assert [c.index for c in closed_a] == [0, 1]
+    assert closed_b == [] and late_b.sum() == 24
+    assert [c.index for c in w.flush()] == [2]
