@@ -75,6 +75,7 @@ class StreamPipeline:
         self.pending_parts: list[np.ndarray] = []  # their source partitions
         self.segmenter = Segmenter(cfg.max_segments, segmented=bool(cfg.segment_by))
         self.windows: Any = None
+        self.registered: dict[int, float | None] = {}  # assigned partitions, for windows made later
         self.detectors: dict[tuple[str, str | None], Detector] = {}
         self.events = 0
         self.rejected: Counter[str] = Counter()
@@ -90,6 +91,22 @@ class StreamPipeline:
     def _make_windows(self) -> None:
         sizes = [s.size for s in self.specs if s is not None]
         self.windows = make_windows(self.cfg.window, sizes, self.segmenter, self.cfg.include_overall)
+        for p, now in self.registered.items():
+            self.register_partitions([p], now)
+
+    def register_partitions(self, partitions: list[int], now: float | None) -> None:
+        """Source partitions assigned to this consumer (see EventTimeWindows.register)."""
+        if self.windows is None:
+            self.registered.update((p, now) for p in partitions)
+        elif hasattr(self.windows, "register"):
+            self.windows.register(partitions, now)
+
+    def forget_partitions(self, partitions: list[int]) -> None:
+        """Source partitions revoked from this consumer."""
+        for p in partitions:
+            self.registered.pop(p, None)
+        if self.windows is not None and hasattr(self.windows, "forget"):
+            self.windows.forget(partitions)
 
     def process(self, values: Sequence[bytes | str], partitions: Sequence[int] | np.ndarray | None = None,
                 now: float | None = None) -> StepOutput:

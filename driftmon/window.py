@@ -15,7 +15,10 @@ watermark is the *minimum* over partitions of each partition's largest event
 time, so a partition read ahead during a backlog catch-up cannot make the
 others' events late.  A partition that has delivered nothing for
 ``idle_timeout`` seconds of processing time stops holding the watermark back
-(like Flink's idleness); offline replay is a single partition.
+(like Flink's idleness).  Partitions the consumer was assigned but has not
+heard from yet hold the watermark back too (:meth:`EventTimeWindows.register`),
+so a broker that serves one whole partition before the next cannot make the
+others late.  Offline replay is a single partition.
 
 Count windows (:class:`CountWindows`) close after ``count`` events of a lane
 (the overall stream, or one segment).
@@ -177,6 +180,20 @@ class EventTimeWindows:
         return [m for p, m in self.part_max.items() if p not in exclude and
                 (now is None or now - self.part_seen.get(p, now) <= self.idle_timeout)]
 
+    def register(self, partitions: list[int], now: float | None) -> None:
+        """Partitions assigned to this consumer: each holds the watermark back from
+        now on, until it delivers events or has been silent for ``idle_timeout``."""
+        for p in partitions:
+            self.part_max.setdefault(p, -math.inf)
+            if now is not None:
+                self.part_seen.setdefault(p, now)
+
+    def forget(self, partitions: list[int]) -> None:
+        """Partitions revoked from this consumer stop holding the watermark back."""
+        for p in partitions:
+            self.part_max.pop(p, None)
+            self.part_seen.pop(p, None)
+
     def _watermarks(self, ts: np.ndarray, part: np.ndarray, now: float | None) -> np.ndarray:
         """Event time up to which the stream is complete, as seen just before each event."""
         keys = np.unique(part).tolist()
@@ -185,7 +202,9 @@ class EventTimeWindows:
         for p in keys:
             x = np.where(part == p, ts, -math.inf)
             before = np.maximum.accumulate(np.concatenate(([self.part_max.get(p, -math.inf)], x)))[:-1]
-            low = np.minimum(low, np.where(before == -math.inf, math.inf, before))  # unseen: no say yet
+            if p not in self.part_max:  # neither registered nor seen: no say until its first event
+                before = np.where(before == -math.inf, math.inf, before)
+            low = np.minimum(low, before)
         return np.where(low == math.inf, -math.inf, low) - self.lateness
 
     def add(self, ts: np.ndarray, seg: np.ndarray, bins: list[np.ndarray], part: np.ndarray | None = None,

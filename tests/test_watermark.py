@@ -68,3 +68,19 @@ def test_a_closed_window_never_reopens():
     assert [c.index for c in closed_a] == [0, 1]
     assert closed_b == [] and late_b.sum() == 24
     assert [c.index for c in w.flush()] == [2]
+
+
+def test_an_assigned_partition_holds_the_watermark_until_it_delivers_or_idles():
+    """A broker may serve one whole partition before the next: partitions the
+    consumer was assigned hold windows open until they deliver (or go idle)."""
+    w = _windows()
+    w.register([0, 1], now=0.0)
+    closed, _ = _feed(w, np.arange(0.0, 300.0), np.zeros(300), now=1.0)
+    assert closed == []  # partition 1 is assigned but has not delivered
+    closed, late = _feed(w, np.arange(0.0, 300.0), np.ones(300), now=2.0)
+    assert not late.any() and [c.n for c in closed] == [120] * 4
+    w.register([2], now=3.0)
+    assert _feed(w, [400.0, 401.0], [0, 1], now=4.0)[0] == []  # 2 holds [240, 300)
+    assert [c.index for c in _feed(w, [402.0], [0], now=40.0)[0]] == [4]  # 2 idle now (5 had no events)
+    w.forget([1])
+    assert 1 not in w.part_max
