@@ -153,9 +153,7 @@ class Daemon:
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
              partitions: np.ndarray) -> None:
         name = pipe.cfg.name
-        # A stable id per (topic, partition) of this stream, for per-partition watermarks.
-        base = pipe.cfg.topics.index(recs[0].topic) * 1_000_000 if recs else 0
-        parts = partitions + base
+        parts = partitions + (_partition_id(pipe, recs[0].topic, 0) if recs else 0)
         out = pipe.process(values, parts, time.monotonic())
         m = self.metrics
         m.count_events(name, len(values))
@@ -206,6 +204,10 @@ class Daemon:
         known = {tp: self.offsets[tp] for tp in partitions if tp in self.offsets}
         if known and self.source is not None:
             self.source.seek(known)
+        now = time.monotonic()  # (kafka-python's thread, while the main thread waits in poll)
+        for topic, partition in partitions:  # they hold the watermark back until they deliver or idle
+            for pipe in self.by_topic.get(topic, ()):
+                pipe.register_partitions([_partition_id(pipe, topic, partition)], now)
         log.info("partitions assigned: %s (%d resumed from this state's offsets)", partitions, len(known))
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
@@ -215,6 +217,8 @@ class Daemon:
         self.checkpoint()
         for t, p in partitions:
             self.metrics.forget_partition(t, p)
+            for pipe in self.by_topic.get(t, ()):
+                pipe.forget_partitions([_partition_id(pipe, t, p)])
 
     def start_http(self) -> StatusServer:
         http = self.cfg.http
@@ -317,6 +321,11 @@ def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
     gc.freeze()
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], gen0), *threshold[1:])
+
+
+def _partition_id(pipe: StreamPipeline, topic: str, partition: int) -> int:
+    """A stable id per (topic, partition) of a stream, for per-partition watermarks."""
+    return pipe.cfg.topics.index(topic) * 1_000_000 + partition
 
 
 def run_daemon(cfg: Config, reset_state: bool = False) -> int:
