@@ -107,10 +107,12 @@ class Detector:
             level = "critical"
         elif significant and div >= cfg.thresholds.warn:
             level = "warn"
+        active = self.severity
         transition = self._hysteresis(level)
-        return DriftResult(
+        return DriftResult(  # a resolving result names the severity it resolves
             **base, divergence=div, p_value=float(test.p_value), p_value_method=test.method, state=level,
-            transition=transition, severity=self.severity, top_bins=self._top_bins(counts, ref, terms),
+            transition=transition, severity=active if transition == "resolved" else self.severity,
+            top_bins=self._top_bins(counts, ref, terms),
         )
 
     def _hysteresis(self, level: str) -> str:

@@ -85,12 +85,12 @@ _KEY = ("stream", "feature", "segment")
 def alert_state_value(r: DriftResult) -> int:
     """0 ok, 1 warn, 2 critical.
 
-    If an alert is active (``r.severity`` set) its severity wins, so a fired
+    If an alert is active (``r.severity`` set, not resolving now) its severity wins, so a fired
     alert stays visible while hysteresis holds it open; otherwise the window's
     own state maps critical -> 2, warn -> 1 and everything else (ok,
     insufficient_data, no_reference) -> 0.
     """
-    if r.severity is not None and r.severity in SEVERITY_VALUES:
+    if r.severity in SEVERITY_VALUES and r.transition != "resolved":
         return SEVERITY_VALUES[r.severity]
     return STATE_VALUES.get(r.state, 0)
 

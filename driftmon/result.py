@@ -87,7 +87,7 @@ class DriftResult:
     top_bins: tuple[BinShare, ...] = ()
     warn_threshold: float = 0.0
     critical_threshold: float = 0.0
-    severity: str | None = None  # severity of the active alert (warning|critical), if any
+    severity: str | None = None  # severity of the active alert (warning|critical), or the one resolved now
     counts: tuple[int, ...] = field(default=(), repr=False)  # the current window's histogram
     bins: tuple[str, ...] = field(default=(), repr=False)  # bin labels for ``counts``
     smoothing: str = "additive(alpha=0.5)"

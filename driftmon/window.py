@@ -177,8 +177,9 @@ class EventTimeWindows:
 
     def _active(self, now: float | None, exclude: set[int]) -> list[float]:
         """Largest event times of the partitions that hold the watermark back."""
+        # (a partition restored from a checkpoint starts its idleness clock when first looked at)
         return [m for p, m in self.part_max.items() if p not in exclude and
-                (now is None or now - self.part_seen.get(p, now) <= self.idle_timeout)]
+                (now is None or now - self.part_seen.setdefault(p, now) <= self.idle_timeout)]
 
     def register(self, partitions: list[int], now: float | None) -> None:
         """Partitions assigned to this consumer: each holds the watermark back from

@@ -123,7 +123,8 @@ def test_default_hysteresis_fires_and_resolves_on_one_window():
     run(det, [STABLE])
     r = levels(det, ["ok", "warn", "warn", "ok", "critical", "ok"])
     assert [x.transition for x in r] == ["none", "fired", "none", "resolved", "fired", "resolved"]
-    assert [x.severity for x in r] == [None, "warning", "warning", None, "critical", None]
+    # a resolving window names the severity it resolves
+    assert [x.severity for x in r] == [None, "warning", "warning", "warning", "critical", "critical"]
 
 
 def test_fire_after_k_of_last_m_and_resolve_after_r():
@@ -141,7 +142,7 @@ def test_fire_after_k_of_last_m_and_resolve_after_r():
         "none", "none",  # history was cleared on resolve: one over is not enough
         "fired",  # warn, ok, warn again
     ]
-    assert [x.severity for x in r][3:9] == ["warning", "critical", "critical", "critical", "critical", None]
+    assert [x.severity for x in r][3:10] == ["warning", "critical", "critical", "critical", "critical", "critical", None]
 
 
 def test_escalation_fires_once_and_never_deescalates():
@@ -149,7 +150,7 @@ def test_escalation_fires_once_and_never_deescalates():
     run(det, [STABLE])
     r = levels(det, ["warn", "critical", "critical", "warn", "critical", "ok"])
     assert [x.transition for x in r] == ["fired", "fired", "none", "none", "none", "resolved"]
-    assert [x.severity for x in r] == ["warning", "critical", "critical", "critical", "critical", None]
+    assert [x.severity for x in r] == ["warning", "critical", "critical", "critical", "critical", "critical"]
 
 
 def test_insufficient_windows_do_not_move_hysteresis():
@@ -292,3 +293,19 @@ def test_snapshot_restore_gives_identical_results():
             assert got == ref, (reference, overlap, cut)
         seen |= {r.transition for r in ref}
     assert seen == {"fired", "resolved", "none"}
+
+
+def test_a_resolving_result_names_the_severity_it_resolves():
+    """So a resolve re-emitted after a crash (with the webhook tracker already
+    cleared) resolves exactly that alert, under the same idempotency key."""
+    import numpy as np
+
+    from driftmon.config import DetectorConfig
+    from driftmon.detector import Detector
+
+    det = Detector(DetectorConfig(min_count=100), ("a", "b", "c"), stream="s", feature="f")
+    det.update(0, 0.0, 60.0, np.array([300, 300, 400]))
+    fired = det.update(1, 60.0, 120.0, np.array([700, 200, 100]))
+    back = det.update(2, 120.0, 180.0, np.array([700, 200, 100]))
+    assert (fired.transition, fired.severity) == ("fired", "critical")
+    assert (back.transition, back.severity, back.state) == ("resolved", "critical", "ok")
