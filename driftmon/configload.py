@@ -208,6 +208,15 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
     kafka = _simple(c.KafkaConfig, root.node("kafka"))
     if kafka.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
         raise ConfigError("kafka.security_protocol", f"expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, got {kafka.security_protocol!r}")
+    if kafka.security_protocol.startswith("SASL_"):
+        mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
+        if kafka.sasl_mechanism not in mechanisms:
+            raise ConfigError("kafka.sasl_mechanism", f"expected one of {', '.join(mechanisms)} with "
+                              f"{kafka.security_protocol}, got {kafka.sasl_mechanism!r}")
+        if kafka.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+                kafka.sasl_plain_username and kafka.sasl_plain_password):
+            raise ConfigError("kafka.sasl_plain_username", f"{kafka.sasl_mechanism} needs sasl_plain_username "
+                              "and sasl_plain_password (e.g. ${KAFKA_PASSWORD} from the environment)")
     http = _simple(c.HttpConfig, root.node("http"))
     if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", http.listen):
         raise ConfigError("http.listen", f"expected host:port, got {http.listen!r}")

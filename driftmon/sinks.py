@@ -20,10 +20,38 @@ from driftmon.result import DriftResult, json_line
 log = logging.getLogger(__name__)
 
 
+def _drop_torn_tail(path: str) -> None:
+    """A crash mid-write can leave a partial last line: cut the file back to its
+    last newline (that row is written again, whole, when its window re-closes)."""
+    try:
+        with open(path, "r+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            pos = size
+            while pos > 0:
+                step = min(65536, pos)
+                fh.seek(pos - step)
+                chunk = fh.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    keep = pos - step + nl + 1
+                    break
+                pos -= step
+            else:
+                keep = 0
+            if keep != size:
+                log.warning("results file %s ended in a torn line (%d bytes): cut", path, size - keep)
+                fh.truncate(keep)
+    except FileNotFoundError:
+        return
+
+
 class JsonlSink:
     def __init__(self, path: str):
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
+        _drop_torn_tail(path)
         self.fh = open(path, "ab")
 
     def write(self, results: list[DriftResult]) -> None:

@@ -44,3 +44,16 @@ def test_validate_config_output_hides_url_credentials_and_query():
     shown = str(redacted(cfg))
     assert "hunter2" not in shown and "abc123" not in shown and "bob" not in shown
     assert "https://***@hooks.example/x?***" in shown
+
+
+@pytest.mark.parametrize("kafka,where", [
+    ({"security_protocol": "SASL_SSL"}, "kafka.sasl_mechanism"),
+    ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "BOGUS"}, "kafka.sasl_mechanism"),
+    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "u"},
+     "kafka.sasl_plain_username"),
+])
+def test_sasl_settings_are_checked_at_start(kafka, where):
+    doc = {"streams": [{"name": "s", "features": [{"name": "c", "type": "categorical", "top_k": 3}]}], "kafka": kafka}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert str(err.value).startswith(where)
