@@ -13,7 +13,8 @@ import pytest
 from conftest import consume, kafka_config, produce, unique_name
 from kafka import KafkaAdminClient
 
-from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError, MotoS3, create_topics, find_tansu
+from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError, create_topics, find_tansu
+from driftmon.embedded_s3 import MotoS3
 from driftmon.source import KafkaSource
 
 pytestmark = pytest.mark.kafka
