@@ -9,11 +9,14 @@ partitions, then measures, alternately and each with a fresh consumer group:
 (a) ``bare``:   a ``KafkaConsumer`` with the daemon's consumer settings that only counts messages;
 (b) ``daemon``: ``Daemon.run()`` itself (``KafkaSource.poll`` + ``Daemon.process``: decode,
     windows, detectors, metrics, periodic checkpoints; no webhooks, no sinks);
-(c) ``pipeline``: decode + ``StreamPipeline.process`` over the same bytes, no Kafka (upper bound).
+(c) ``pipeline``: decode + ``StreamPipeline.process`` over the same bytes, no Kafka (upper bound);
+(d) ``worker``: (b) with ``kafka.decode_workers: 1``: decoding in a second process
+    (``driftmon.decodeworker``) while the next poll is parsed.
 
 Timing starts at the first record a loop receives (group join excluded from
-both) and stops at the N-th.  Prints events/s per round, the medians and the
-ratio daemon/bare (goal >= 0.8).  The stream config is the ``interactions``
+all) and stops when the N-th is received (a) or counted (b, d).  Prints
+events/s per round, the medians and the ratios daemon/bare and worker/bare
+(goal >= 0.8).  The stream config is the ``interactions``
 stream of ``config/driftmon.yaml`` as shipped (5-minute windows, 4 features,
 segments by platform); events are 1000/s of event time, so 300k events close
 about one window per run, as in steady state.
@@ -51,7 +54,7 @@ from driftmon.source import consumer_kwargs  # noqa: E402
 TOPIC = "bench.interactions"
 
 
-def make_config(bootstrap: str, state: str, max_poll_records: int):
+def make_config(bootstrap: str, state: str, max_poll_records: int, decode_workers: int = 0):
     """The example config's interactions stream, pointed at the bench topic; no webhooks or sinks."""
     doc = yaml.safe_load((ROOT / "config" / "driftmon.yaml").read_text())
     stream = next(s for s in doc["streams"] if s["name"] == "interactions")
@@ -60,7 +63,7 @@ def make_config(bootstrap: str, state: str, max_poll_records: int):
     doc["kafka"] = {
         "bootstrap_servers": [bootstrap], "group_id": f"bench-{uuid.uuid4().hex[:8]}",
         "auto_offset_reset": "earliest", "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000,
-        "max_poll_records": max_poll_records, "poll_timeout_ms": 500,
+        "max_poll_records": max_poll_records, "poll_timeout_ms": 500, "decode_workers": decode_workers,
     }
     doc["http"] = {"listen": "127.0.0.1:0"}
     doc["alerts"] = {"webhooks": []}
@@ -107,24 +110,23 @@ def run_bare(cfg, n: int) -> float:
 
 
 class _TimedDaemon(Daemon):
-    """The real daemon; ``process_batches`` is wrapped only to time first..N-th record."""
+    """The real daemon; ``handle_poll`` is wrapped only to time first record..N-th counted."""
 
     def __init__(self, cfg, n: int):
         super().__init__(cfg)
-        self.n, self.count, self.t0, self.t1 = n, 0, None, None
+        self.n, self.t0, self.t1 = n, None, None
 
-    def process_batches(self, batches):
-        if self.t0 is None:
+    def handle_poll(self, batches):
+        if self.t0 is None and batches:
             self.t0 = time.perf_counter()
-        super().process_batches(batches)
-        self.count += sum(map(len, batches.values()))
-        if self.count >= self.n and self.t1 is None:
+        super().handle_poll(batches)
+        if self.t1 is None and self.pipelines["interactions"].events >= self.n:  # counted, not just sent
             self.t1 = time.perf_counter()
             self.stop_event.set()
 
 
 def run_daemon(cfg, n: int) -> tuple[float, Daemon]:
-    """(b) events/s of Daemon.run() (poll, decode, windows, detectors, metrics, checkpoints)."""
+    """(b)/(d) events/s of Daemon.run() (poll, decode, windows, detectors, metrics, checkpoints)."""
     daemon = _TimedDaemon(cfg, n)
     daemon.run()
     return n / (daemon.t1 - daemon.t0), daemon
@@ -163,33 +165,39 @@ def main(argv: list[str] | None = None) -> int:
             mb = sum(map(len, values)) / 1e6
             print(f"produced {args.events} events ({mb:.1f} MB, {args.partitions} partitions) "
                   f"in {time.perf_counter() - t:.1f}s to {broker.bootstrap}")
-            bare, daemon, ratios = [], [], []
+            runs: dict[str, list[float]] = {"bare": [], "daemon": [], "worker": []}
+            ratios: dict[str, list[float]] = {"daemon": [], "worker": []}
             for r in range(args.repeats):
-                order = ("bare", "daemon") if r % 2 == 0 else ("daemon", "bare")
-                got = {}
+                order = ("bare", "daemon", "worker") if r % 2 == 0 else ("worker", "daemon", "bare")
+                got, detail = {}, {}
                 for which in order:
                     cfg = make_config(broker.bootstrap, os.path.join(state_root, f"{which}-{r}"),
-                                      args.max_poll_records)
+                                      args.max_poll_records, decode_workers=int(which == "worker"))
                     if which == "bare":
                         got[which] = run_bare(cfg, args.events)
                     else:
                         got[which], d = run_daemon(cfg, args.events)
                         pipe = d.pipelines["interactions"]
-                        detail = (f"  [{pipe.events} events, {pipe.windows_closed} windows, "
-                                  f"{pipe.late} late, {sum(pipe.rejected.values())} rejected]")
-                bare.append(got["bare"])
-                daemon.append(got["daemon"])
-                ratios.append(got["daemon"] / got["bare"])
-                print(f"round {r + 1}: bare {got['bare']:>9,.0f} ev/s   daemon {got['daemon']:>9,.0f} ev/s   "
-                      f"ratio {ratios[-1]:.2f}{detail}", flush=True)
+                        detail[which] = (f"{pipe.events} events, {pipe.windows_closed} windows, "
+                                         f"{pipe.late} late, {sum(pipe.rejected.values())} rejected")
+                for which, v in got.items():
+                    runs[which].append(v)
+                for which in ratios:
+                    ratios[which].append(got[which] / got["bare"])
+                print(f"round {r + 1}: (a) bare {got['bare']:>9,.0f} ev/s   (b) daemon {got['daemon']:>9,.0f} ev/s   "
+                      f"(d) worker {got['worker']:>9,.0f} ev/s   b/a {ratios['daemon'][-1]:.2f}   "
+                      f"d/a {ratios['worker'][-1]:.2f}   [b: {detail['daemon']}; d: {detail['worker']}]", flush=True)
             cfg = make_config(broker.bootstrap, os.path.join(state_root, "pipeline"), args.max_poll_records)
             pipeline = statistics.median(run_pipeline(cfg, values, args.max_poll_records) for _ in range(3))
     finally:
         shutil.rmtree(state_root, ignore_errors=True)
-    mb, md = statistics.median(bare), statistics.median(daemon)
+    mb, md, mw = (statistics.median(runs[k]) for k in ("bare", "daemon", "worker"))
     print(f"\nmedian of {args.repeats}: (a) bare kafka-python {mb:,.0f} ev/s   (b) driftmon daemon {md:,.0f} ev/s   "
-          f"(c) pipeline alone {pipeline:,.0f} ev/s")
-    print(f"ratio daemon/bare: {md / mb:.2f} (median of per-round ratios {statistics.median(ratios):.2f}; goal >= 0.8)")
+          f"(c) pipeline alone {pipeline:,.0f} ev/s   (d) daemon, decode_workers: 1 {mw:,.0f} ev/s")
+    print(f"ratio daemon/bare (b/a): {md / mb:.2f} (median of per-round ratios {statistics.median(ratios['daemon']):.2f}; "
+          f"goal >= 0.8)")
+    print(f"ratio worker/bare (d/a): {mw / mb:.2f} (median of per-round ratios {statistics.median(ratios['worker']):.2f}; "
+          f"goal >= 0.8)")
     return 0
 
 

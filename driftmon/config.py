@@ -129,6 +129,7 @@ class KafkaConfig:
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     dead_letter_topic: str | None = None
+    decode_workers: int = 0  # 1: decode in a second process, overlapping kafka-python (docs/benchmarks.md)
     security_protocol: str = "PLAINTEXT"
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None

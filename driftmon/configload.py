@@ -208,6 +208,8 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
     kafka = _simple(c.KafkaConfig, root.node("kafka"))
     if kafka.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
         raise ConfigError("kafka.security_protocol", f"expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, got {kafka.security_protocol!r}")
+    if kafka.decode_workers > 1:
+        raise ConfigError("kafka.decode_workers", f"expected 0 or 1, got {kafka.decode_workers}")
     if kafka.security_protocol.startswith("SASL_"):
         mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
         if kafka.sasl_mechanism not in mechanisms:

@@ -26,6 +26,7 @@ from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerp
 from driftmon.config import Config
 from driftmon.deadletter import DeadLetterProducer, RecordLike
 from driftmon.decode import REASONS
+from driftmon.decodeworker import DecodeWorker, DecodeWorkerError, WorkerBatch
 from driftmon.logs import setup_logging
 from driftmon.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
@@ -34,6 +35,8 @@ from driftmon.sinks import make_sinks
 from driftmon.source import KafkaSource, Record
 
 log = logging.getLogger("driftmon.daemon")
+# One topic's share of a poll: (topic, [(partition, records)], records, values, partition id per value)
+_Polled = tuple[str, list[tuple[int, Sequence[RecordLike]]], Sequence[RecordLike], list[bytes], np.ndarray]
 _OFFSET, _VALUE = operator.attrgetter("offset"), operator.attrgetter("value")  # Record or kafka's ConsumerRecord
 LAG_INTERVAL = 2.0
 GC_GEN0_THRESHOLD = 10_000
@@ -70,6 +73,9 @@ class Daemon:
         self.last_checkpoint = time.monotonic()
         self.last_lag = 0.0
         self.closing = False
+        self.worker: DecodeWorker | None = None  # kafka.decode_workers: 1, started by run()
+        self._inflight: list[_Polled] | None = None  # the poll the worker is decoding, not counted yet
+        self._worker_lock = threading.RLock()  # on_revoke drains from kafka-python's thread
 
     # -- state ------------------------------------------------------------------------------
 
@@ -91,6 +97,7 @@ class Daemon:
 
     def checkpoint(self) -> None:
         """Sync sinks, write state + offsets atomically, then commit the offsets."""
+        self.drain_worker()  # count the batch in flight first: a checkpoint then covers all polled offsets
         if not self.consistent:
             log.error("not checkpointing: a batch was only partly counted; the last checkpoint stays")
             return
@@ -129,32 +136,103 @@ class Daemon:
     def process_batches(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
         """Count one poll, ``{(topic, partition): records in offset order}``, into window
         state and emit what it closed.  Hot path: no Python loop per record here."""
+        polled = self._group(batches)
+        if polled:
+            self._count_polled(polled, None)
+
+    def handle_poll(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
+        """One poll from the run loop.  In-process: counted now.  With the decode worker:
+        the previous poll (decoded by the worker while this one was polled) is counted
+        first, in order, then this one is sent to the worker."""
+        if self.worker is None:
+            if batches:
+                self.process_batches(batches)
+            return
+        with self._worker_lock:
+            self._collect()
+            polled = self._group(batches)
+            if polled:
+                self._submit(polled)
+
+    def drain_worker(self) -> None:
+        """Count the batch the decode worker has in flight, if any (before checkpoints and shutdown)."""
+        with self._worker_lock:
+            self._collect()
+
+    def _group(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[_Polled]:
         by_topic: dict[str, list[tuple[int, Sequence[RecordLike]]]] = defaultdict(list)
         for (topic, partition), recs in batches.items():
             if recs:
                 by_topic[topic].append((partition, recs))
-        if not by_topic:
-            return
-        self.consistent = False  # until every pipeline counted the batch and offsets moved past it
+        polled: list[_Polled] = []
         for topic, parts in by_topic.items():
             recs = parts[0][1] if len(parts) == 1 else [r for _, rs in parts for r in rs]
             values = list(map(_VALUE, recs))
             if None in values:  # tombstones decode as invalid_json
                 values = [b"" if v is None else v for v in values]
             partitions = np.repeat(np.asarray([p for p, _ in parts], dtype=np.int64), [len(rs) for _, rs in parts])
+            polled.append((topic, parts, recs, values, partitions))
+        return polled
+
+    def _count_polled(self, polled: list[_Polled], decoded: dict[tuple[str, str], WorkerBatch] | None) -> None:
+        """Count a grouped poll (decoded here, or by the worker) and advance its offsets."""
+        self.consistent = False  # until every pipeline counted the batch and offsets moved past it
+        for topic, parts, recs, values, partitions in polled:
             for pipe in self.by_topic.get(topic, ()):
-                self._run(pipe, recs, values, partitions)
+                self._run(pipe, recs, values, partitions,
+                          None if decoded is None else decoded[(topic, pipe.cfg.name)])
             for partition, rs in parts:
                 key, nxt = (topic, partition), rs[-1].offset + 1
                 if nxt > self.offsets.get(key, -1):
                     self.offsets[key] = nxt
         self.consistent = True
 
+    def _submit(self, polled: list[_Polled]) -> None:
+        """Send a grouped poll to the decode worker, with the bin specs of streams that learned them."""
+        assert self.worker is not None
+        jobs, specs = [], {}
+        for topic, _, _, values, _ in polled:
+            for pipe in self.by_topic.get(topic, ()):
+                name = pipe.cfg.name
+                if pipe.ready and name not in specs and not self.worker.specs_sent(name):
+                    specs[name] = [spec.to_dict() for spec in pipe.specs if spec is not None]
+                jobs.append((name, values, pipe.decoder.clock()))
+        try:
+            self.worker.submit(jobs, specs)
+        except DecodeWorkerError as exc:
+            self._worker_failed(exc)
+            self._count_polled(polled, None)
+            return
+        self._inflight = polled
+
+    def _collect(self) -> None:
+        """Receive the worker's result for the batch in flight and count it."""
+        polled, self._inflight = self._inflight, None
+        if polled is None or self.worker is None:
+            return
+        try:
+            results = iter(self.worker.result())
+        except DecodeWorkerError as exc:
+            self._worker_failed(exc)
+            self._count_polled(polled, None)  # the values are still here: decode them in-process
+            return
+        decoded = {(topic, pipe.cfg.name): next(results) for topic, *_ in polled for pipe in self.by_topic.get(topic, ())}
+        self._count_polled(polled, decoded)
+
+    def _worker_failed(self, exc: Exception) -> None:
+        log.error("%s; decoding in-process from now on", exc)
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.close(timeout=1.0)
+
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
-             partitions: np.ndarray) -> None:
+             partitions: np.ndarray, decoded: WorkerBatch | None = None) -> None:
         name = pipe.cfg.name
         parts = partitions + (_partition_id(pipe, recs[0].topic, 0) if recs else 0)
-        out = pipe.process(values, parts, time.monotonic())
+        if decoded is None:
+            out = pipe.process(values, parts, time.monotonic())
+        else:
+            out = pipe.process_decoded(decoded, parts, time.monotonic())
         m = self.metrics
         m.count_events(name, len(values))
         m.count_decoded(name, len(values) - len(out.rejected))
@@ -232,6 +310,12 @@ class Daemon:
         if self.server is None:
             self.start_http()
         self.dispatcher.start()
+        if cfg.kafka.decode_workers and self.worker is None:
+            try:
+                self.worker = DecodeWorker(cfg.streams)
+                log.info("decoding in worker process %s", self.worker.process.pid)
+            except Exception as exc:  # e.g. no /dev/shm or process limit: the in-process path still works
+                log.error("decode worker did not start (%s); decoding in-process", exc)
         topics = sorted(self.by_topic)
         self.source = self._connect(topics)
         if self.source is None:  # stopped before the cluster ever answered
@@ -242,14 +326,13 @@ class Daemon:
         log.info("consuming %s as group %r", topics, cfg.kafka.group_id)
         try:
             while not self.stop_event.is_set():
-                try:
-                    batches = self.source.poll_batches()
+                try:  # a batch in the worker is not held back by a long wait for more records
+                    batches = self.source.poll_batches(0 if self._inflight is not None else None)
                 except Exception as exc:  # broker trouble: stay up, report not-ready, retry
                     log.warning("poll failed: %s", exc)
                     self.stop_event.wait(1.0)
                     batches = {}
-                if batches:
-                    self.process_batches(batches)
+                self.handle_poll(batches)
                 now = time.monotonic()
                 if now - self.last_checkpoint >= cfg.state.checkpoint_interval:
                     self.checkpoint()
@@ -286,6 +369,10 @@ class Daemon:
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.cfg.lifecycle.grace_period
         log.info("shutting down: checkpoint, commit, flush alerts (grace %.0fs)", self.cfg.lifecycle.grace_period)
+        try:
+            self.drain_worker()
+        except Exception:
+            log.exception("counting the decode worker's last batch failed")
         if self.cfg.lifecycle.close_windows_on_shutdown:
             for name, pipe in self.pipelines.items():
                 self._emit(name, pipe.flush())
@@ -302,6 +389,9 @@ class Daemon:
             self.dlq.close(timeout=max(0.1, deadline - time.monotonic()))
         for sink in self.sinks:
             sink.close()
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
         if self.server is not None:
             self.server.stop()
         log.info("stopped")

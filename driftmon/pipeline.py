@@ -21,6 +21,7 @@ import numpy as np
 
 from driftmon.config import FeatureConfig, StreamConfig
 from driftmon.decode import DecodedBatch, Decoder
+from driftmon.decodeworker import WorkerBatch
 from driftmon.detector import Detector
 from driftmon.histogram import (
     BinSpec,
@@ -122,15 +123,45 @@ class StreamPipeline:
             np.asarray(partitions, dtype=np.int64)[np.asarray(batch.accepted, dtype=np.int64)]
         out.rejected = batch.rejected
         self.rejected.update(reason for _, reason in batch.rejected)
+        self._step(batch, part, out, now)
+        return out
+
+    def process_decoded(self, batch: WorkerBatch, partitions: Sequence[int] | np.ndarray | None = None,
+                        now: float | None = None) -> StepOutput:
+        """Count one batch the decode worker (:mod:`driftmon.decodeworker`) already
+        decoded, and binned if it had this pipeline's specs.  Same state changes and
+        output as :meth:`process` on the batch's raw values, through the same code."""
+        out = StepOutput()
+        self.events += batch.n
+        n = int(batch.ts.size)
+        part = np.zeros(n, dtype=np.int64) if partitions is None else \
+            np.asarray(partitions, dtype=np.int64)[batch.accepted]
+        out.rejected = batch.rejected
+        self.rejected.update(reason for _, reason in batch.rejected)
+        if batch.bins is None:
+            self._step(batch.decoded(), part, out, now)
+            return out
+        if not self.ready:
+            raise ValueError(f"stream {self.cfg.name!r}: a binned batch arrived before the bin specs were learned")
+        if n == 0:
+            return out
+        if batch.seg_keys is None or batch.seg_inverse is None:
+            seg = self.segmenter.ids(None, n)
+        else:  # keys in first-appearance order: new segments get the same ids as from the full key list
+            seg = self.segmenter.ids(batch.seg_keys, len(batch.seg_keys))[batch.seg_inverse]
+        self._add(batch.ts, seg, batch.bins, part, batch.accepted, out, now)
+        return out
+
+    def _step(self, batch: DecodedBatch, part: np.ndarray, out: StepOutput, now: float | None) -> None:
+        """Hold a decoded batch back until the specs are learned, or count it."""
         if not self.ready:
             self.pending.append(batch)
             self.pending_parts.append(part)
             if sum(len(b) for b in self.pending) < self.cfg.learn_events:
-                return out
+                return
             self._learn_and_drain(out, now)
-            return out
+            return
         self._count(batch, part, batch.accepted, out, now)
-        return out
 
     def _learn_and_drain(self, out: StepOutput, now: float | None = None) -> None:
         pending, self.pending = self.pending, []
@@ -152,13 +183,18 @@ class StreamPipeline:
             return
         seg = self.segmenter.ids(batch.segments, len(batch))
         bins = [spec.index(col) for spec, col in zip(self.specs, batch.features)]  # type: ignore[union-attr]
-        closed, late = self.windows.add(batch.ts, seg, bins, part, now)
+        self._add(batch.ts, seg, bins, part, positions, out, now)
+
+    def _add(self, ts: np.ndarray, seg: np.ndarray, bins: list[np.ndarray], part: np.ndarray,
+             positions: list[int] | np.ndarray | None, out: StepOutput, now: float | None) -> None:
+        """Count binned events into the windows; detect on what closed."""
+        closed, late = self.windows.add(ts, seg, bins, part, now)
         n_late = int(late.sum())
         if n_late:
             self.late += n_late
             out.late_total += n_late
             if positions is not None:
-                out.late.extend(positions[i] for i in np.flatnonzero(late).tolist())
+                out.late.extend(np.asarray(positions, dtype=np.int64)[np.flatnonzero(late)].tolist())
         self._detect(closed, out)
 
     def _detect(self, closed: list[ClosedWindow], out: StepOutput) -> None:
