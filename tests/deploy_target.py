@@ -167,11 +167,11 @@ class TrafficProducer:
     def backfill(self, until: float) -> None:
         """Produce the history ``[t0, until)`` (event time) and wait for the acks.
 
-        All of it goes to partition 0: the watermark is per stream, so a
-        history spread over partitions that the consumer happens to read one
-        after the other would turn most of the second one into late events.
+        It is spread over the partitions, which the consumer may read one after
+        the other: every assigned partition holds the watermark back until it
+        delivers, so none of it turns late.
         """
-        self._span(until, partition=0)
+        self._span(until)
         self.producer.flush(timeout=60)
 
     def _tick(self) -> None:
