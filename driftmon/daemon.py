@@ -10,10 +10,8 @@ to its checkpointed offset.
 
 from __future__ import annotations
 
-import gc
 import logging
 import operator
-import signal
 import threading
 import time
 from collections import defaultdict
@@ -27,7 +25,6 @@ from driftmon.config import Config
 from driftmon.deadletter import DeadLetterProducer, RecordLike
 from driftmon.decode import REASONS
 from driftmon.decodeworker import DecodeWorker, DecodeWorkerError, WorkerBatch
-from driftmon.logs import setup_logging
 from driftmon.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.server import StatusServer
@@ -39,7 +36,6 @@ log = logging.getLogger("driftmon.daemon")
 _Polled = tuple[str, list[tuple[int, Sequence[RecordLike]]], Sequence[RecordLike], list[bytes], np.ndarray]
 _OFFSET, _VALUE = operator.attrgetter("offset"), operator.attrgetter("value")  # Record or kafka's ConsumerRecord
 LAG_INTERVAL = 2.0
-GC_GEN0_THRESHOLD = 10_000
 
 
 class Daemon:
@@ -397,36 +393,6 @@ class Daemon:
         log.info("stopped")
 
 
-def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
-    """Process-wide GC settings for a dedicated ingest process (``driftmon run``).
-
-    Every poll allocates thousands of short-lived containers (kafka-python's
-    records, decoded events); with the default gen-0 threshold of 700 the cyclic
-    GC runs many times per batch and keeps rescanning everything imported at
-    start-up.  Freezing the start-up heap and collecting gen 0 less often took
-    the throughput benchmark's bare consumer and daemon both ~40% faster.
-    Nothing driftmon keeps forms reference cycles, so memory is unaffected.
-    """
-    gc.collect()
-    gc.freeze()
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], gen0), *threshold[1:])
-
-
 def _partition_id(pipe: StreamPipeline, topic: str, partition: int) -> int:
     """A stable id per (topic, partition) of a stream, for per-partition watermarks."""
     return pipe.cfg.topics.index(topic) * 1_000_000 + partition
-
-
-def run_daemon(cfg: Config, reset_state: bool = False) -> int:
-    """``driftmon run``: run until SIGTERM/SIGINT, exit 0 after a clean drain."""
-    setup_logging(cfg)
-    try:
-        daemon = Daemon(cfg, reset_state=reset_state)
-    except CheckpointError as exc:
-        log.error("%s", exc)
-        return 3
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: daemon.stop_event.set())
-    tune_gc()
-    return daemon.run()
