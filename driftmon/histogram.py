@@ -78,7 +78,7 @@ class NumericSpec:
 
     def __post_init__(self) -> None:
         e = np.asarray(self.edges, dtype=np.float64)
-        if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0) or not np.all(np.isfinite(e)):
+        if e.ndim != 1 or e.size < 2 or not np.all(e[1:] > e[:-1]) or not np.all(np.isfinite(e)):
             raise ValueError(f"edges must be >= 2 finite, strictly increasing numbers, got {self.edges!r}")
         object.__setattr__(self, "_edges", e)
 
