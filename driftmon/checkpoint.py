@@ -33,7 +33,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -55,8 +54,16 @@ class CheckpointError(RuntimeError):
 
 
 def config_fingerprint(cfg: Config) -> str:
-    """Hash of what checkpointed state depends on: streams and their features."""
-    streams = [asdict(s) for s in cfg.streams]
+    """Hash of what the *shape* of checkpointed state depends on: streams, windows,
+    segments, features and their bins, reference mode.  Thresholds, p-value,
+    hysteresis, lateness and other tuning can change without discarding state."""
+    streams = [
+        [s.name, list(s.topics), s.timestamp.field, s.window.size, s.window.slide, s.window.count,
+         list(s.segment_by), s.max_segments, s.include_overall, s.learn_events,
+         [[f.name, f.field, f.type, f.categories, f.edges, f.top_k, f.num_bins, f.detector.reference]
+          for f in s.features]]
+        for s in cfg.streams
+    ]
     return hashlib.sha256(json.dumps(streams, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from driftmon import config as c
+from driftmon.alerts.sender import redact_url
 from driftmon.confignode import SECRET_KEYS, ConfigError, _Node, _show, parse_duration
 
 __all__ = ["ConfigError", "SECRET_KEYS", "load_config", "parse_config", "parse_duration", "redacted"]
@@ -264,16 +265,6 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> c.Config:
     return parse_config(data, env)
 
 
-def _redact_url(url: str) -> str:
-    """Drop user info and query (where tokens live) from a URL for display."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if "@" in host:
-        host = "***@" + host.rsplit("@", 1)[1]
-    path = path.split("?", 1)[0] + ("?***" if "?" in path else "")
-    return f"{scheme}{sep}{host}{slash}{path}"
-
-
 def redacted(cfg: c.Config) -> dict[str, Any]:
     """The config as plain data with every secret replaced by ``***``."""
 
@@ -285,7 +276,7 @@ def redacted(cfg: c.Config) -> dict[str, Any]:
                 if f.name in SECRET_KEYS and value:
                     value = "***"
                 elif f.name == "url" and isinstance(value, str):
-                    value = _redact_url(value)
+                    value = redact_url(value)
                 out[f.name] = walk(value)
             return out
         if isinstance(obj, (list, tuple)):

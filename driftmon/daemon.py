@@ -102,9 +102,15 @@ class Daemon:
                 self.dlq.flush(timeout=10.0)
             except Exception as exc:
                 log.warning("dead letters not acknowledged (%s); checkpoint postponed", exc)
+                self.last_checkpoint = time.monotonic()  # retry after one interval, not every poll
                 return
-        for sink in self.sinks:
-            sink.sync()
+        try:  # results of the counted events are durable before the state that produced them
+            for sink in self.sinks:
+                sink.sync()
+        except Exception as exc:  # e.g. results topic unreachable, disk full: stay up, retry later
+            log.warning("results sink not synced (%s); checkpoint postponed", exc)
+            self.last_checkpoint = time.monotonic()
+            return
         self.store.save({n: p.snapshot() for n, p in self.pipelines.items()}, self.offsets)
         self.metrics.checkpoint_done()
         self.last_checkpoint = time.monotonic()
@@ -371,7 +377,8 @@ class Daemon:
             log.exception("counting the decode worker's last batch failed")
         if self.cfg.lifecycle.close_windows_on_shutdown:
             for name, pipe in self.pipelines.items():
-                self._emit(name, pipe.flush())
+                if pipe.ready:  # still learning: keep the held-back events in the checkpoint instead
+                    self._emit(name, pipe.flush())
         try:
             self.checkpoint()
         except Exception:

@@ -43,7 +43,14 @@ def test_validate_config_output_hides_url_credentials_and_query():
     })
     shown = str(redacted(cfg))
     assert "hunter2" not in shown and "abc123" not in shown and "bob" not in shown
-    assert "https://***@hooks.example/x?***" in shown
+    assert "https://hooks.example/..." in shown
+    slack = parse_config({
+        "streams": [{"name": "s", "features": [{"name": "c", "type": "categorical", "top_k": 3}]}],
+        "alerts": {"webhooks": [{"name": "w", "url": "https://hooks.slack.com/services/T0/B0/SECRETTOKEN"},
+                                {"name": "q", "url": "https://example.com?token=abc"}]},
+    })
+    shown = str(redacted(slack))
+    assert "SECRETTOKEN" not in shown and "token=abc" not in shown  # tokens live in paths and queries too
 
 
 @pytest.mark.parametrize("kafka,where", [

@@ -1,0 +1,45 @@
+"""Checkpoint compatibility survives tuning changes; a shutdown while bins are
+still being learned keeps the held-back events instead of freezing bad bins."""
+
+import dataclasses
+
+from driftmon.checkpoint import CheckpointStore, config_fingerprint
+from driftmon.config import Thresholds
+from driftmon.configload import parse_config
+from driftmon.daemon import Daemon
+
+
+def _doc(tmp_path, **detector):
+    return {
+        "streams": [{"name": "s", "topic": "t", "learn_events": 100, "features": [
+            {"name": "c", "type": "categorical", "top_k": 5},
+            {"name": "x", "type": "numeric", "bins": "quantile", "num_bins": 4}]}],
+        "detector": {"min_count": 10, **detector},
+        "state": {"dir": str(tmp_path / "state")},
+        "lifecycle": {"close_windows_on_shutdown": True, "grace_period": "1s"},
+    }
+
+
+def test_tuning_does_not_invalidate_the_checkpoint_but_shape_does(tmp_path):
+    base = config_fingerprint(parse_config(_doc(tmp_path)))
+    tuned = parse_config(_doc(tmp_path, thresholds={"warn": 0.2, "critical": 0.4}, max_p_value=None,
+                              hysteresis={"fire_after": 2, "of_last": 3, "resolve_after": 2}))
+    assert config_fingerprint(tuned) == base
+    reshaped = _doc(tmp_path)
+    reshaped["streams"][0]["features"][0]["top_k"] = 6
+    assert config_fingerprint(parse_config(reshaped)) != base
+    assert config_fingerprint(parse_config(_doc(tmp_path, reference="pinned"))) != base
+
+
+def test_shutdown_during_learning_keeps_held_back_events(tmp_path):
+    cfg = parse_config(_doc(tmp_path))
+    daemon = Daemon(cfg)
+    pipe = daemon.pipelines["s"]
+    pipe.process([b'{"ts": 1700000000, "c": "a", "x": 1.0}', b'{"ts": 1700000001, "c": "b", "x": 2.0}'])
+    assert not pipe.ready
+    daemon._shutdown()
+    streams, _ = CheckpointStore(cfg.state.dir, config_fingerprint(cfg)).load()
+    assert streams["s"]["pending"]["features"][0] == ["a", "b"]  # not learned from two events
+    restored = Daemon(dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, thresholds=Thresholds(0.3, 0.6))))
+    assert not restored.pipelines["s"].ready and len(restored.pipelines["s"].pending[0]) == 2
+    restored._shutdown()
