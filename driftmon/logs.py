@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from urllib.parse import urlsplit
 
 from driftmon.config import Config
 
@@ -51,6 +52,9 @@ class JsonFormatter(logging.Formatter):
 
 def secrets_of(cfg: Config) -> list[str]:
     out = [w.secret for w in cfg.alerts.webhooks if w.secret]
+    for w in cfg.alerts.webhooks:  # credentials and tokens carried in webhook URLs
+        parts = urlsplit(w.url)
+        out += [x for x in (parts.password, parts.query) if x]
     out += [s for s in (cfg.kafka.sasl_plain_password, cfg.kafka.ssl_password) if s]
     return out
 

@@ -43,3 +43,15 @@ def test_shutdown_during_learning_keeps_held_back_events(tmp_path):
     restored = Daemon(dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, thresholds=Thresholds(0.3, 0.6))))
     assert not restored.pipelines["s"].ready and len(restored.pipelines["s"].pending[0]) == 2
     restored._shutdown()
+
+
+def test_webhook_url_credentials_are_scrubbed_from_logs():
+    import logging
+
+    from driftmon.logs import SecretFilter, secrets_of
+
+    cfg = parse_config({"streams": [{"name": "s", "features": [{"name": "c", "type": "categorical", "top_k": 3}]}],
+                        "alerts": {"webhooks": [{"name": "w", "url": "https://u:pa55word@h.example/x?token=t0ken99"}]}})
+    rec = logging.LogRecord("x", logging.INFO, __file__, 1, "posting to %s", ("https://u:pa55word@h.example/x?token=t0ken99",), None)
+    SecretFilter(secrets_of(cfg)).filter(rec)
+    assert "pa55word" not in rec.getMessage() and "t0ken99" not in rec.getMessage()
