@@ -11,7 +11,6 @@ to its checkpointed offset.
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 import time
 from collections import defaultdict
@@ -20,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from driftmon.alerts import AlertDispatcher
+from driftmon.batches import OFFSET, Polled, group_poll, partition_id
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
 from driftmon.deadletter import DeadLetterProducer, RecordLike
@@ -32,9 +32,6 @@ from driftmon.sinks import make_sinks
 from driftmon.source import KafkaSource, Record
 
 log = logging.getLogger("driftmon.daemon")
-# One topic's share of a poll: (topic, [(partition, records)], records, values, partition id per value)
-_Polled = tuple[str, list[tuple[int, Sequence[RecordLike]]], Sequence[RecordLike], list[bytes], np.ndarray]
-_OFFSET, _VALUE = operator.attrgetter("offset"), operator.attrgetter("value")  # Record or kafka's ConsumerRecord
 LAG_INTERVAL = 2.0
 
 
@@ -70,7 +67,7 @@ class Daemon:
         self.last_lag = 0.0
         self.closing = False
         self.worker: DecodeWorker | None = None  # kafka.decode_workers: 1, started by run()
-        self._inflight: list[_Polled] | None = None  # the poll the worker is decoding, not counted yet
+        self._inflight: list[Polled] | None = None  # the poll the worker is decoding, not counted yet
         self._worker_lock = threading.RLock()  # on_revoke drains from kafka-python's thread
 
     # -- state ------------------------------------------------------------------------------
@@ -132,13 +129,13 @@ class Daemon:
         for rec in records:
             batches[(rec.topic, rec.partition)].append(rec)
         for recs in batches.values():
-            recs.sort(key=_OFFSET)
+            recs.sort(key=OFFSET)
         self.process_batches(batches)
 
     def process_batches(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
         """Count one poll, ``{(topic, partition): records in offset order}``, into window
         state and emit what it closed.  Hot path: no Python loop per record here."""
-        polled = self._group(batches)
+        polled = group_poll(batches)
         if polled:
             self._count_polled(polled, None)
 
@@ -152,7 +149,7 @@ class Daemon:
             return
         with self._worker_lock:
             self._collect()
-            polled = self._group(batches)
+            polled = group_poll(batches)
             if polled:
                 self._submit(polled)
 
@@ -161,22 +158,7 @@ class Daemon:
         with self._worker_lock:
             self._collect()
 
-    def _group(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[_Polled]:
-        by_topic: dict[str, list[tuple[int, Sequence[RecordLike]]]] = defaultdict(list)
-        for (topic, partition), recs in batches.items():
-            if recs:
-                by_topic[topic].append((partition, recs))
-        polled: list[_Polled] = []
-        for topic, parts in by_topic.items():
-            recs = parts[0][1] if len(parts) == 1 else [r for _, rs in parts for r in rs]
-            values = list(map(_VALUE, recs))
-            if None in values:  # tombstones decode as invalid_json
-                values = [b"" if v is None else v for v in values]
-            partitions = np.repeat(np.asarray([p for p, _ in parts], dtype=np.int64), [len(rs) for _, rs in parts])
-            polled.append((topic, parts, recs, values, partitions))
-        return polled
-
-    def _count_polled(self, polled: list[_Polled], decoded: dict[tuple[str, str], WorkerBatch] | None) -> None:
+    def _count_polled(self, polled: list[Polled], decoded: dict[tuple[str, str], WorkerBatch] | None) -> None:
         """Count a grouped poll (decoded here, or by the worker) and advance its offsets."""
         self.consistent = False  # until every pipeline counted the batch and offsets moved past it
         for topic, parts, recs, values, partitions in polled:
@@ -189,7 +171,7 @@ class Daemon:
                     self.offsets[key] = nxt
         self.consistent = True
 
-    def _submit(self, polled: list[_Polled]) -> None:
+    def _submit(self, polled: list[Polled]) -> None:
         """Send a grouped poll to the decode worker, with the bin specs of streams that learned them."""
         assert self.worker is not None
         jobs, specs = [], {}
@@ -230,7 +212,7 @@ class Daemon:
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
              partitions: np.ndarray, decoded: WorkerBatch | None = None) -> None:
         name = pipe.cfg.name
-        parts = partitions + (_partition_id(pipe, recs[0].topic, 0) if recs else 0)
+        parts = partitions + (partition_id(pipe, recs[0].topic, 0) if recs else 0)
         if decoded is None:
             out = pipe.process(values, parts, time.monotonic())
         else:
@@ -287,7 +269,7 @@ class Daemon:
         now = time.monotonic()  # (kafka-python's thread, while the main thread waits in poll)
         for topic, partition in partitions:  # they hold the watermark back until they deliver or idle
             for pipe in self.by_topic.get(topic, ()):
-                pipe.register_partitions([_partition_id(pipe, topic, partition)], now)
+                pipe.register_partitions([partition_id(pipe, topic, partition)], now)
         log.info("partitions assigned: %s (%d resumed from this state's offsets)", partitions, len(known))
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
@@ -298,7 +280,7 @@ class Daemon:
         for t, p in partitions:
             self.metrics.forget_partition(t, p)
             for pipe in self.by_topic.get(t, ()):
-                pipe.forget_partitions([_partition_id(pipe, t, p)])
+                pipe.forget_partitions([partition_id(pipe, t, p)])
 
     def start_http(self) -> StatusServer:
         http = self.cfg.http
@@ -398,8 +380,3 @@ class Daemon:
         if self.server is not None:
             self.server.stop()
         log.info("stopped")
-
-
-def _partition_id(pipe: StreamPipeline, topic: str, partition: int) -> int:
-    """A stable id per (topic, partition) of a stream, for per-partition watermarks."""
-    return pipe.cfg.topics.index(topic) * 1_000_000 + partition

@@ -1,0 +1,42 @@
+"""A Kafka poll as per-topic batches: the hand-over from source to the stream pipelines.
+
+Pure functions, no Python loop per record: values and partition ids come from
+C-level ``map``/``np.repeat`` over kafka-python's per-partition record lists.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from driftmon.deadletter import RecordLike
+from driftmon.pipeline import StreamPipeline
+
+# One topic's share of a poll: (topic, [(partition, records)], records, values, partition id per value)
+Polled = tuple[str, list[tuple[int, Sequence[RecordLike]]], Sequence[RecordLike], list[bytes], np.ndarray]
+OFFSET, _VALUE = operator.attrgetter("offset"), operator.attrgetter("value")  # Record or kafka's ConsumerRecord
+
+
+def group_poll(batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[Polled]:
+    """``{(topic, partition): records in offset order}`` -> one :data:`Polled` per topic."""
+    by_topic: dict[str, list[tuple[int, Sequence[RecordLike]]]] = defaultdict(list)
+    for (topic, partition), recs in batches.items():
+        if recs:
+            by_topic[topic].append((partition, recs))
+    polled: list[Polled] = []
+    for topic, parts in by_topic.items():
+        recs = parts[0][1] if len(parts) == 1 else [r for _, rs in parts for r in rs]
+        values = list(map(_VALUE, recs))
+        if None in values:  # tombstones decode as invalid_json
+            values = [b"" if v is None else v for v in values]
+        partitions = np.repeat(np.asarray([p for p, _ in parts], dtype=np.int64), [len(rs) for _, rs in parts])
+        polled.append((topic, parts, recs, values, partitions))
+    return polled
+
+
+def partition_id(pipe: StreamPipeline, topic: str, partition: int) -> int:
+    """A stable id per (topic, partition) of a stream, for per-partition watermarks."""
+    return pipe.cfg.topics.index(topic) * 1_000_000 + partition
