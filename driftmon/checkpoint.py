@@ -31,13 +31,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
 from driftmon.config import Config
+from driftmon.util.files import atomic_write, fsync_dir
 
 VERSION = 2
 FORMAT = "driftmon-checkpoint"
@@ -88,14 +88,6 @@ def encode(streams: dict[str, Any], offsets: Offsets, fingerprint: str) -> bytes
     return json.dumps(header).encode() + b"\n" + body + b"\n"
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CheckpointStore:
     """Reads and atomically replaces the checkpoint in ``directory``.
 
@@ -122,19 +114,7 @@ class CheckpointStore:
 
     def save(self, streams: dict[str, Any], offsets: Offsets) -> None:
         """Durably replace the checkpoint (returns once it is on disk)."""
-        data = encode(streams, offsets, self.fingerprint)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.directory)
+        atomic_write(self.path, encode(streams, offsets, self.fingerprint), tmp_prefix=_TMP_PREFIX)
 
     def _fail(self, why: str) -> CheckpointError:
         return CheckpointError(f"checkpoint {self.path} {why}; {_RESET_HINT}")
@@ -184,7 +164,7 @@ class CheckpointStore:
             return None
         aside = f"{self.path}.discarded-{time.strftime('%Y%m%dT%H%M%S')}"
         os.replace(self.path, aside)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return aside
 
 

@@ -18,35 +18,18 @@ import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 
+from driftmon.util.files import TMP_SUFFIX, atomic_write
+
 log = logging.getLogger(__name__)
 
 _SEQ_WIDTH = 20
 _SUFFIX = ".json"
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
-    directory = os.path.dirname(path) or "."
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
+def _write(path: str, data: bytes) -> None:
+    """Atomically replace ``path``; permissions as ``open()`` would give (the umask decides),
+    and the directory fsync is skipped where the platform cannot do it."""
+    atomic_write(path, data, mode=0o666, best_effort_dir_sync=True)
 
 
 def safe_dirname(name: str) -> str:
@@ -75,7 +58,7 @@ class Outbox:
         self._woken = False
         seqs = []
         for name in os.listdir(directory):
-            if name.endswith(".tmp"):  # a write interrupted by a crash: never renamed, never acked
+            if name.endswith(TMP_SUFFIX):  # a write interrupted by a crash: never renamed, never acked
                 os.unlink(os.path.join(directory, name))
             elif name.endswith(_SUFFIX) and name[: -len(_SUFFIX)].isdigit():
                 seqs.append(int(name[: -len(_SUFFIX)]))
@@ -95,7 +78,7 @@ class Outbox:
         with self._cond:
             seq = self._next
             self._next += 1
-            atomic_write(self._path(seq), body)
+            _write(self._path(seq), body)
             self._seqs.append(seq)
             dropped = 0
             while len(self._seqs) > self.max_items:
@@ -204,4 +187,4 @@ class AlertTracker:
             for fp in resolve:
                 self._firing.pop(fp, None)
             data = {fp: asdict(a) for fp, a in sorted(self._firing.items())}
-            atomic_write(self.path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
+            _write(self.path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))

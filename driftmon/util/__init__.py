@@ -1,0 +1,1 @@
+"""Small helpers shared by several stages: atomic file writes and secret scrubbing."""
