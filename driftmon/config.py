@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from driftmon.util.secrets import MASK, mask_url
+
 METRICS = ("kl", "kl_reverse", "jeffreys", "js", "hellinger", "psi")
 SMOOTHING_METHODS = ("none", "additive", "floor")
 UNITS = ("nats", "bits")
@@ -166,11 +168,7 @@ class WebhookConfig:
     backoff_max: float = 60.0
 
     def __repr__(self) -> str:  # never print the secret, nor credentials/tokens in the URL
-        url = self.url.split("?", 1)[0]
-        if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
-            scheme, rest = url.split("//", 1)
-            url = f"{scheme}//***@{rest.split('@', 1)[1]}"
-        return f"WebhookConfig(name={self.name!r}, url={url!r}, secret={'***' if self.secret else None})"
+        return f"WebhookConfig(name={self.name!r}, url={mask_url(self.url)!r}, secret={MASK if self.secret else None})"
 
 
 @dataclass(frozen=True)

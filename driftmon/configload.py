@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 
 from driftmon import config as c
-from driftmon.alerts.sender import redact_url
-from driftmon.confignode import SECRET_KEYS, ConfigError, _Node, _show, parse_duration
+from driftmon.confignode import ConfigError, _Node, _show, parse_duration
+from driftmon.util.secrets import redact_field
 
-__all__ = ["ConfigError", "SECRET_KEYS", "load_config", "parse_config", "parse_duration", "redacted"]
+__all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]
 
 
 def _detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
@@ -272,12 +272,7 @@ def redacted(cfg: c.Config) -> dict[str, Any]:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             out = {}
             for f in dataclasses.fields(obj):
-                value = getattr(obj, f.name)
-                if f.name in SECRET_KEYS and value:
-                    value = "***"
-                elif f.name == "url" and isinstance(value, str):
-                    value = redact_url(value)
-                out[f.name] = walk(value)
+                out[f.name] = walk(redact_field(f.name, getattr(obj, f.name)))
             return out
         if isinstance(obj, (list, tuple)):
             return [walk(v) for v in obj]

@@ -13,10 +13,11 @@ from typing import Any
 
 import yaml
 
+from driftmon.util.secrets import SECRET_KEYS
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-SECRET_KEYS = ("secret", "ssl_password", "sasl_plain_password")
 
 
 class ConfigError(ValueError):

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 from kafka import KafkaProducer
 
 from driftmon.config import KafkaConfig
-from driftmon.source import client_kwargs, redact
+from driftmon.source import client_kwargs
+from driftmon.util.secrets import redact_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class DeadLetterProducer:
         }
         if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
             kw["enable_idempotence"] = False
-        log.info("dead-letter producer to %r: %s", topic, redact(kw))
+        log.info("dead-letter producer to %r: %s", topic, redact_kwargs(kw))
         self._producer = KafkaProducer(**kw)
 
     def __repr__(self) -> str:

@@ -6,33 +6,9 @@ import json
 import logging
 import sys
 import time
-from urllib.parse import urlsplit
 
 from driftmon.config import Config
-
-
-class SecretFilter(logging.Filter):
-    """Replaces any configured secret value in a formatted message by ``***``."""
-
-    def __init__(self, secrets: list[str]):
-        super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg, record.args = self.scrub(record.getMessage()), None
-            if record.exc_info and not record.exc_text:  # tracebacks may quote secrets too
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            if record.exc_text:
-                record.exc_text = self.scrub(record.exc_text)
-            if record.stack_info:
-                record.stack_info = self.scrub(record.stack_info)
-        return True
+from driftmon.util.secrets import SecretFilter, secrets_of
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,15 +24,6 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)
-
-
-def secrets_of(cfg: Config) -> list[str]:
-    out = [w.secret for w in cfg.alerts.webhooks if w.secret]
-    for w in cfg.alerts.webhooks:  # credentials and tokens carried in webhook URLs
-        parts = urlsplit(w.url)
-        out += [x for x in (parts.password, parts.query) if x]
-    out += [s for s in (cfg.kafka.sasl_plain_password, cfg.kafka.ssl_password) if s]
-    return out
 
 
 def setup_logging(cfg: Config) -> None:

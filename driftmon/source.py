@@ -23,6 +23,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from driftmon.config import KafkaConfig
+from driftmon.util.secrets import redact_kwargs
 
 try:  # kafka-python >= 2.0
     from kafka import ConsumerRebalanceListener
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
-
-_SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password"})
 
 
 class Record(NamedTuple):
@@ -67,7 +66,8 @@ def _offset_and_metadata(offset: int) -> OffsetAndMetadata:
 def client_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
     """Connection and security settings shared by consumers and producers.
 
-    Contains secrets: pass to kafka-python, log only :func:`redact` of it.
+    Contains secrets: pass to kafka-python, log only
+    :func:`~driftmon.util.secrets.redact_kwargs` of it.
     """
     kw: dict[str, Any] = {
         "bootstrap_servers": list(kafka.bootstrap_servers),
@@ -101,11 +101,6 @@ def consumer_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
     }
-
-
-def redact(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of client kwargs safe to log (passwords replaced by ``***``)."""
-    return {k: ("***" if k in _SECRET_KEYS and v is not None else v) for k, v in kwargs.items()}
 
 
 def next_offsets(records: Iterable[Record]) -> dict[Partition, int]:
@@ -167,7 +162,7 @@ class KafkaSource:
         self._lock = threading.Lock()
         self._listener_thread: int | None = None
         kwargs = consumer_kwargs(kafka)
-        log.info("kafka consumer for %s: %s", list(self.topics), redact(kwargs))
+        log.info("kafka consumer for %s: %s", list(self.topics), redact_kwargs(kwargs))
         self._consumer = KafkaConsumer(**kwargs)
         self._contact = time.monotonic()  # the constructor bootstrapped metadata from the cluster
         self._consumer.subscribe(topics=list(self.topics), listener=_Listener(self))

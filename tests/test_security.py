@@ -37,7 +37,8 @@ from driftmon.daemon import Daemon
 from driftmon.embedded import create_topics
 from driftmon.logs import setup_logging
 from driftmon.pipeline import StreamPipeline
-from driftmon.source import client_kwargs, consumer_kwargs, redact
+from driftmon.source import client_kwargs, consumer_kwargs
+from driftmon.util.secrets import redact_kwargs
 
 HOOK_SECRET = "hmac-Secret-7f3a9c1e"
 URL_TOKEN = "tok-4c9d2e7b1a"
@@ -260,7 +261,7 @@ kafka:
     assert set(kw) <= set(KafkaConsumer.DEFAULT_CONFIG), set(kw) - set(KafkaConsumer.DEFAULT_CONFIG)
     assert set(client_kwargs(kafka)) <= set(KafkaProducer.DEFAULT_CONFIG)
     # What gets logged of them hides both passwords.
-    shown = redact(kw)
+    shown = redact_kwargs(kw)
     assert shown["sasl_plain_password"] == "***" and shown["ssl_password"] == "***"
     assert_no_secret(repr(shown), "redacted kwargs")
     assert_no_secret(repr(kafka), "repr(KafkaConfig)")

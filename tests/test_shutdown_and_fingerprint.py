@@ -48,7 +48,7 @@ def test_shutdown_during_learning_keeps_held_back_events(tmp_path):
 def test_webhook_url_credentials_are_scrubbed_from_logs():
     import logging
 
-    from driftmon.logs import SecretFilter, secrets_of
+    from driftmon.util.secrets import SecretFilter, secrets_of
 
     cfg = parse_config({"streams": [{"name": "s", "features": [{"name": "c", "type": "categorical", "top_k": 3}]}],
                         "alerts": {"webhooks": [{"name": "w", "url": "https://u:pa55word@h.example/x?token=t0ken99"}]}})

@@ -10,7 +10,8 @@ from conftest import consume, kafka_config, produce, unique_name
 from driftmon.config import KafkaConfig
 from driftmon.deadletter import DeadLetterProducer
 from driftmon.embedded import EmbeddedBroker, create_topics
-from driftmon.source import KafkaSource, Record, consumer_kwargs, next_offsets, redact
+from driftmon.source import KafkaSource, Record, consumer_kwargs, next_offsets
+from driftmon.util.secrets import redact_kwargs
 
 pytestmark = pytest.mark.kafka
 
@@ -180,7 +181,7 @@ def test_every_kafka_setting_is_wired_and_secrets_are_redacted():
         "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem", "ssl_password": "keypass",
         "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "alice", "sasl_plain_password": "hunter2",
     }  # fmt: skip
-    shown = repr(redact(kw))
+    shown = repr(redact_kwargs(kw))
     assert "hunter2" not in shown and "keypass" not in shown and "alice" in shown
 
     plain = consumer_kwargs(KafkaConfig(ssl_password="x", sasl_plain_password="y"))

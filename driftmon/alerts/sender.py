@@ -36,26 +36,12 @@ from driftmon.alerts.payload import (
 )
 from driftmon.config import AlertsConfig, WebhookConfig
 from driftmon.result import DriftResult, rfc3339
+from driftmon.util.secrets import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
 OUTCOMES = ("delivered", "retry", "failed", "dropped")
 OutcomeCallback = Callable[[str, str], None]
-
-
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]`` plus ``/...`` if there is a path: no userinfo, query
-    or path (webhook URLs often carry tokens in any of them)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or "?"
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable url>"
-    tail = "/..." if parts.path not in ("", "/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{tail}"
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -98,9 +84,7 @@ class ReceiverWorker:
         return f"ReceiverWorker(name={self.name!r}, url={self._safe_url!r}, pending={len(self.outbox)})"
 
     def _scrub(self, text: str) -> str:
-        for s in sorted(self._sensitive, key=len, reverse=True):
-            text = text.replace(s, "***")
-        return text
+        return scrub(text, self._sensitive)
 
     def _emit(self, outcome: str) -> None:
         self._on_outcome(self.name, outcome)
