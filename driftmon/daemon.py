@@ -23,13 +23,13 @@ from driftmon.batches import OFFSET, Polled, group_poll, partition_id
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
 from driftmon.deadletter import DeadLetterProducer, RecordLike
-from driftmon.decode import REASONS
 from driftmon.decodeworker import DecodeWorker, DecodeWorkerError, WorkerBatch
 from driftmon.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.server import StatusServer
 from driftmon.sinks import make_sinks
 from driftmon.source import KafkaSource, Record
+from driftmon.vocabulary import LATE, REJECT_REASONS
 
 log = logging.getLogger("driftmon.daemon")
 LAG_INTERVAL = 2.0
@@ -45,7 +45,7 @@ class Daemon:
         self.pipelines = {s.name: StreamPipeline(s) for s in cfg.streams}
         self.by_topic: dict[str, list[StreamPipeline]] = defaultdict(list)
         for s in cfg.streams:
-            self.metrics.init_stream(s.name, (*REASONS, "late"))
+            self.metrics.init_stream(s.name, REJECT_REASONS)
             for t in s.topics:
                 self.by_topic[t].append(self.pipelines[s.name])
         self.store = CheckpointStore(cfg.state.dir, config_fingerprint(cfg))
@@ -229,10 +229,10 @@ class Daemon:
             m.count_rejected(name, reason, n)
         if out.late_total:
             m.count_late(name, out.late_total)
-            m.count_rejected(name, "late", out.late_total)
+            m.count_rejected(name, LATE, out.late_total)
             if self.dlq is not None:
                 for i in out.late:
-                    self.dlq.send(recs[i], "late")
+                    self.dlq.send(recs[i], LATE)
         self._emit(name, out)
 
     def _emit(self, name: str, out: StepOutput) -> None:

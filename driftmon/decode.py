@@ -3,7 +3,8 @@
 This is the only per-event Python loop in the pipeline (JSON has to be parsed
 one document at a time); everything after it works on numpy arrays.  A bad
 event never raises: it is returned in ``rejected`` with one of the reasons
-``invalid_json``, ``bad_type``, ``missing_field`` or ``bad_timestamp``.
+``invalid_json``, ``bad_type``, ``missing_field`` or ``bad_timestamp``
+(:data:`driftmon.vocabulary.DECODE_REASONS`).
 
 Missing or null *feature* values are not errors: they are counted in the
 feature's ``__missing__`` bin.  Missing segment fields give the segment value
@@ -25,7 +26,6 @@ import orjson
 
 from driftmon.config import StreamConfig
 
-REASONS = ("invalid_json", "bad_type", "missing_field", "bad_timestamp")
 MAX_EPOCH = 7258118400.0  # 2200-01-01: anything later is not a real event time
 _ABSENT = object()
 _EMPTY: dict[str, Any] = {}  # stands in for a missing intermediate object

@@ -40,8 +40,7 @@ import numpy as np
 from driftmon import divergence, significance
 from driftmon.config import DetectorConfig
 from driftmon.result import BinShare, DriftResult
-
-SEVERITY = {"warn": "warning", "critical": "critical"}
+from driftmon.vocabulary import SEVERITY_OF_STATE
 
 
 class Detector:
@@ -121,7 +120,7 @@ class Detector:
         self.recent.append(over)
         if self.severity is None:
             if over and sum(self.recent) >= h.fire_after:
-                self.severity, self.ok_streak = SEVERITY[level], 0
+                self.severity, self.ok_streak = SEVERITY_OF_STATE[level], 0
                 return "fired"
             return "none"
         if not over:

@@ -37,7 +37,6 @@ from driftmon.result import DriftResult
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "METRIC_NAMES",
-    "WEBHOOK_OUTCOMES",
     "Metrics",
     "alert_state_value",
 ]
@@ -72,12 +71,6 @@ METRIC_NAMES: tuple[str, ...] = (
 # Values of ``driftmon_alert_state``.
 STATE_VALUES = {"ok": 0, "warn": 1, "critical": 2}
 SEVERITY_VALUES = {"warning": 1, "warn": 1, "critical": 2}
-
-# Outcome label of ``driftmon_webhook_deliveries_total`` that the rules in
-# deploy/prometheus understand: delivered = 2xx; retry = this attempt failed
-# and will be retried; failed = given up (attempts exhausted or a permanent
-# 4xx); dropped = evicted from a full outbox, never sent.
-WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "dropped")
 
 _KEY = ("stream", "feature", "segment")
 
@@ -308,7 +301,8 @@ class Metrics:
     # -- webhooks -----------------------------------------------------------
 
     def webhook_outcome(self, receiver: str, outcome: str, n: int = 1) -> None:
-        """Count a delivery attempt; ``outcome`` should be one of WEBHOOK_OUTCOMES."""
+        """Count a delivery attempt; ``outcome`` should be one of
+        :data:`driftmon.vocabulary.WEBHOOK_OUTCOMES`."""
         self._deliveries.labels(receiver, outcome).inc(n)
 
     def set_outbox_size(self, receiver: str, n: int) -> None:

@@ -13,10 +13,6 @@ from typing import Any
 
 import orjson
 
-STATES = ("ok", "warn", "critical", "insufficient_data", "no_reference")
-TRANSITIONS = ("fired", "resolved", "none")
-
-
 _LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 

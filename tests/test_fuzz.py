@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from driftmon.cli import replay
 from driftmon.config import StreamConfig
 from driftmon.configload import parse_config
-from driftmon.decode import REASONS, Decoder
+from driftmon.decode import Decoder
 from driftmon.pipeline import StreamPipeline
+from driftmon.vocabulary import DECODE_REASONS
 
 T0 = 1_700_000_000.0
 NOW = T0 + 100_000.0  # the decoders' wall clock: events more than an hour after it are bogus
@@ -135,7 +136,7 @@ def test_decoder_never_raises_and_partitions_its_input(values, unit):
     batch = Decoder(stream_config(unit), clock=lambda: NOW).decode(values)
     rejected = dict(batch.rejected)
     assert len(rejected) == len(batch.rejected)
-    assert set(rejected.values()) <= set(REASONS)
+    assert set(rejected.values()) <= set(DECODE_REASONS)
     assert sorted(list(rejected) + batch.accepted) == list(range(len(values)))
     n = len(batch)
     assert n == len(batch.accepted) and all(len(col) == n for col in batch.features)
@@ -181,7 +182,7 @@ def test_decoder_reasons_for_known_hostile_values():
 def _account(pipe: StreamPipeline, results: list, n_lines: int, event_time: bool = True) -> None:
     """Every line is rejected (with a reason), late, or counted in exactly one overall window."""
     assert pipe.events == n_lines
-    assert set(pipe.rejected) <= set(REASONS)
+    assert set(pipe.rejected) <= set(DECODE_REASONS)
     accepted = n_lines - sum(pipe.rejected.values())
     overall = [r for r in results if r.segment is None and r.feature == "cat"]
     assert sum(r.n_current for r in overall) + pipe.late == accepted
@@ -204,7 +205,7 @@ def test_pipeline_accounts_for_every_hostile_event(lines, cuts, unit):
     results, i = [], 0
     for c in [*cuts, len(lines)]:
         out = pipe.process(lines[i:i + c])
-        assert {r for _, r in out.rejected} <= set(REASONS)
+        assert {r for _, r in out.rejected} <= set(DECODE_REASONS)
         results += out.results
         i += c
         if i >= len(lines):
@@ -284,7 +285,7 @@ def test_replay_cli_never_crashes_and_summary_adds_up(tmp_path, lines):
     assert rows[-1] == {"summary": summary}
     counted = sum(r["n_current"] for r in rows[:-1] if r["feature"] == "cat")
     assert counted + summary["late"] + sum(summary["rejected"].values()) == summary["events"]
-    assert set(summary["rejected"]) <= set(REASONS)
+    assert set(summary["rejected"]) <= set(DECODE_REASONS)
 
 
 def test_top_k_vocabulary_stays_capped_with_200k_distinct_values(tmp_path):

@@ -6,6 +6,6 @@ here so ``python -m driftmon.alerts.sink`` runs cleanly).
 """
 
 from driftmon.alerts.payload import build_payload, encode, fingerprint, sign, verify
-from driftmon.alerts.sender import OUTCOMES, AlertDispatcher
+from driftmon.alerts.sender import AlertDispatcher
 
-__all__ = ["AlertDispatcher", "OUTCOMES", "build_payload", "encode", "fingerprint", "sign", "verify"]
+__all__ = ["AlertDispatcher", "build_payload", "encode", "fingerprint", "sign", "verify"]

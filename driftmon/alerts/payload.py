@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from driftmon.result import DriftResult, json_number, rfc3339
+from driftmon.vocabulary import SEVERITIES
 
 ALERTNAME = "DriftDetected"
 SIGNATURE_HEADER = "X-Driftmon-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: Alertmanager's endsAt of a firing alert
-SEVERITIES = ("warning", "critical")
 
 _FNV_OFFSET = 14695981039346656037
 _FNV_PRIME = 1099511628211

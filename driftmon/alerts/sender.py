@@ -25,7 +25,6 @@ from driftmon import __version__
 from driftmon.alerts.outbox import AlertTracker, FiringAlert, Outbox, safe_dirname
 from driftmon.alerts.payload import (
     IDEMPOTENCY_HEADER,
-    SEVERITIES,
     SIGNATURE_HEADER,
     alert_labels,
     build_payload,
@@ -37,10 +36,10 @@ from driftmon.alerts.payload import (
 from driftmon.config import AlertsConfig, WebhookConfig
 from driftmon.result import DriftResult, rfc3339
 from driftmon.util.secrets import redact_url, scrub
+from driftmon.vocabulary import SEVERITIES
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("delivered", "retry", "failed", "dropped")
 OutcomeCallback = Callable[[str, str], None]
 
 

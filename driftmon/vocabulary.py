@@ -1,0 +1,34 @@
+"""The fixed vocabularies driftmon writes into results, metric labels, logs and
+webhooks: defined once here, imported by the modules that use them.
+
+They are part of the wire formats (``replay --format json``, the results
+sinks, webhook bodies, Prometheus labels and the rules under ``deploy/``), so
+a value is never renamed.  Metric names are in
+:data:`driftmon.metrics.METRIC_NAMES`.
+"""
+
+from __future__ import annotations
+
+# A result's ``state`` (DriftResult.state): the window's level against the thresholds
+# (``warn``/``critical`` also need ``p <= max_p_value``), or why it was not compared.
+STATES = ("ok", "warn", "critical", "insufficient_data", "no_reference")
+
+# A result's ``transition``: an alert fired (or escalated to critical), resolved, or neither.
+TRANSITIONS = ("fired", "resolved", "none")
+
+# Alert severities (the active alert's ``severity`` and the webhook ``severity`` label),
+# mildest first, and the severity an alert fires with at each over-threshold state.
+SEVERITIES = ("warning", "critical")
+SEVERITY_OF_STATE = {"warn": "warning", "critical": "critical"}
+
+# Why the decoder rejects an event (``reason`` label, dead-letter ``driftmon-reason`` header).
+DECODE_REASONS = ("invalid_json", "bad_type", "missing_field", "bad_timestamp")
+# An event whose every window had already closed; counted and dead-lettered like a rejection.
+LATE = "late"
+REJECT_REASONS = (*DECODE_REASONS, LATE)
+
+# Outcome label of ``driftmon_webhook_deliveries_total`` that the rules in
+# deploy/prometheus understand: delivered = 2xx; retry = this attempt failed
+# and will be retried; failed = given up (attempts exhausted or a permanent
+# 4xx); dropped = evicted from a full outbox, never sent.
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "dropped")
