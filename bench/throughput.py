@@ -7,7 +7,7 @@ Starts an embedded tansu broker, produces N synthetic interaction events
 partitions, then measures, alternately and each with a fresh consumer group:
 
 (a) ``bare``:   a ``KafkaConsumer`` with the daemon's consumer settings that only counts messages;
-(b) ``daemon``: ``Daemon.run()`` itself (``KafkaSource.poll`` + ``Daemon.process``: decode,
+(b) ``daemon``: ``Daemon.run()`` itself (``KafkaSource.poll_batches`` + ``Daemon.handle_poll``: decode,
     windows, detectors, metrics, periodic checkpoints; no webhooks, no sinks);
 (c) ``pipeline``: decode + ``StreamPipeline.process`` over the same bytes, no Kafka (upper bound);
 (d) ``worker``: (b) with ``kafka.decode_workers: 1``: decoding in a second process

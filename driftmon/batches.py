@@ -17,7 +17,7 @@ from driftmon.pipeline import StreamPipeline
 
 # One topic's share of a poll: (topic, [(partition, records)], records, values, partition id per value)
 Polled = tuple[str, list[tuple[int, Sequence[RecordLike]]], Sequence[RecordLike], list[bytes], np.ndarray]
-OFFSET, _VALUE = operator.attrgetter("offset"), operator.attrgetter("value")  # Record or kafka's ConsumerRecord
+_VALUE = operator.attrgetter("value")  # Record or kafka's ConsumerRecord
 
 
 def group_poll(batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[Polled]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from driftmon.alerts import AlertDispatcher
-from driftmon.batches import OFFSET, Polled, group_poll, partition_id
+from driftmon.batches import Polled, group_poll, partition_id
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
 from driftmon.deadletter import DeadLetterProducer, RecordLike
@@ -28,7 +28,7 @@ from driftmon.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.server import StatusServer
 from driftmon.sinks import make_sinks
-from driftmon.source import KafkaSource, Record
+from driftmon.source import KafkaSource
 from driftmon.vocabulary import LATE, REJECT_REASONS
 
 log = logging.getLogger("driftmon.daemon")
@@ -122,15 +122,6 @@ class Daemon:
                 log.warning("offset commit failed (%s); offsets stay in the checkpoint", exc)
 
     # -- processing -------------------------------------------------------------------------
-
-    def process(self, records: list[Record]) -> None:
-        """Count a batch of records (any order) into window state and emit what it closed."""
-        batches: dict[tuple[str, int], list[Record]] = defaultdict(list)
-        for rec in records:
-            batches[(rec.topic, rec.partition)].append(rec)
-        for recs in batches.values():
-            recs.sort(key=OFFSET)
-        self.process_batches(batches)
 
     def process_batches(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
         """Count one poll, ``{(topic, partition): records in offset order}``, into window

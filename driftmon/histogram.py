@@ -4,7 +4,7 @@ A :class:`BinSpec` maps a batch of raw values to bin indices with one numpy
 operation (``searchsorted`` for numbers, a dict lookup per distinct value for
 categories), never a Python loop per event per bin.  A :class:`Histogram` is a
 spec plus an ``int64`` count vector; histograms with the same spec merge by
-addition and round-trip losslessly through JSON or ``.npz``.
+addition and round-trip losslessly through JSON.
 
 >>> spec = NumericSpec((0.0, 0.5, 1.0))
 >>> spec.labels
@@ -20,8 +20,6 @@ True
 
 from __future__ import annotations
 
-import io
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -198,24 +196,3 @@ class Histogram:
     def from_dict(cls, d: dict[str, Any]) -> Histogram:
         return cls(spec_from_dict(d["spec"]), np.asarray(d["counts"], dtype=np.int64))
 
-    def to_npz(self) -> bytes:
-        buf = io.BytesIO()
-        spec = self.spec
-        if isinstance(spec, NumericSpec):
-            np.savez(buf, kind="numeric", edges=np.asarray(spec.edges), counts=self.counts)
-        else:
-            # JSON text, not a fixed-width str array: numpy drops trailing NULs from those.
-            cats = np.frombuffer(json.dumps(list(spec.categories)).encode(), dtype=np.uint8)
-            np.savez(buf, kind="categorical", categories=cats, counts=self.counts)
-        return buf.getvalue()
-
-    @classmethod
-    def from_npz(cls, data: bytes) -> Histogram:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            if str(z["kind"]) == "numeric":
-                spec: BinSpec = NumericSpec(tuple(float(x) for x in z["edges"]))
-            else:
-                cats = z["categories"]
-                names = json.loads(cats.tobytes().decode()) if cats.dtype == np.uint8 else [str(c) for c in cats]
-                spec = CategoricalSpec(tuple(names))
-            return cls(spec, z["counts"])

@@ -16,6 +16,9 @@ STATES = ("ok", "warn", "critical", "insufficient_data", "no_reference")
 # A result's ``transition``: an alert fired (or escalated to critical), resolved, or neither.
 TRANSITIONS = ("fired", "resolved", "none")
 
+# How a result's ``p_value`` was computed (``p_value_method``; null when there is no p-value).
+P_VALUE_METHODS = ("chi2", "permutation", "degenerate")
+
 # Alert severities (the active alert's ``severity`` and the webhook ``severity`` label),
 # mildest first, and the severity an alert fires with at each over-threshold state.
 SEVERITIES = ("warning", "critical")
