@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from driftmon.configload import parse_config  # noqa: E402
+from driftmon.config import parse_config  # noqa: E402
 from driftmon.pipeline import StreamPipeline  # noqa: E402
 from driftmon.result import json_line  # noqa: E402
 

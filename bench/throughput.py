@@ -45,7 +45,7 @@ import yaml  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
 from driftmon import synth  # noqa: E402
-from driftmon.configload import parse_config  # noqa: E402
+from driftmon.config import parse_config  # noqa: E402
 from driftmon.daemon import Daemon  # noqa: E402
 from driftmon.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from driftmon.pipeline import StreamPipeline  # noqa: E402

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from driftmon import __version__
-from driftmon.config import Config
-from driftmon.configload import ConfigError, load_config, redacted
+from driftmon.config import Config, ConfigError, load_config, redacted
 from driftmon.pipeline import StreamPipeline
 from driftmon.result import DriftResult, json_line, json_number, rfc3339
 

@@ -99,7 +99,7 @@ def _numeric(v: Any) -> float:
 class Decoder:
     """Turns raw event bytes of one stream into a :class:`DecodedBatch`.
 
-    >>> from driftmon.configload import parse_config
+    >>> from driftmon.config import parse_config
     >>> cfg = parse_config({"streams": [{"name": "s", "features": [
     ...     {"name": "cat", "type": "categorical", "categories": ["a", "b"]}]}]})
     >>> batch = Decoder(cfg.streams[0], clock=lambda: 2e9).decode(

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from driftmon import synth
-from driftmon.configload import ConfigError, load_config
+from driftmon.config import ConfigError, load_config
 
 DRIFT_AFTER, DRIFT_FOR, RATE = 45.0, 60.0, 250
 SECRET = "demo-secret"

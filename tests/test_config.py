@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driftmon.config import Config, DetectorConfig
-from driftmon.configload import ConfigError, load_config, parse_config, parse_duration, redacted
+from driftmon.config import (
+    Config,
+    ConfigError,
+    DetectorConfig,
+    load_config,
+    parse_config,
+    parse_duration,
+    redacted,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

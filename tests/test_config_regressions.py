@@ -3,8 +3,7 @@
 import pytest
 import yaml
 
-from driftmon.config import Config, KafkaConfig
-from driftmon.configload import ConfigError, parse_config
+from driftmon.config import Config, ConfigError, KafkaConfig, parse_config
 
 DOC = """
 streams: [{name: s, features: [{name: c, type: categorical, categories: [a]}]}]
@@ -35,7 +34,7 @@ def test_kafka_passwords_never_appear_in_reprs():
 
 
 def test_validate_config_output_hides_url_credentials_and_query():
-    from driftmon.configload import redacted
+    from driftmon.config import redacted
 
     cfg = parse_config({
         "streams": [{"name": "s", "features": [{"name": "c", "type": "categorical", "top_k": 3}]}],

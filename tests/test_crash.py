@@ -39,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import synth
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint, describe
-from driftmon.configload import parse_config
+from driftmon.config import parse_config
 from driftmon.daemon import Daemon
 from driftmon.embedded import create_topics
 from driftmon.pipeline import StreamPipeline

@@ -41,7 +41,7 @@ from driftmon import __version__, synth
 from driftmon.alerts.payload import alert_labels, fingerprint, severity_of
 from driftmon.alerts.sink import WebhookSink
 from driftmon.cli import replay
-from driftmon.configload import parse_config
+from driftmon.config import parse_config
 from driftmon.daemon import Daemon
 from driftmon.result import rfc3339
 

@@ -29,7 +29,7 @@ from conftest import unique_name
 from driftmon import synth
 from driftmon.checkpoint import CheckpointStore, config_fingerprint
 from driftmon.cli import replay
-from driftmon.configload import parse_config
+from driftmon.config import parse_config
 from driftmon.daemon import Daemon
 from driftmon.decode import Decoder
 from driftmon.decodeworker import DecodeWorker, DecodeWorkerError, decode_job
@@ -264,7 +264,7 @@ def test_worker_exits_when_its_parent_is_killed(tmp_path):
     script.write_text(
         "import sys, time\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
-        "from driftmon.configload import parse_config\n"
+        "from driftmon.config import parse_config\n"
         "from driftmon.decodeworker import DecodeWorker\n"
         "if __name__ == '__main__':\n"
         "    cfg = parse_config({'streams': [{'name': 's', 'features': [\n"

@@ -30,7 +30,7 @@ import yaml
 from conftest import unique_name
 from deploy_target import RECEIVER, DriftmonTarget
 
-from driftmon.configload import load_config, parse_config
+from driftmon.config import load_config, parse_config
 from driftmon.metrics import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from driftmon import divergence
-from driftmon.config import DetectorConfig, Hysteresis, Smoothing, Thresholds
-from driftmon.configload import parse_config
+from driftmon.config import DetectorConfig, Hysteresis, Smoothing, Thresholds, parse_config
 from driftmon.detector import Detector
 from driftmon.pipeline import StreamPipeline
 from driftmon.synth import BASE_MIX, DRIFT_MIX

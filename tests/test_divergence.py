@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import driftmon.divergence as dv
-from driftmon import config
 from driftmon.config import Smoothing
+from driftmon.config import model as config
 from driftmon.divergence import METRICS, compare, contributions, divergence, smooth, smoothing_label
 
 LN2 = math.log(2.0)

@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftmon.cli import replay
-from driftmon.config import StreamConfig
-from driftmon.configload import parse_config
+from driftmon.config import StreamConfig, parse_config
 from driftmon.decode import Decoder
 from driftmon.pipeline import StreamPipeline
 from driftmon.vocabulary import DECODE_REASONS

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from driftmon.cli import replay
-from driftmon.configload import parse_config
+from driftmon.config import parse_config
 from driftmon.histogram import Histogram, learn_quantiles
 
 ROOT = Path(os.environ.get("DRIFTMON_ROOT", "/work/main"))

@@ -36,7 +36,7 @@ from driftmon import synth
 from driftmon.alerts import AlertDispatcher
 from driftmon.alerts.sink import WebhookSink
 from driftmon.checkpoint import describe
-from driftmon.configload import parse_config
+from driftmon.config import parse_config
 from driftmon.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.embedded_s3 import MotoS3
 from driftmon.pipeline import StreamPipeline

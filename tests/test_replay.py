@@ -21,7 +21,7 @@ import yaml
 
 from driftmon import synth
 from driftmon.cli import replay
-from driftmon.configload import load_config, parse_config
+from driftmon.config import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 300
@@ -351,7 +351,7 @@ def test_learned_bins_do_not_depend_on_batching(tmp_path):
     import io
 
     from driftmon.cli import replay as run_replay
-    from driftmon.configload import parse_config
+    from driftmon.config import parse_config
     from driftmon.pipeline import StreamPipeline
 
     cfg = parse_config({"streams": [{"name": "s", "learn_events": 100, "window": {"size": "60s"}, "features": [

@@ -31,8 +31,7 @@ from test_crash import REPO, DaemonProcess, sample, wait_until, write_config
 from driftmon import synth
 from driftmon.alerts import AlertDispatcher
 from driftmon.alerts.sink import WebhookSink
-from driftmon.config import HttpConfig
-from driftmon.configload import load_config, parse_config
+from driftmon.config import HttpConfig, load_config, parse_config
 from driftmon.daemon import Daemon
 from driftmon.embedded import create_topics
 from driftmon.logs import setup_logging

@@ -4,8 +4,7 @@ still being learned keeps the held-back events instead of freezing bad bins."""
 import dataclasses
 
 from driftmon.checkpoint import CheckpointStore, config_fingerprint
-from driftmon.config import Thresholds
-from driftmon.configload import parse_config
+from driftmon.config import Thresholds, parse_config
 from driftmon.daemon import Daemon
 
 

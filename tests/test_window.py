@@ -12,8 +12,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftmon.config import WindowConfig
-from driftmon.configload import parse_config
+from driftmon.config import WindowConfig, parse_config
 from driftmon.pipeline import StreamPipeline
 from driftmon.window import OTHER_SEGMENT, CountWindows, EventTimeWindows, Segmenter, make_windows
 

@@ -1,6 +1,6 @@
 """Typed, immutable configuration objects.
 
-The YAML file is parsed exactly once (:mod:`driftmon.configload`) into these
+The YAML file is parsed exactly once (:mod:`driftmon.config.load`) into these
 frozen dataclasses, which are then passed down to every stage.  No other
 module reads YAML or the environment.  Durations are float seconds.
 """

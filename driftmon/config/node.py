@@ -1,6 +1,6 @@
 """Reading one level of a YAML config: typed accessors that know their key path.
 
-Used by :mod:`driftmon.configload`; every error names the key path and what
+Used by :mod:`driftmon.config.load`; every error names the key path and what
 was expected.  ``${VAR}`` / ``${VAR:-default}`` are replaced from the
 environment mapping given (never read from ``os.environ`` here).
 """

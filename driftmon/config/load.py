@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from driftmon import config as c
-from driftmon.confignode import ConfigError, _Node, _show, parse_duration
+from driftmon.config import model as c
+from driftmon.config.node import ConfigError, _Node, _show, parse_duration
 from driftmon.util.secrets import redact_field
 
 __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]

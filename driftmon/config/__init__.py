@@ -1,0 +1,53 @@
+"""Configuration: parsed once from YAML (:mod:`.load`, reading through the
+path-aware nodes of :mod:`.node`) into the frozen dataclasses of :mod:`.model`,
+which are then passed down to every stage.
+
+``from driftmon.config import Config, parse_config`` is the usual entry point.
+"""
+
+from driftmon.config.load import load_config, parse_config, redacted
+from driftmon.config.model import (
+    AlertsConfig,
+    Config,
+    DetectorConfig,
+    FeatureConfig,
+    HttpConfig,
+    Hysteresis,
+    KafkaConfig,
+    LifecycleConfig,
+    LoggingConfig,
+    SinksConfig,
+    Smoothing,
+    StateConfig,
+    StreamConfig,
+    Thresholds,
+    TimestampConfig,
+    WebhookConfig,
+    WindowConfig,
+)
+from driftmon.config.node import ConfigError, parse_duration
+
+__all__ = [
+    "AlertsConfig",
+    "Config",
+    "ConfigError",
+    "DetectorConfig",
+    "FeatureConfig",
+    "HttpConfig",
+    "Hysteresis",
+    "KafkaConfig",
+    "LifecycleConfig",
+    "LoggingConfig",
+    "SinksConfig",
+    "Smoothing",
+    "StateConfig",
+    "StreamConfig",
+    "Thresholds",
+    "TimestampConfig",
+    "WebhookConfig",
+    "WindowConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "redacted",
+]
