@@ -50,7 +50,7 @@ from driftmon.daemon import Daemon  # noqa: E402
 from driftmon.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from driftmon.pipeline import StreamPipeline  # noqa: E402
 from driftmon.service import tune_gc  # noqa: E402
-from driftmon.source import consumer_kwargs  # noqa: E402
+from driftmon.source.kafka import consumer_kwargs  # noqa: E402
 
 TOPIC = "bench.interactions"
 

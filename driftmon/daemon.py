@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from driftmon.alerts import AlertDispatcher
-from driftmon.batches import Polled, group_poll, partition_id
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
 from driftmon.deadletter import DeadLetterProducer, RecordLike
@@ -28,7 +27,8 @@ from driftmon.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.server import StatusServer
 from driftmon.sinks import make_sinks
-from driftmon.source import KafkaSource
+from driftmon.source.kafka import KafkaSource
+from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import LATE, REJECT_REASONS
 
 log = logging.getLogger("driftmon.daemon")

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from kafka import KafkaProducer
 
 from driftmon.config import KafkaConfig
-from driftmon.source import client_kwargs
+from driftmon.source.kafka import client_kwargs
 from driftmon.util.secrets import redact_kwargs
 
 log = logging.getLogger(__name__)

@@ -71,7 +71,7 @@ class KafkaResultsSink:
     def __init__(self, kafka: KafkaConfig, topic: str):
         from kafka import KafkaProducer
 
-        from driftmon.source import client_kwargs
+        from driftmon.source.kafka import client_kwargs
 
         self.topic = topic
         kw = {**client_kwargs(kafka), "linger_ms": 50, "acks": "all"}

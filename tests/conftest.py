@@ -84,7 +84,7 @@ def produce(
 
 
 def consume(source, n: int, timeout: float = 30.0) -> list:
-    """Poll a :class:`driftmon.source.KafkaSource` until ``n`` records arrived
+    """Poll a :class:`driftmon.source.kafka.KafkaSource` until ``n`` records arrived
     (fails the test after ``timeout`` seconds; includes the group join)."""
     out: list = []
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient
 
 from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError, create_topics, find_tansu
 from driftmon.embedded_s3 import MotoS3
-from driftmon.source import KafkaSource
+from driftmon.source.kafka import KafkaSource
 
 pytestmark = pytest.mark.kafka
 REPO = str(Path(__file__).resolve().parents[1])

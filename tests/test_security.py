@@ -36,7 +36,7 @@ from driftmon.daemon import Daemon
 from driftmon.embedded import create_topics
 from driftmon.logs import setup_logging
 from driftmon.pipeline import StreamPipeline
-from driftmon.source import client_kwargs, consumer_kwargs
+from driftmon.source.kafka import client_kwargs, consumer_kwargs
 from driftmon.util.secrets import redact_kwargs
 
 HOOK_SECRET = "hmac-Secret-7f3a9c1e"
