@@ -11,7 +11,7 @@ partitions, then measures, alternately and each with a fresh consumer group:
     windows, detectors, metrics, periodic checkpoints; no webhooks, no sinks);
 (c) ``pipeline``: decode + ``StreamPipeline.process`` over the same bytes, no Kafka (upper bound);
 (d) ``worker``: (b) with ``kafka.decode_workers: 1``: decoding in a second process
-    (``driftmon.decodeworker``) while the next poll is parsed.
+    (``driftmon.decode.worker``) while the next poll is parsed.
 
 Timing starts at the first record a loop receives (group join excluded from
 all) and stops when the N-th is received (a) or counted (b, d).  Prints

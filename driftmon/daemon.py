@@ -22,7 +22,7 @@ from driftmon.alerts import AlertDispatcher
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
 from driftmon.deadletter import DeadLetterProducer, RecordLike
-from driftmon.decodeworker import DecodeWorker, DecodeWorkerError, WorkerBatch
+from driftmon.decode.worker import DecodeWorker, DecodeWorkerError, WorkerBatch
 from driftmon.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.server import StatusServer

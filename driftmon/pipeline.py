@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from driftmon.config import FeatureConfig, StreamConfig
-from driftmon.decode import DecodedBatch, Decoder
-from driftmon.decodeworker import WorkerBatch
+from driftmon.decode.events import DecodedBatch, Decoder
+from driftmon.decode.worker import WorkerBatch
 from driftmon.detector import Detector
 from driftmon.histogram import (
     BinSpec,
@@ -128,7 +128,7 @@ class StreamPipeline:
 
     def process_decoded(self, batch: WorkerBatch, partitions: Sequence[int] | np.ndarray | None = None,
                         now: float | None = None) -> StepOutput:
-        """Count one batch the decode worker (:mod:`driftmon.decodeworker`) already
+        """Count one batch the decode worker (:mod:`driftmon.decode.worker`) already
         decoded, and binned if it had this pipeline's specs.  Same state changes and
         output as :meth:`process` on the batch's raw values, through the same code."""
         out = StepOutput()

@@ -31,8 +31,8 @@ from driftmon.checkpoint import CheckpointStore, config_fingerprint
 from driftmon.cli import replay
 from driftmon.config import parse_config
 from driftmon.daemon import Daemon
-from driftmon.decode import Decoder
-from driftmon.decodeworker import DecodeWorker, DecodeWorkerError, decode_job
+from driftmon.decode.events import Decoder
+from driftmon.decode.worker import DecodeWorker, DecodeWorkerError, decode_job
 from driftmon.histogram import spec_from_dict
 from driftmon.pipeline import StepOutput, StreamPipeline
 
@@ -265,7 +265,7 @@ def test_worker_exits_when_its_parent_is_killed(tmp_path):
         "import sys, time\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
         "from driftmon.config import parse_config\n"
-        "from driftmon.decodeworker import DecodeWorker\n"
+        "from driftmon.decode.worker import DecodeWorker\n"
         "if __name__ == '__main__':\n"
         "    cfg = parse_config({'streams': [{'name': 's', 'features': [\n"
         "        {'name': 'c', 'type': 'categorical', 'categories': ['a']}]}]})\n"

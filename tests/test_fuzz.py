@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from driftmon.cli import replay
 from driftmon.config import StreamConfig, parse_config
-from driftmon.decode import Decoder
+from driftmon.decode.events import Decoder
 from driftmon.pipeline import StreamPipeline
 from driftmon.vocabulary import DECODE_REASONS
 

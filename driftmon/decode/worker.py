@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from driftmon.config import StreamConfig
-from driftmon.decode import DecodedBatch, Decoder
+from driftmon.decode.events import DecodedBatch, Decoder
 from driftmon.histogram import BinSpec, spec_from_dict
 
-log = logging.getLogger("driftmon.decodeworker")
+log = logging.getLogger("driftmon.decode.worker")
 
 PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size for unprivileged processes
 Job = tuple[str, list[bytes], float]  # stream name, raw values, clock reading for the skew horizon

@@ -311,5 +311,5 @@ def _compile_extractor(paths: list[tuple[str, ...]]) -> Callable[[Any], tuple[An
         exprs.append(expr)
     src = f"def extract(o):\n    return ({', '.join(exprs)},)\n"
     namespace: dict[str, Any] = {"A": _ABSENT, "E": _EMPTY}
-    exec(compile(src, "<driftmon.decode extractor>", "exec"), namespace)  # noqa: S102 - keys are repr()'d
+    exec(compile(src, "<driftmon.decode.events extractor>", "exec"), namespace)  # noqa: S102 - keys are repr()'d
     return namespace["extract"]
