@@ -23,7 +23,8 @@ from driftmon.config import FeatureConfig, StreamConfig
 from driftmon.decode.events import DecodedBatch, Decoder
 from driftmon.decode.worker import WorkerBatch
 from driftmon.detector import Detector
-from driftmon.histogram import (
+from driftmon.result import DriftResult
+from driftmon.summaries.bins import (
     BinSpec,
     CategoricalSpec,
     NumericSpec,
@@ -31,7 +32,6 @@ from driftmon.histogram import (
     learn_top_k,
     spec_from_dict,
 )
-from driftmon.result import DriftResult
 from driftmon.window import ClosedWindow, Segmenter, make_windows
 
 

@@ -33,8 +33,8 @@ from driftmon.config import parse_config
 from driftmon.daemon import Daemon
 from driftmon.decode.events import Decoder
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError, decode_job
-from driftmon.histogram import spec_from_dict
 from driftmon.pipeline import StepOutput, StreamPipeline
+from driftmon.summaries.bins import spec_from_dict
 
 NOW = 1.9e9  # the pipelines' wall clock: events after NOW + max_future_skew are bad_timestamp
 

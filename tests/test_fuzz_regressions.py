@@ -11,7 +11,7 @@ import pytest
 
 from driftmon.cli import replay
 from driftmon.config import parse_config
-from driftmon.histogram import Histogram, learn_quantiles
+from driftmon.summaries.bins import Histogram, learn_quantiles
 
 ROOT = Path(os.environ.get("DRIFTMON_ROOT", "/work/main"))
 

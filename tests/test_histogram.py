@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftmon.histogram import (
+from driftmon.summaries.bins import (
     MISSING,
     OTHER,
     CategoricalSpec,

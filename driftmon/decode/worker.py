@@ -42,7 +42,7 @@ import numpy as np
 
 from driftmon.config import StreamConfig
 from driftmon.decode.events import DecodedBatch, Decoder
-from driftmon.histogram import BinSpec, spec_from_dict
+from driftmon.summaries.bins import BinSpec, spec_from_dict
 
 log = logging.getLogger("driftmon.decode.worker")
 

@@ -1,0 +1,1 @@
+"""Per-window summaries of feature values: count vectors that merge by addition."""
