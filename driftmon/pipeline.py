@@ -32,7 +32,7 @@ from driftmon.summaries.bins import (
     learn_top_k,
     spec_from_dict,
 )
-from driftmon.window import ClosedWindow, Segmenter, make_windows
+from driftmon.windows import ClosedWindow, Segmenter, make_windows
 
 
 @dataclass

@@ -4,7 +4,7 @@ make another partition's events late; an idle partition stops holding windows op
 import numpy as np
 
 from driftmon.config import WindowConfig
-from driftmon.window import EventTimeWindows, Segmenter
+from driftmon.windows import EventTimeWindows, Segmenter
 
 CFG = WindowConfig(size=60.0, slide=60.0, allowed_lateness=0.0, idle_timeout=30.0)
 

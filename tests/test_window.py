@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from driftmon.config import WindowConfig, parse_config
 from driftmon.pipeline import StreamPipeline
-from driftmon.window import OTHER_SEGMENT, CountWindows, EventTimeWindows, Segmenter, make_windows
+from driftmon.windows import OTHER_SEGMENT, CountWindows, EventTimeWindows, Segmenter, make_windows
 
 SETTINGS = settings(max_examples=60, deadline=None)
 NOW = 2_000_000_000.0  # wall clock for decoders: all test events are in its past

@@ -1,7 +1,7 @@
 import numpy as np
 
 from driftmon.config import WindowConfig
-from driftmon.window import EventTimeWindows, Segmenter
+from driftmon.windows import EventTimeWindows, Segmenter
 
 
 def _segments_seen(keys, cuts):
