@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from driftmon.config import parse_config  # noqa: E402
+from driftmon.detect.result import json_line  # noqa: E402
 from driftmon.pipeline import StreamPipeline  # noqa: E402
-from driftmon.result import json_line  # noqa: E402
 
 START = 1_600_000_000.0
 RATE = 1000.0  # events per second of event time

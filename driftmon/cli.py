@@ -12,8 +12,8 @@ from typing import IO, Any
 
 from driftmon import __version__
 from driftmon.config import Config, ConfigError, load_config, redacted
+from driftmon.detect.result import DriftResult, json_line, json_number, rfc3339
 from driftmon.pipeline import StreamPipeline
-from driftmon.result import DriftResult, json_line, json_number, rfc3339
 
 BATCH = 10000
 

@@ -32,7 +32,7 @@ from prometheus_client import (
 )
 
 from driftmon import __version__
-from driftmon.result import DriftResult
+from driftmon.detect.result import DriftResult
 
 __all__ = [
     "CONTENT_TYPE_LATEST",

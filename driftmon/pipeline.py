@@ -4,7 +4,7 @@
 so an offline replay of the same events gives the same windows and results.
 It owns the learned bin specs (quantile edges / top-K vocabularies, learned
 once from the first ``learn_events`` accepted events, which are held back
-until then), the windows, one :class:`~driftmon.detector.Detector` per
+until then), the windows, one :class:`~driftmon.detect.detector.Detector` per
 (feature, segment), and counters.  ``snapshot()``/``restore()`` give all of
 it as plain JSON-able data for checkpoints.
 """
@@ -22,8 +22,8 @@ import numpy as np
 from driftmon.config import FeatureConfig, StreamConfig
 from driftmon.decode.events import DecodedBatch, Decoder
 from driftmon.decode.worker import WorkerBatch
-from driftmon.detector import Detector
-from driftmon.result import DriftResult
+from driftmon.detect.detector import Detector
+from driftmon.detect.result import DriftResult
 from driftmon.summaries.bins import (
     BinSpec,
     CategoricalSpec,

@@ -15,7 +15,7 @@ import os
 import orjson
 
 from driftmon.config import KafkaConfig, SinksConfig
-from driftmon.result import DriftResult, json_line
+from driftmon.detect.result import DriftResult, json_line
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from driftmon import synth
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint, describe
 from driftmon.config import parse_config
 from driftmon.daemon import Daemon
+from driftmon.detect.result import rfc3339
 from driftmon.embedded import create_topics
 from driftmon.pipeline import StreamPipeline
-from driftmon.result import rfc3339
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"serving /metrics /healthz /readyz on http://([0-9.]+):(\d+)")

@@ -43,7 +43,7 @@ from driftmon.alerts.sink import WebhookSink
 from driftmon.cli import replay
 from driftmon.config import parse_config
 from driftmon.daemon import Daemon
-from driftmon.result import rfc3339
+from driftmon.detect.result import rfc3339
 
 pytestmark = pytest.mark.kafka
 

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from driftmon import divergence
 from driftmon.config import DetectorConfig, Hysteresis, Smoothing, Thresholds, parse_config
-from driftmon.detector import Detector
+from driftmon.detect import divergence
+from driftmon.detect.detector import Detector
 from driftmon.pipeline import StreamPipeline
 from driftmon.synth import BASE_MIX, DRIFT_MIX
 
@@ -300,7 +300,7 @@ def test_a_resolving_result_names_the_severity_it_resolves():
     import numpy as np
 
     from driftmon.config import DetectorConfig
-    from driftmon.detector import Detector
+    from driftmon.detect.detector import Detector
 
     det = Detector(DetectorConfig(min_count=100), ("a", "b", "c"), stream="s", feature="f")
     det.update(0, 0.0, 60.0, np.array([300, 300, 400]))

@@ -1,4 +1,4 @@
-"""Properties of driftmon.divergence, checked against scipy and by simulation."""
+"""Properties of driftmon.detect.divergence, checked against scipy and by simulation."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import driftmon.divergence as dv
+import driftmon.detect.divergence as dv
 from driftmon.config import Smoothing
 from driftmon.config import model as config
-from driftmon.divergence import METRICS, compare, contributions, divergence, smooth, smoothing_label
+from driftmon.detect.divergence import METRICS, compare, contributions, divergence, smooth, smoothing_label
 
 LN2 = math.log(2.0)
 LOG_METRICS = ("kl", "kl_reverse", "jeffreys", "js", "psi")

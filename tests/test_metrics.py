@@ -8,8 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import __version__
+from driftmon.detect.result import DriftResult
 from driftmon.metrics import METRIC_NAMES, Metrics, alert_state_value
-from driftmon.result import DriftResult
 from driftmon.vocabulary import WEBHOOK_OUTCOMES
 
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from scipy.stats import chi2, chi2_contingency, multivariate_hypergeom
 
 from driftmon.config import Smoothing
-from driftmon.divergence import compare
-from driftmon.significance import TestResult, chi2_p_value, g_statistic, g_test
+from driftmon.detect.divergence import compare
+from driftmon.detect.significance import TestResult, chi2_p_value, g_statistic, g_test
 
 NONE = Smoothing("none")
 
@@ -181,7 +181,7 @@ def test_same_counts_give_the_same_p_value():
     assert g_test(a, b, seed=123) == g_test(a, b, seed=123)
     # Different counts derive a different seed (the statistic differs too, but the
     # seed derivation itself must not collapse to a constant).
-    from driftmon.significance import _derived_seed
+    from driftmon.detect.significance import _derived_seed
 
     assert _derived_seed(a, b) != _derived_seed(b, a)
 

@@ -16,7 +16,7 @@ from driftmon.alerts import AlertDispatcher
 from driftmon.alerts.outbox import Outbox
 from driftmon.alerts.sink import WebhookSink
 from driftmon.config import AlertsConfig, WebhookConfig
-from driftmon.result import BinShare, DriftResult, rfc3339
+from driftmon.detect.result import BinShare, DriftResult, rfc3339
 
 T0 = 1_700_000_000.0
 FAST = dict(backoff_initial=0.05, backoff_max=0.2, timeout=2.0)

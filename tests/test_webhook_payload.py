@@ -18,7 +18,7 @@ from driftmon.alerts.payload import (
     sign,
     verify,
 )
-from driftmon.result import BinShare, DriftResult, rfc3339
+from driftmon.detect.result import BinShare, DriftResult, rfc3339
 
 T0 = 1_700_000_000.0
 

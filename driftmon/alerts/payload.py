@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from driftmon.result import DriftResult, json_number, rfc3339
+from driftmon.detect.result import DriftResult, json_number, rfc3339
 from driftmon.vocabulary import SEVERITIES
 
 ALERTNAME = "DriftDetected"

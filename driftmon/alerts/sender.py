@@ -34,7 +34,7 @@ from driftmon.alerts.payload import (
     sign,
 )
 from driftmon.config import AlertsConfig, WebhookConfig
-from driftmon.result import DriftResult, rfc3339
+from driftmon.detect.result import DriftResult, rfc3339
 from driftmon.util.secrets import redact_url, scrub
 from driftmon.vocabulary import SEVERITIES
 

@@ -29,7 +29,7 @@ Facts worth keeping in mind (the tests check each one):
 * Plug-in estimates are biased upwards: for two samples of sizes n and m from
   the *same* distribution over K bins, ``E[D(P_hat||Q_hat)] ~ (K-1)/2 *
   (1/n + 1/m)`` nats.  A threshold must sit above that floor (or use the
-  p-value from :mod:`driftmon.significance`).
+  p-value from :mod:`driftmon.detect.significance`).
 
 Examples:
 

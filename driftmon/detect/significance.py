@@ -40,7 +40,7 @@ import numpy as np
 from scipy.special import xlogy
 from scipy.stats import chi2
 
-from driftmon.divergence import _check_nonzero_rows, _pair
+from driftmon.detect.divergence import _check_nonzero_rows, _pair
 
 _CHUNK_CELLS = 2_000_000  # permutation draws are generated in blocks of at most this many cells
 

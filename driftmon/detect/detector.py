@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from driftmon import divergence, significance
 from driftmon.config import DetectorConfig
-from driftmon.result import BinShare, DriftResult
+from driftmon.detect import divergence, significance
+from driftmon.detect.result import BinShare, DriftResult
 from driftmon.vocabulary import SEVERITY_OF_STATE
 
 
