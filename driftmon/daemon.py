@@ -18,15 +18,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from driftmon.alerts import AlertDispatcher
 from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
-from driftmon.deadletter import DeadLetterProducer, RecordLike
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError, WorkerBatch
-from driftmon.metrics import Metrics
+from driftmon.outputs.alerts import AlertDispatcher
+from driftmon.outputs.deadletter import DeadLetterProducer, RecordLike
+from driftmon.outputs.metrics import Metrics
+from driftmon.outputs.sinks import make_sinks
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.server import StatusServer
-from driftmon.sinks import make_sinks
 from driftmon.source.kafka import KafkaSource
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import LATE, REJECT_REASONS

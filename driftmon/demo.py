@@ -67,8 +67,8 @@ def _produce(bootstrap: str, stop: threading.Event, t0: float) -> None:
 
 
 def run_demo(duration: float | None = None, config_path: str | None = None, http: str = "127.0.0.1:9108") -> int:
-    from driftmon.alerts.sink import WebhookSink
     from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError
+    from driftmon.testing.receiver import WebhookSink
 
     path = _config_path(config_path)
     try:

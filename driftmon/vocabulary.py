@@ -4,7 +4,7 @@ webhooks: defined once here, imported by the modules that use them.
 They are part of the wire formats (``replay --format json``, the results
 sinks, webhook bodies, Prometheus labels and the rules under ``deploy/``), so
 a value is never renamed.  Metric names are in
-:data:`driftmon.metrics.METRIC_NAMES`.
+:data:`driftmon.outputs.metrics.METRIC_NAMES`.
 """
 
 from __future__ import annotations

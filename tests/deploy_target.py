@@ -43,8 +43,8 @@ from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import synth
-from driftmon.alerts.sink import WebhookSink
 from driftmon.embedded import create_topics, free_port
+from driftmon.testing.receiver import WebhookSink
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ Every test produces real events (``driftmon.synth``, stamped an hour in the
 past so event-time windows close as fast as the daemon reads), runs the daemon
 in a thread (``Daemon.run``) or as ``python -m driftmon.cli run``, scrapes
 ``/metrics`` over HTTP and parses it with prometheus_client's parser, and
-receives webhooks on :class:`driftmon.alerts.sink.WebhookSink` (signatures
+receives webhooks on :class:`driftmon.testing.receiver.WebhookSink` (signatures
 verified).  Topics and groups are unique per test; the session broker is shared.
 """
 
@@ -38,12 +38,12 @@ from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import __version__, synth
-from driftmon.alerts.payload import alert_labels, fingerprint, severity_of
-from driftmon.alerts.sink import WebhookSink
 from driftmon.cli import replay
 from driftmon.config import parse_config
 from driftmon.daemon import Daemon
 from driftmon.detect.result import rfc3339
+from driftmon.outputs.alerts.payload import alert_labels, fingerprint, severity_of
+from driftmon.testing.receiver import WebhookSink
 
 pytestmark = pytest.mark.kafka
 

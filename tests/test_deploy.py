@@ -31,7 +31,7 @@ from conftest import unique_name
 from deploy_target import RECEIVER, DriftmonTarget
 
 from driftmon.config import load_config, parse_config
-from driftmon.metrics import METRIC_NAMES
+from driftmon.outputs.metrics import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -315,7 +315,7 @@ def test_dashboard_and_rules_use_only_known_metric_names():
         for name in promql_metric_names(e):
             used.setdefault(name, set()).add(e)
     unknown = {n: sorted(es) for n, es in used.items() if n not in known}
-    assert not unknown, f"metric names not in driftmon.metrics.METRIC_NAMES: {unknown}"
+    assert not unknown, f"metric names not in driftmon.outputs.metrics.METRIC_NAMES: {unknown}"
     # and the dashboard shows every metric of the contract
     shown = set().union(*(promql_metric_names(e) for e in dashboard_exprs()))
     assert set(METRIC_NAMES) - shown == set(), "metrics missing from the dashboard"

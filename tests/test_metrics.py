@@ -1,4 +1,4 @@
-"""driftmon.metrics: render the registry, parse it back as Prometheus would."""
+"""driftmon.outputs.metrics: render the registry, parse it back as Prometheus would."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import __version__
 from driftmon.detect.result import DriftResult
-from driftmon.metrics import METRIC_NAMES, Metrics, alert_state_value
+from driftmon.outputs.metrics import METRIC_NAMES, Metrics, alert_state_value
 from driftmon.vocabulary import WEBHOOK_OUTCOMES
 
 

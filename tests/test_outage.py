@@ -33,13 +33,13 @@ from test_crash import (
 )
 
 from driftmon import synth
-from driftmon.alerts import AlertDispatcher
-from driftmon.alerts.sink import WebhookSink
 from driftmon.checkpoint import describe
 from driftmon.config import parse_config
 from driftmon.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.embedded_s3 import MotoS3
+from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.pipeline import StreamPipeline
+from driftmon.testing.receiver import WebhookSink
 
 pytestmark = pytest.mark.kafka
 

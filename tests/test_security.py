@@ -29,14 +29,14 @@ from kafka import KafkaConsumer, KafkaProducer
 from test_crash import REPO, DaemonProcess, sample, wait_until, write_config
 
 from driftmon import synth
-from driftmon.alerts import AlertDispatcher
-from driftmon.alerts.sink import WebhookSink
 from driftmon.config import HttpConfig, load_config, parse_config
 from driftmon.daemon import Daemon
 from driftmon.embedded import create_topics
 from driftmon.logs import setup_logging
+from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.pipeline import StreamPipeline
 from driftmon.source.kafka import client_kwargs, consumer_kwargs
+from driftmon.testing.receiver import WebhookSink
 from driftmon.util.secrets import redact_kwargs
 
 HOOK_SECRET = "hmac-Secret-7f3a9c1e"

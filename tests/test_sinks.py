@@ -1,6 +1,6 @@
 """The results file survives a crash mid-write: a torn last line is cut on reopen."""
 
-from driftmon.sinks import JsonlSink
+from driftmon.outputs.sinks import JsonlSink
 
 
 def test_torn_last_line_is_cut_when_the_sink_reopens(tmp_path):

@@ -12,11 +12,11 @@ import threading
 
 import pytest
 
-from driftmon.alerts import AlertDispatcher
-from driftmon.alerts.outbox import Outbox
-from driftmon.alerts.sink import WebhookSink
 from driftmon.config import AlertsConfig, WebhookConfig
 from driftmon.detect.result import BinShare, DriftResult, rfc3339
+from driftmon.outputs.alerts import AlertDispatcher
+from driftmon.outputs.alerts.outbox import Outbox
+from driftmon.testing.receiver import WebhookSink
 
 T0 = 1_700_000_000.0
 FAST = dict(backoff_initial=0.05, backoff_max=0.2, timeout=2.0)
@@ -281,7 +281,7 @@ def test_outbox_ignores_torn_writes_and_keeps_order(tmp_path):
 
 def test_sink_cli_prints_alerts(make, tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "driftmon.alerts.sink", "--port", str(port), "--secret", "k"],
+    proc = subprocess.Popen([sys.executable, "-m", "driftmon.testing.receiver", "--port", str(port), "--secret", "k"],
                             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     try:
         assert "listening on" in proc.stdout.readline()

@@ -8,7 +8,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftmon.alerts.payload import (
+from driftmon.detect.result import BinShare, DriftResult, rfc3339
+from driftmon.outputs.alerts.payload import (
     ZERO_TIME,
     alert_labels,
     build_payload,
@@ -18,7 +19,6 @@ from driftmon.alerts.payload import (
     sign,
     verify,
 )
-from driftmon.detect.result import BinShare, DriftResult, rfc3339
 
 T0 = 1_700_000_000.0
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from driftmon.deadletter import RecordLike
+from driftmon.outputs.deadletter import RecordLike
 from driftmon.pipeline import StreamPipeline
 
 # One topic's share of a poll: (topic, [(partition, records)], records, values, partition id per value)

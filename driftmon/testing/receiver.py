@@ -3,7 +3,7 @@
 Records every POST (headers, raw body, parsed JSON, signature check), can answer
 a scripted sequence of status codes (e.g. ``[500, 500, 200]``) or hold each
 request for a while to simulate a hanging receiver, and can print one line per
-alert.  Run standalone with ``python -m driftmon.alerts.sink --port 9000 --secret X``.
+alert.  Run standalone with ``python -m driftmon.testing.receiver --port 9000 --secret X``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
-from driftmon.alerts.payload import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
+from driftmon.outputs.alerts.payload import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class WebhookSink:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m driftmon.alerts.sink", description="Print driftmon webhook alerts.")
+    ap = argparse.ArgumentParser(prog="python -m driftmon.testing.receiver", description="Print driftmon webhook alerts.")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9000)
     ap.add_argument("--secret", default=None, help="verify X-Driftmon-Signature with this HMAC secret")

@@ -22,8 +22,10 @@ import urllib.request
 from collections.abc import Callable
 
 from driftmon import __version__
-from driftmon.alerts.outbox import AlertTracker, FiringAlert, Outbox, safe_dirname
-from driftmon.alerts.payload import (
+from driftmon.config import AlertsConfig, WebhookConfig
+from driftmon.detect.result import DriftResult, rfc3339
+from driftmon.outputs.alerts.outbox import AlertTracker, FiringAlert, Outbox, safe_dirname
+from driftmon.outputs.alerts.payload import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     alert_labels,
@@ -33,8 +35,6 @@ from driftmon.alerts.payload import (
     severity_of,
     sign,
 )
-from driftmon.config import AlertsConfig, WebhookConfig
-from driftmon.detect.result import DriftResult, rfc3339
 from driftmon.util.secrets import redact_url, scrub
 from driftmon.vocabulary import SEVERITIES
 

@@ -1,0 +1,2 @@
+"""Test and demo infrastructure, never imported by the daemon: a local webhook
+receiver (:mod:`.receiver`)."""
