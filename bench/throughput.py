@@ -46,10 +46,10 @@ from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
 from driftmon import synth  # noqa: E402
 from driftmon.config import parse_config  # noqa: E402
-from driftmon.daemon import Daemon  # noqa: E402
 from driftmon.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from driftmon.pipeline import StreamPipeline  # noqa: E402
-from driftmon.service import tune_gc  # noqa: E402
+from driftmon.service.daemon import Daemon  # noqa: E402
+from driftmon.service.process import tune_gc  # noqa: E402
 from driftmon.source.kafka import consumer_kwargs  # noqa: E402
 
 TOPIC = "bench.interactions"
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-poll-records", type=int, default=5000)
     ap.add_argument("--default-gc", action="store_true",
-                    help="keep Python's default GC settings (driftmon run applies service.tune_gc; so do (a)-(c) here)")
+                    help="keep Python's default GC settings (driftmon run applies service.process.tune_gc; so do (a)-(c) here)")
     args = ap.parse_args(argv)
     logging.getLogger("driftmon").setLevel(logging.ERROR)  # no "drift fired" lines in the figures
     if not args.default_gc:

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "run":
-        from driftmon.service import run_daemon
+        from driftmon.service.process import run_daemon
 
         return run_daemon(_load(args.config), reset_state=args.reset_state)
     from driftmon.demo import run_demo

@@ -89,9 +89,9 @@ def run_demo(duration: float | None = None, config_path: str | None = None, http
 def _run(broker, sink, path: str, duration: float | None, http: str) -> int:
     import signal
 
-    from driftmon.daemon import Daemon
     from driftmon.embedded import create_topics
-    from driftmon.logs import setup_logging
+    from driftmon.service.daemon import Daemon
+    from driftmon.service.logs import setup_logging
 
     state = tempfile.mkdtemp(prefix="driftmon-demo-")
     env = {

@@ -40,9 +40,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftmon import __version__, synth
 from driftmon.cli import replay
 from driftmon.config import parse_config
-from driftmon.daemon import Daemon
 from driftmon.detect.result import rfc3339
 from driftmon.outputs.alerts.payload import alert_labels, fingerprint, severity_of
+from driftmon.service.daemon import Daemon
 from driftmon.testing.receiver import WebhookSink
 
 pytestmark = pytest.mark.kafka

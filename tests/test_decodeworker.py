@@ -27,13 +27,13 @@ import pytest
 from conftest import unique_name
 
 from driftmon import synth
-from driftmon.checkpoint import CheckpointStore, config_fingerprint
 from driftmon.cli import replay
 from driftmon.config import parse_config
-from driftmon.daemon import Daemon
 from driftmon.decode.events import Decoder
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError, decode_job
 from driftmon.pipeline import StepOutput, StreamPipeline
+from driftmon.service.checkpoint import CheckpointStore, config_fingerprint
+from driftmon.service.daemon import Daemon
 from driftmon.summaries.bins import spec_from_dict
 
 NOW = 1.9e9  # the pipelines' wall clock: events after NOW + max_future_skew are bad_timestamp

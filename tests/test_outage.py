@@ -33,12 +33,12 @@ from test_crash import (
 )
 
 from driftmon import synth
-from driftmon.checkpoint import describe
 from driftmon.config import parse_config
 from driftmon.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.embedded_s3 import MotoS3
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.pipeline import StreamPipeline
+from driftmon.service.checkpoint import describe
 from driftmon.testing.receiver import WebhookSink
 
 pytestmark = pytest.mark.kafka

@@ -3,9 +3,9 @@ still being learned keeps the held-back events instead of freezing bad bins."""
 
 import dataclasses
 
-from driftmon.checkpoint import CheckpointStore, config_fingerprint
 from driftmon.config import Thresholds, parse_config
-from driftmon.daemon import Daemon
+from driftmon.service.checkpoint import CheckpointStore, config_fingerprint
+from driftmon.service.daemon import Daemon
 
 
 def _doc(tmp_path, **detector):

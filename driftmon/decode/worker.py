@@ -119,7 +119,7 @@ def _serve(inbox: Any, outbox: Any, streams: list[StreamConfig]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     gc.collect()
     gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])  # as service.tune_gc: polls allocate thousands of objects
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])  # as service.process.tune_gc: polls allocate thousands of objects
     clock_now = {s.name: 0.0 for s in streams}
     decoders = {s.name: Decoder(s, clock=lambda name=s.name: clock_now[name]) for s in streams}  # type: ignore[misc]
     specs: dict[str, list[BinSpec]] = {}

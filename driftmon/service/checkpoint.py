@@ -21,7 +21,7 @@ is ``-inf`` before the first event), and orjson would turn them into
 with the reason and the way out (``driftmon run --reset-state``); nothing is
 ever silently discarded.
 
-``python -m driftmon.checkpoint STATE_DIR`` prints a summary of a checkpoint
+``python -m driftmon.service.checkpoint STATE_DIR`` prints a summary of a checkpoint
 (exit 0), or why it cannot be used (exit 3).
 """
 
@@ -199,7 +199,7 @@ def describe(directory: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m driftmon.checkpoint STATE_DIR", file=sys.stderr)
+        print("usage: python -m driftmon.service.checkpoint STATE_DIR", file=sys.stderr)
         return 2
     try:
         print(json.dumps(describe(args[0]), indent=2))

@@ -6,12 +6,12 @@ import gc
 import logging
 import signal
 
-from driftmon.checkpoint import CheckpointError
 from driftmon.config import Config
-from driftmon.daemon import Daemon
-from driftmon.logs import setup_logging
+from driftmon.service.checkpoint import CheckpointError
+from driftmon.service.daemon import Daemon
+from driftmon.service.logs import setup_logging
 
-log = logging.getLogger("driftmon.daemon")
+log = logging.getLogger("driftmon.service.daemon")
 GC_GEN0_THRESHOLD = 10_000
 
 

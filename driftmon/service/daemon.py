@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from driftmon.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.config import Config
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError, WorkerBatch
 from driftmon.outputs.alerts import AlertDispatcher
@@ -26,12 +25,13 @@ from driftmon.outputs.deadletter import DeadLetterProducer, RecordLike
 from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import make_sinks
 from driftmon.pipeline import StepOutput, StreamPipeline
-from driftmon.server import StatusServer
+from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
+from driftmon.service.http import StatusServer
 from driftmon.source.kafka import KafkaSource
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import LATE, REJECT_REASONS
 
-log = logging.getLogger("driftmon.daemon")
+log = logging.getLogger("driftmon.service.daemon")
 LAG_INTERVAL = 2.0
 
 
