@@ -3,7 +3,7 @@
     python bench/throughput.py --events 300000
 
 Starts an embedded tansu broker, produces N synthetic interaction events
-(``driftmon.synth``, a drift episode in the middle) to a topic with 3
+(``driftmon.testing.synth``, a drift episode in the middle) to a topic with 3
 partitions, then measures, alternately and each with a fresh consumer group:
 
 (a) ``bare``:   a ``KafkaConsumer`` with the daemon's consumer settings that only counts messages;
@@ -44,13 +44,13 @@ import kafka  # noqa: E402
 import yaml  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
-from driftmon import synth  # noqa: E402
 from driftmon.config import parse_config  # noqa: E402
-from driftmon.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from driftmon.pipeline import StreamPipeline  # noqa: E402
 from driftmon.service.daemon import Daemon  # noqa: E402
 from driftmon.service.process import tune_gc  # noqa: E402
 from driftmon.source.kafka import consumer_kwargs  # noqa: E402
+from driftmon.testing import synth  # noqa: E402
+from driftmon.testing.embedded import EmbeddedBroker, create_topics  # noqa: E402
 
 TOPIC = "bench.interactions"
 

@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from driftmon import synth
 from driftmon.config import ConfigError, load_config
+from driftmon.testing import synth
 
 DRIFT_AFTER, DRIFT_FOR, RATE = 45.0, 60.0, 250
 SECRET = "demo-secret"
@@ -67,7 +67,7 @@ def _produce(bootstrap: str, stop: threading.Event, t0: float) -> None:
 
 
 def run_demo(duration: float | None = None, config_path: str | None = None, http: str = "127.0.0.1:9108") -> int:
-    from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError
+    from driftmon.testing.embedded import EmbeddedBroker, EmbeddedBrokerError
     from driftmon.testing.receiver import WebhookSink
 
     path = _config_path(config_path)
@@ -89,9 +89,9 @@ def run_demo(duration: float | None = None, config_path: str | None = None, http
 def _run(broker, sink, path: str, duration: float | None, http: str) -> int:
     import signal
 
-    from driftmon.embedded import create_topics
     from driftmon.service.daemon import Daemon
     from driftmon.service.logs import setup_logging
+    from driftmon.testing.embedded import create_topics
 
     state = tempfile.mkdtemp(prefix="driftmon-demo-")
     env = {

@@ -1,6 +1,6 @@
 """Shared pytest fixtures and helpers.
 
-Kafka tests run against a real embedded tansu broker (``driftmon.embedded``),
+Kafka tests run against a real embedded tansu broker (``driftmon.testing.embedded``),
 never a mock.  Tansu facts to keep in mind when writing one:
 
 * a consumer-group join takes ~``session_timeout_ms / 2``: use
@@ -24,7 +24,7 @@ import pytest
 from kafka import KafkaProducer
 
 from driftmon.config import KafkaConfig
-from driftmon.embedded import EmbeddedBroker, create_topics
+from driftmon.testing.embedded import EmbeddedBroker, create_topics
 
 # ---------------------------------------------------------------------------------------------
 # Kafka helpers

@@ -4,7 +4,7 @@ Used by ``tests/test_deploy.py`` as the live scrape target of a real
 Prometheus, so every dashboard and rule query is checked against the series a
 real daemon exports, not a hand-fed registry.
 
-The traffic (``driftmon.synth``) is produced into a real broker:
+The traffic (``driftmon.testing.synth``) is produced into a real broker:
 
 * a back-dated history (``HISTORY`` seconds ending now) so the event-time
   windows close as soon as the daemon reads it: a clean reference window,
@@ -42,8 +42,8 @@ import yaml
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftmon import synth
-from driftmon.embedded import create_topics, free_port
+from driftmon.testing import synth
+from driftmon.testing.embedded import create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,13 +37,13 @@ import yaml
 from conftest import produce, unique_name
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftmon import synth
 from driftmon.config import parse_config
 from driftmon.detect.result import rfc3339
-from driftmon.embedded import create_topics
 from driftmon.pipeline import StreamPipeline
 from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint, describe
 from driftmon.service.daemon import Daemon
+from driftmon.testing import synth
+from driftmon.testing.embedded import create_topics
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"serving /metrics /healthz /readyz on http://([0-9.]+):(\d+)")

@@ -1,6 +1,6 @@
 """The daemon against real parts: a tansu broker, real HTTP receivers, real scrapes.
 
-Every test produces real events (``driftmon.synth``, stamped an hour in the
+Every test produces real events (``driftmon.testing.synth``, stamped an hour in the
 past so event-time windows close as fast as the daemon reads), runs the daemon
 in a thread (``Daemon.run``) or as ``python -m driftmon.cli run``, scrapes
 ``/metrics`` over HTTP and parses it with prometheus_client's parser, and
@@ -37,12 +37,13 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftmon import __version__, synth
+from driftmon import __version__
 from driftmon.cli import replay
 from driftmon.config import parse_config
 from driftmon.detect.result import rfc3339
 from driftmon.outputs.alerts.payload import alert_labels, fingerprint, severity_of
 from driftmon.service.daemon import Daemon
+from driftmon.testing import synth
 from driftmon.testing.receiver import WebhookSink
 
 pytestmark = pytest.mark.kafka

@@ -26,7 +26,6 @@ import orjson
 import pytest
 from conftest import unique_name
 
-from driftmon import synth
 from driftmon.cli import replay
 from driftmon.config import parse_config
 from driftmon.decode.events import Decoder
@@ -35,6 +34,7 @@ from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.service.checkpoint import CheckpointStore, config_fingerprint
 from driftmon.service.daemon import Daemon
 from driftmon.summaries.bins import spec_from_dict
+from driftmon.testing import synth
 
 NOW = 1.9e9  # the pipelines' wall clock: events after NOW + max_future_skew are bad_timestamp
 

@@ -15,7 +15,7 @@ from driftmon.config import DetectorConfig, Hysteresis, Smoothing, Thresholds, p
 from driftmon.detect import divergence
 from driftmon.detect.detector import Detector
 from driftmon.pipeline import StreamPipeline
-from driftmon.synth import BASE_MIX, DRIFT_MIX
+from driftmon.testing.synth import BASE_MIX, DRIFT_MIX
 
 LABELS = ("a", "b", "__other__", "__missing__")
 # Two categories, 10,000 events per window: the chi2 p-value applies and is tiny for real shifts.

@@ -13,9 +13,9 @@ import pytest
 from conftest import consume, kafka_config, produce, unique_name
 from kafka import KafkaAdminClient
 
-from driftmon.embedded import EmbeddedBroker, EmbeddedBrokerError, create_topics, find_tansu
-from driftmon.embedded_s3 import MotoS3
 from driftmon.source.kafka import KafkaSource
+from driftmon.testing.embedded import EmbeddedBroker, EmbeddedBrokerError, create_topics, find_tansu
+from driftmon.testing.s3 import MotoS3
 
 pytestmark = pytest.mark.kafka
 REPO = str(Path(__file__).resolve().parents[1])
@@ -115,7 +115,7 @@ def _alive(pid: int) -> bool:
 
 def test_broker_does_not_outlive_a_killed_parent():  # Linux: parent-death signal via setpriv
     code = (
-        "import sys, time; from driftmon.embedded import EmbeddedBroker; "
+        "import sys, time; from driftmon.testing.embedded import EmbeddedBroker; "
         "b = EmbeddedBroker().start(); print(b.pid, flush=True); time.sleep(60)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}

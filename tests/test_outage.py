@@ -32,14 +32,14 @@ from test_crash import (
     write_config,
 )
 
-from driftmon import synth
 from driftmon.config import parse_config
-from driftmon.embedded import EmbeddedBroker, create_topics, free_port
-from driftmon.embedded_s3 import MotoS3
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.pipeline import StreamPipeline
 from driftmon.service.checkpoint import describe
+from driftmon.testing import synth
+from driftmon.testing.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
+from driftmon.testing.s3 import MotoS3
 
 pytestmark = pytest.mark.kafka
 

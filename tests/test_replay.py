@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
-from driftmon import synth
 from driftmon.cli import replay
 from driftmon.config import load_config, parse_config
+from driftmon.testing import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 300

@@ -28,14 +28,14 @@ from conftest import produce, unique_name
 from kafka import KafkaConsumer, KafkaProducer
 from test_crash import REPO, DaemonProcess, sample, wait_until, write_config
 
-from driftmon import synth
 from driftmon.config import HttpConfig, load_config, parse_config
-from driftmon.embedded import create_topics
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.pipeline import StreamPipeline
 from driftmon.service.daemon import Daemon
 from driftmon.service.logs import setup_logging
 from driftmon.source.kafka import client_kwargs, consumer_kwargs
+from driftmon.testing import synth
+from driftmon.testing.embedded import create_topics
 from driftmon.testing.receiver import WebhookSink
 from driftmon.util.secrets import redact_kwargs
 

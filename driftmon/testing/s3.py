@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from driftmon.embedded import EmbeddedBrokerError, _die_with_parent, free_port
+from driftmon.testing.embedded import EmbeddedBrokerError, _die_with_parent, free_port
 
 log = logging.getLogger(__name__)
 

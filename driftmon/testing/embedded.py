@@ -7,7 +7,7 @@ production runs against Apache Kafka.
 Known tansu quirks the callers must live with:
 
 * ``memory://`` storage loses every topic, record and committed offset when
-  the broker restarts; use :class:`driftmon.embedded_s3.MotoS3` + ``s3://``
+  the broker restarts; use :class:`driftmon.testing.s3.MotoS3` + ``s3://``
   storage to survive one.
 * ``KafkaConsumer.end_offsets()`` is wrong; use ``consumer.highwater(tp)``.
 * A consumer-group join takes about ``session_timeout_ms / 2``; keep polling.
