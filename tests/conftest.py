@@ -9,7 +9,7 @@ never a mock.  Tansu facts to keep in mind when writing one:
 * the session broker uses memory storage; a test that restarts or kills a
   broker must start its own (see ``tests/test_embedded_broker.py``).
 
-Helpers are plain functions; import them with ``from conftest import produce``.
+Helpers are plain functions; import them with ``from tests.conftest import produce``.
 Add new fixtures in a section of their own below.
 """
 

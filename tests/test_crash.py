@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import produce, unique_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon.config import parse_config
@@ -44,6 +43,7 @@ from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config
 from driftmon.service.daemon import Daemon
 from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics
+from tests.conftest import produce, unique_name
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"serving /metrics /healthz /readyz on http://([0-9.]+):(\d+)")

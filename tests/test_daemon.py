@@ -32,7 +32,6 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import unique_name
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,6 +44,7 @@ from driftmon.outputs.alerts.payload import alert_labels, fingerprint, severity_
 from driftmon.service.daemon import Daemon
 from driftmon.testing import synth
 from driftmon.testing.receiver import WebhookSink
+from tests.conftest import unique_name
 
 pytestmark = pytest.mark.kafka
 

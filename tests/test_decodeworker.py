@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from conftest import unique_name
 
 from driftmon.cli import replay
 from driftmon.config import parse_config
@@ -35,6 +34,7 @@ from driftmon.service.checkpoint import CheckpointStore, config_fingerprint
 from driftmon.service.daemon import Daemon
 from driftmon.summaries.bins import spec_from_dict
 from driftmon.testing import synth
+from tests.conftest import unique_name
 
 NOW = 1.9e9  # the pipelines' wall clock: events after NOW + max_future_skew are bad_timestamp
 

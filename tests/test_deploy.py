@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import unique_name
-from deploy_target import RECEIVER, DriftmonTarget
 
 from driftmon.config import load_config, parse_config
 from driftmon.outputs.metrics import METRIC_NAMES
+from tests.conftest import unique_name
+from tests.deploy_target import RECEIVER, DriftmonTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import consume, kafka_config, produce, unique_name
 from kafka import KafkaAdminClient
 
 from driftmon.source.kafka import KafkaSource
 from driftmon.testing.embedded import EmbeddedBroker, EmbeddedBrokerError, create_topics, find_tansu
 from driftmon.testing.s3 import MotoS3
+from tests.conftest import consume, kafka_config, produce, unique_name
 
 pytestmark = pytest.mark.kafka
 REPO = str(Path(__file__).resolve().parents[1])

@@ -22,15 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import produce, unique_name
-from test_crash import (
-    DaemonProcess,
-    assert_no_driftmon_traceback,
-    checkpoint_offsets,
-    sample,
-    wait_until,
-    write_config,
-)
 
 from driftmon.config import parse_config
 from driftmon.outputs.alerts import AlertDispatcher
@@ -40,6 +31,15 @@ from driftmon.testing import synth
 from driftmon.testing.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
 from driftmon.testing.s3 import MotoS3
+from tests.conftest import produce, unique_name
+from tests.test_crash import (
+    DaemonProcess,
+    assert_no_driftmon_traceback,
+    checkpoint_offsets,
+    sample,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.kafka
 

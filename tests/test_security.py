@@ -24,9 +24,7 @@ import sys
 from dataclasses import replace
 
 import pytest
-from conftest import produce, unique_name
 from kafka import KafkaConsumer, KafkaProducer
-from test_crash import REPO, DaemonProcess, sample, wait_until, write_config
 
 from driftmon.config import HttpConfig, load_config, parse_config
 from driftmon.outputs.alerts import AlertDispatcher
@@ -38,6 +36,8 @@ from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics
 from driftmon.testing.receiver import WebhookSink
 from driftmon.util.secrets import redact_kwargs
+from tests.conftest import produce, unique_name
+from tests.test_crash import REPO, DaemonProcess, sample, wait_until, write_config
 
 HOOK_SECRET = "hmac-Secret-7f3a9c1e"
 URL_TOKEN = "tok-4c9d2e7b1a"

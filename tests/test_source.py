@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import consume, kafka_config, produce, unique_name
 
 from driftmon.config import KafkaConfig
 from driftmon.outputs.deadletter import DeadLetterProducer
 from driftmon.source.kafka import KafkaSource, Record, consumer_kwargs, next_offsets
 from driftmon.testing.embedded import EmbeddedBroker, create_topics
 from driftmon.util.secrets import redact_kwargs
+from tests.conftest import consume, kafka_config, produce, unique_name
 
 pytestmark = pytest.mark.kafka
 
