@@ -7,7 +7,7 @@ never a mock.  Tansu facts to keep in mind when writing one:
   :func:`kafka_config` (5 s session, 1 s heartbeat) and keep polling;
 * ``end_offsets()`` is wrong on tansu: use ``consumer.highwater(tp)``;
 * the session broker uses memory storage; a test that restarts or kills a
-  broker must start its own (see ``tests/test_embedded_broker.py``).
+  broker must start its own (see ``tests/testing/test_embedded.py``).
 
 Helpers are plain functions; import them with ``from tests.conftest import produce``.
 Add new fixtures in a section of their own below.

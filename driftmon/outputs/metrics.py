@@ -2,7 +2,7 @@
 
 Every series driftmon exports is declared here, and ``METRIC_NAMES`` lists
 the exposed sample names.  The dashboard and the alerting rules under
-``deploy/`` may only use these names (``tests/test_deploy.py`` checks it),
+``deploy/`` may only use these names (``tests/e2e/test_deploy.py`` checks it),
 so renaming a metric here breaks the tests before it breaks an operator.
 
 Each :class:`Metrics` owns its own ``CollectorRegistry`` (never the global

@@ -45,7 +45,7 @@ from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics
 from tests.conftest import produce, unique_name
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVING = re.compile(r"serving /metrics /healthz /readyz on http://([0-9.]+):(\d+)")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 EXIT_BAD_CHECKPOINT = 3

@@ -8,7 +8,7 @@ kubeval wheel exists on PyPI, and no container engine runs here).
 The live part starts a real ``prometheus`` on loopback, scraping a real
 ``driftmon run`` (a subprocess consuming synthetic recommender traffic with a
 drift episode from the session's embedded tansu broker, alerting a local
-webhook receiver; see tests/deploy_target.py), loading
+webhook receiver; see tests/e2e/deploy_target.py), loading
 deploy/prometheus/driftmon-rules.yml, and asks it every dashboard and rule
 expression.
 """
@@ -31,9 +31,9 @@ import yaml
 from driftmon.config import load_config, parse_config
 from driftmon.outputs.metrics import METRIC_NAMES
 from tests.conftest import unique_name
-from tests.deploy_target import RECEIVER, DriftmonTarget
+from tests.e2e.deploy_target import RECEIVER, DriftmonTarget
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROM_DIR = DEPLOY / "prometheus"
 RULES = PROM_DIR / "driftmon-rules.yml"
@@ -565,7 +565,7 @@ def scrape_target(kafka_broker, tmp_path_factory):
     then live ticks with malformed and late records) from the session broker
     and alerts a webhook receiver that answers 500 once; the fixture returns
     once windows closed, alerts fired and were delivered, and lag and
-    readiness are exported (see tests/deploy_target.py).  On teardown the
+    readiness are exported (see tests/e2e/deploy_target.py).  On teardown the
     daemon gets SIGTERM and must drain and exit 0.
     """
     target = DriftmonTarget(kafka_broker.bootstrap, tmp_path_factory.mktemp("driftmon"), unique_name("deploy"))

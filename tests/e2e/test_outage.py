@@ -32,7 +32,7 @@ from driftmon.testing.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
 from driftmon.testing.s3 import MotoS3
 from tests.conftest import produce, unique_name
-from tests.test_crash import (
+from tests.e2e.test_crash import (
     DaemonProcess,
     assert_no_driftmon_traceback,
     checkpoint_offsets,

@@ -23,7 +23,7 @@ from driftmon.config import (
     redacted,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The config block of the engine issue's "Contract" section, verbatim.
 CONTRACT_YAML = """

@@ -23,7 +23,7 @@ from driftmon.cli import replay
 from driftmon.config import load_config, parse_config
 from driftmon.testing import synth
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 300
 START = float((1_700_000_000 // WINDOW) * WINDOW)  # a window boundary, safely in the past
 SHIFT = START + 12 * WINDOW + 75.0  # abrupt category-mix shift, a quarter into window 12

@@ -263,7 +263,7 @@ def test_worker_exits_when_its_parent_is_killed(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
         "import sys, time\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
         "from driftmon.config import parse_config\n"
         "from driftmon.decode.worker import DecodeWorker\n"
         "if __name__ == '__main__':\n"

@@ -37,7 +37,7 @@ from driftmon.testing.embedded import create_topics
 from driftmon.testing.receiver import WebhookSink
 from driftmon.util.secrets import redact_kwargs
 from tests.conftest import produce, unique_name
-from tests.test_crash import REPO, DaemonProcess, sample, wait_until, write_config
+from tests.e2e.test_crash import REPO, DaemonProcess, sample, wait_until, write_config
 
 HOOK_SECRET = "hmac-Secret-7f3a9c1e"
 URL_TOKEN = "tok-4c9d2e7b1a"

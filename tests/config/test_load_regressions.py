@@ -1,4 +1,4 @@
-"""Failing tests for the config owner (bugs found while writing tests/test_config.py)."""
+"""Failing tests for the config owner (bugs found while writing tests/config/test_load.py)."""
 
 import pytest
 import yaml

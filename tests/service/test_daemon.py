@@ -48,7 +48,7 @@ from tests.conftest import unique_name
 
 pytestmark = pytest.mark.kafka
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "t0p-secret-for-tests"
 RATE = 50.0  # events/s of event time: 3000 per 60 s window
 WINDOW = 60.0

@@ -1,6 +1,6 @@
 """A real ``driftmon run`` fed with synthetic recommender traffic through Kafka.
 
-Used by ``tests/test_deploy.py`` as the live scrape target of a real
+Used by ``tests/e2e/test_deploy.py`` as the live scrape target of a real
 Prometheus, so every dashboard and rule query is checked against the series a
 real daemon exports, not a hand-fed registry.
 
@@ -46,7 +46,7 @@ from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 WINDOW = 5.0  # seconds, tumbling
 LATENESS = 2.0  # live ticks spread over partitions: covers fetch skew between them

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from driftmon.detect.result import BinShare, DriftResult, rfc3339
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.outputs.alerts.outbox import Outbox
 from driftmon.testing.receiver import WebhookSink
+
+ROOT = str(Path(__file__).resolve().parents[3])  # the repository
 
 T0 = 1_700_000_000.0
 FAST = dict(backoff_initial=0.05, backoff_max=0.2, timeout=2.0)
@@ -282,7 +285,7 @@ def test_outbox_ignores_torn_writes_and_keeps_order(tmp_path):
 def test_sink_cli_prints_alerts(make, tmp_path):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "driftmon.testing.receiver", "--port", str(port), "--secret", "k"],
-                            stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert "listening on" in proc.stdout.readline()
         d = make(WebhookConfig("cli", f"http://127.0.0.1:{port}/", secret="k", **FAST))

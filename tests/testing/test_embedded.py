@@ -18,7 +18,7 @@ from driftmon.testing.s3 import MotoS3
 from tests.conftest import consume, kafka_config, produce, unique_name
 
 pytestmark = pytest.mark.kafka
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def _topics(bootstrap: str) -> set[str]:
