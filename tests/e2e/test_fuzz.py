@@ -11,9 +11,14 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +26,7 @@ from driftmon.cli import replay
 from driftmon.config import StreamConfig, parse_config
 from driftmon.decode.events import Decoder
 from driftmon.pipeline import StreamPipeline
+from driftmon.summaries.bins import Histogram, learn_quantiles
 from driftmon.vocabulary import DECODE_REASONS
 
 T0 = 1_700_000_000.0
@@ -314,3 +320,40 @@ def test_top_k_vocabulary_stays_capped_with_200k_distinct_values(tmp_path):
     assert {f"i{h}" for h in range(50)} <= learned  # the hot ids made the cut
     other = sum(r["counts"][top_k] for r in overall)
     assert other >= 0.6 * n  # the long tail shares __other__
+
+
+# -- Regressions: decode/bin-learning bugs found by the fuzzing above (fixed; formerly test_fuzz_regressions.py)
+
+
+ROOT = Path(os.environ.get("DRIFTMON_ROOT", Path(__file__).resolve().parents[2]))  # this repository
+
+
+@pytest.mark.parametrize("sample", [[-1e308, 1e308], [2.0**53] * 3, [1.7976931348623157e308] * 2])
+def test_learn_quantiles_never_fails_on_finite_samples(sample):
+    spec = learn_quantiles(np.array(sample), 4)  # today: ValueError from NumericSpec
+    h = Histogram.from_values(spec, sample)
+    assert h.counts[-1] == 0 and h.total == len(sample)  # every value lands in a finite bin
+
+
+def test_replay_survives_extreme_numbers_in_the_learning_sample():
+    cfg = parse_config({"streams": [{"name": "s", "learn_events": 10,
+                                     "features": [{"name": "x", "type": "numeric", "bins": "quantile", "num_bins": 4}]}]})
+    out = io.StringIO()
+    lines = b'{"ts": 1700000000, "x": -1e308}\n{"ts": 1700000001, "x": 1e308}\n'
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / "driftmon-extreme.jsonl"
+    path.write_bytes(lines)
+    summary = replay(cfg, str(path), "json", None, True, out)
+    assert summary["events"] == 2 and summary["rejected"] == {}
+
+
+@pytest.mark.parametrize("doc", ids=["list", "object"], argvalues=[b"[" * 300_000 + b"]" * 300_000, b'{"ts": 1700000000, "c": ' + b'{"a":' * 200_000 + b"1" + b"}" * 200_001])
+def test_deeply_nested_event_is_rejected_not_a_segfault(tmp_path, doc):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("streams: [{name: s, features: [{name: c, type: categorical, top_k: 3}]}]\n")
+    data = tmp_path / "deep.jsonl"
+    data.write_bytes(b'{"ts": 1700000000, "c": "a"}\n' + doc + b"\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "driftmon.cli", "replay", "-c", str(cfg), str(data), "--format", "json"],
+                          cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode} (-11 = SIGSEGV in orjson.loads)"
+    assert b'"rejected": {"invalid_json": 1}' in proc.stdout

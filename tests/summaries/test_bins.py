@@ -254,3 +254,14 @@ def test_json_round_trip_is_lossless(h):
 def test_spec_from_dict_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown bin spec kind"):
         spec_from_dict({"kind": "ordinal"})
+
+
+# -- Regressions: bin-spec bugs found by these tests (fixed; formerly test_histogram_regressions.py)
+
+
+def test_learned_vocabulary_never_repeats_the_reserved_bin_labels():
+    from driftmon.summaries.bins import learn_top_k
+
+    spec = learn_top_k(["__other__", "__other__", "a", "__missing__", "b"], 5)
+    assert spec.categories == ("a", "b")
+    assert len(set(spec.labels)) == len(spec.labels)
