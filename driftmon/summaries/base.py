@@ -1,0 +1,82 @@
+"""What every per-window summary is: a commutative monoid of counts.
+
+A *summary* condenses the values one feature took in one window (and one
+segment).  Every summary type obeys the same contract, which the tests check
+with hypothesis for each type:
+
+* ``a + b`` is the summary of the union of the two event sets; ``+`` is
+  commutative and associative and ``summarizer.empty()`` is its identity;
+* the summary of a set of events does not depend on their order, batching or
+  partitioning (so N replicas' partial windows add up to one process's);
+* ``total`` counts every event, missing values included;
+* ``to_dict()``/``from_dict()`` round-trip losslessly through JSON, with a
+  format version.
+
+A *summarizer* is the per-feature object that turns a batch of decoded values
+into *codes* (a pure, picklable step that a decode worker can run), builds a
+summary from the codes of a subset of events, and, at comparison time,
+chooses bins from the pooled summaries of the windows being compared.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+FORMAT_VERSION = 1
+OTHER = "__other__"
+MISSING = "__missing__"
+RESERVED = frozenset({OTHER, MISSING})
+
+S = TypeVar("S", bound="Summary")
+
+
+class Summary(Protocol):
+    kind: str
+
+    def __add__(self: S, other: S) -> S: ...
+
+    @property
+    def total(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Summarizer(Protocol):
+    """Per-feature: values -> codes -> summary, and summaries -> comparison bins."""
+
+    kind: str
+
+    def codes(self, values: Sequence[Any]) -> Any:
+        """Codes of one batch's column (pure; runs in the decode worker too)."""
+
+    def take(self, codes: Any, sel: np.ndarray) -> Any:
+        """The codes of the events at positions ``sel``."""
+
+    def summarize(self, codes: Any) -> Any:
+        """The summary of the events whose codes are given."""
+
+    def empty(self) -> Any: ...
+
+    def bins(self, summaries: Sequence[Any]) -> tuple[tuple[str, ...], list[np.ndarray]]:
+        """Bin labels chosen from the pooled summaries, and each summary's counts in them."""
+
+    def from_dict(self, d: dict[str, Any]) -> Any: ...
+
+
+def pack(a: np.ndarray, dtype: str) -> str:
+    """A numpy array as base64 of its little-endian bytes (compact in JSON)."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
+
+
+def unpack(text: str, dtype: str) -> np.ndarray:
+    data = base64.b64decode(text.encode(), validate=True)
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+
+
+def check_version(d: dict[str, Any], kind: str) -> None:
+    if d.get("kind") != kind or d.get("v") != FORMAT_VERSION:
+        raise ValueError(f"not a version-{FORMAT_VERSION} {kind} summary: kind={d.get('kind')!r} v={d.get('v')!r}")

@@ -1,0 +1,176 @@
+"""The summary contract for every kind (driftmon.summaries.base): a commutative
+monoid whose value depends only on the multiset of events."""
+
+from __future__ import annotations
+
+import json
+import math
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from driftmon.summaries import exact
+from driftmon.summaries.bins import CategoricalSpec, NumericSpec
+from driftmon.summaries.categorical import CategoricalSummarizer
+from driftmon.summaries.fixed import FixedSummarizer
+from driftmon.summaries.numeric import INF, NumericSummarizer
+
+CAT = CategoricalSummarizer(top_k=3, cap=5, tail_size=4)  # a tiny cap, so the tail is exercised
+NUM = NumericSummarizer(num_bins=4)
+FIX_CAT = FixedSummarizer(CategoricalSpec(("a", "b")))
+FIX_NUM = FixedSummarizer(NumericSpec((0.0, 1.0, 10.0)))
+
+cat_values = st.lists(st.one_of(st.none(), st.sampled_from([f"v{i}" for i in range(12)]), st.text(max_size=4)),
+                      max_size=60)
+num_values = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                                st.sampled_from([0.0, -0.0, 1.0, -1.0, 5e-324])), max_size=60)
+
+
+def summary(s, values):
+    return s.summarize(s.codes(values))
+
+
+def parts_sum(s, values, cuts):
+    total = s.empty()
+    bounds = sorted({0, len(values), *[c % (len(values) + 1) for c in cuts]})
+    for a, b in zip(bounds, bounds[1:]):
+        total = total + summary(s, values[a:b])
+    return total
+
+
+def roundtrip(s, x):
+    return s.from_dict(json.loads(json.dumps(x.to_dict())))
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=cat_values, cuts=st.lists(st.integers(0, 60), max_size=5), seed=st.integers(0, 2**32 - 1))
+def test_categorical_is_a_function_of_the_multiset(values, cuts, seed):
+    whole = summary(CAT, values)
+    shuffled = list(values)
+    np.random.default_rng(seed).shuffle(shuffled)
+    assert summary(CAT, shuffled) == whole
+    assert parts_sum(CAT, shuffled, cuts) == whole
+    assert whole + CAT.empty() == whole
+    assert roundtrip(CAT, whole) == whole
+    assert whole.total == len(values)
+    assert whole.keys.size <= CAT.cap
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=cat_values, b=cat_values, c=cat_values)
+def test_categorical_addition_is_commutative_and_associative(a, b, c):
+    x, y, z = summary(CAT, a), summary(CAT, b), summary(CAT, c)
+    assert x + y == y + x
+    assert (x + y) + z == x + (y + z) == summary(CAT, a + b + c)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=num_values, cuts=st.lists(st.integers(0, 60), max_size=5), seed=st.integers(0, 2**32 - 1))
+def test_numeric_is_a_function_of_the_multiset(values, cuts, seed):
+    whole = summary(NUM, values)
+    shuffled = list(values)
+    np.random.default_rng(seed).shuffle(shuffled)
+    assert summary(NUM, shuffled) == whole
+    assert parts_sum(NUM, shuffled, cuts) == whole
+    assert roundtrip(NUM, whole) == whole
+    assert whole.total == len(values)
+    finite = [v for v in values if math.isfinite(v)]
+    assert Fraction(whole.sum, 1 << exact.SCALE_BITS) == sum(map(Fraction, finite), Fraction(0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=num_values, b=num_values, c=num_values)
+def test_numeric_addition_is_commutative_and_associative(a, b, c):
+    x, y, z = summary(NUM, a), summary(NUM, b), summary(NUM, c)
+    assert x + y == y + x
+    assert (x + y) + z == x + (y + z) == summary(NUM, a + b + c)
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c"])), max_size=40),
+       nums=num_values, seed=st.integers(0, 2**32 - 1))
+def test_fixed_is_a_function_of_the_multiset(values, nums, seed):
+    rng = np.random.default_rng(seed)
+    for s, vals in ((FIX_CAT, values), (FIX_NUM, nums)):
+        whole = summary(s, vals)
+        shuffled = list(vals)
+        rng.shuffle(shuffled)
+        assert summary(s, shuffled) == whole == roundtrip(s, whole)
+        assert summary(s, shuffled[:7]) + summary(s, shuffled[7:]) == whole
+
+
+@settings(max_examples=100, deadline=None)
+@given(x=st.floats(min_value=-1e300, max_value=1e300, allow_nan=False).filter(lambda v: v != 0))
+def test_numeric_buckets_hold_their_values_within_the_stated_accuracy(x):
+    code = int(NUM.codes([x]).codes[0])
+    rep = float(NUM.representative(np.asarray([code]))[0])
+    assert abs(rep - x) <= NUM.accuracy * abs(x) * (1 + 1e-9)
+    lo, hi = NUM.bounds(code)
+    assert lo * (1 - 1e-12) <= x <= hi * (1 + 1e-12) if x > 0 else lo * (1 + 1e-12) <= x <= hi * (1 - 1e-12)
+
+
+def test_numeric_codes_are_ordered_like_values():
+    x = np.array([-math.inf, -1e10, -2.0, -1.0, -1e-300, 0.0, 1e-300, 1.0, 2.0, 1e10, math.inf])
+    codes = NUM.codes(x).codes
+    assert np.all(np.diff(codes) > 0)
+    assert codes[0] == -INF and codes[-1] == INF and codes[5] == 0
+
+
+def test_categorical_cap_keeps_the_smallest_hashes_and_a_hashed_tail():
+    s = CategoricalSummarizer(top_k=2, cap=3, tail_size=2)
+    values = [f"v{i}" for i in range(10)] * 3
+    x = summary(s, values)
+    assert x.keys.size == 3 and x.total == 30 and int(x.tail.sum()) == 21
+    all_hashes = sorted(int(h) for h in s.codes([f"v{i}" for i in range(10)]).hashes)
+    assert x.keys.tolist() == all_hashes[:3]
+    for name in x.names.values():
+        assert x.count_of(name) == 3
+
+
+def test_categorical_bins_name_new_values_and_pool_the_tail_into_other():
+    s = CategoricalSummarizer(top_k=2, cap=100)
+    ref = summary(s, ["a"] * 50 + ["b"] * 50)
+    cur = summary(s, ["a"] * 40 + ["new"] * 60)
+    labels, (c, r) = s.bins([cur, ref])
+    assert labels == ("a", "new", "__other__", "__missing__")  # pooled: a 90, new 60, b 50
+    assert c.tolist() == [40, 60, 0, 0] and r.tolist() == [50, 0, 50, 0]
+    # a literal reserved value is never a named bin
+    lit = summary(s, ["__other__"] * 10 + ["x"])
+    labels, (c,) = s.bins([lit])
+    assert labels == ("x", "__other__", "__missing__") and c.tolist() == [1, 10, 0]
+
+
+def test_numeric_bins_are_pooled_quantiles_and_count_exactly():
+    s = NumericSummarizer(num_bins=4)
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(10, 1, 4000), rng.normal(11, 1, 4000)
+    sa, sb = summary(s, a), summary(s, b)
+    labels, (ca, cb) = s.bins([sa, sb])
+    assert len(labels) == 5 and labels[-1] == "__missing__"
+    assert ca.sum() == 4000 and cb.sum() == 4000
+    pooled = ca + cb
+    biggest_bucket = int((sa + sb).counts.max())  # cuts fall between buckets, so a bin is off by < one bucket
+    assert np.all(np.abs(pooled[:4] - 2000) <= biggest_bucket)
+    assert ca[0] > cb[0] and ca[3] < cb[3]
+
+
+def test_numeric_moments_are_exact_and_merge():
+    s = NumericSummarizer(num_bins=4)
+    x = np.random.default_rng(4).normal(5, 2, 10001)
+    whole = summary(s, x)
+    assert whole.mean == float(sum(map(Fraction, x.tolist())) / x.size)
+    assert abs(whole.variance - x.var()) < 1e-9
+    assert summary(s, x[:10]) + summary(s, x[10:]) == whole
+
+
+def test_from_dict_rejects_damaged_summaries():
+    x = summary(CAT, ["a", "b", "a"])
+    d = x.to_dict()
+    for bad in ({**d, "v": 99}, {**d, "kind": "numeric"}, {**d, "names": ["a"]}):
+        try:
+            CAT.from_dict(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")
