@@ -39,7 +39,7 @@ import numpy as np
 from driftmon.summaries.base import FORMAT_VERSION, MISSING, OTHER, RESERVED, check_version, pack, unpack
 from driftmon.summaries.hashing import hash_one, stable_hash
 
-DEFAULT_CAP = 1000
+DEFAULT_CAP = 5000
 DEFAULT_TAIL = 64
 _NONE_HASH = np.uint64(0)  # placeholder hash of a missing value (masked out everywhere)
 
@@ -147,19 +147,17 @@ class CategoricalSummarizer:
     def codes(self, values: Sequence[str | None]) -> CategoricalCodes:
         distinct = list(dict.fromkeys(values))  # C-level; first-appearance order (irrelevant to results)
         pos = {v: i for i, v in enumerate(distinct)}
-        present = [v for v in distinct if v is not None]
-        hashed = stable_hash(present)
-        table = np.zeros(len(distinct), dtype=np.uint64)
         absent = np.zeros(len(distinct), dtype=bool)
-        j = 0
-        for i, v in enumerate(distinct):  # per distinct value, not per event
-            if v is None:
-                absent[i] = True
-            else:
-                table[i] = hashed[j]
-                j += 1
+        none_at = pos.get(None)
+        if none_at is not None:
+            del distinct[none_at]
+        hashed = stable_hash(distinct)
+        table = hashed
+        if none_at is not None:
+            table = np.insert(hashed, none_at, _NONE_HASH)
+            absent[none_at] = True
         inverse = np.fromiter(map(pos.__getitem__, values), dtype=np.int64, count=len(values))
-        return CategoricalCodes(table[inverse], absent[inverse], dict(zip(hashed.tolist(), present)))
+        return CategoricalCodes(table[inverse], absent[inverse], dict(zip(hashed.tolist(), distinct)))
 
     def take(self, codes: CategoricalCodes, sel: np.ndarray) -> CategoricalCodes:
         return CategoricalCodes(codes.hashes[sel], codes.missing[sel], codes.names)
