@@ -59,13 +59,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import rel_entr
 
 from driftmon.config import Smoothing
+from driftmon.detect.registry import METRICS, REGISTRY, UNITS
 
-METRICS = ("kl", "kl_reverse", "jeffreys", "js", "hellinger", "psi")
-LOG_BASED = frozenset({"kl", "kl_reverse", "jeffreys", "js", "psi"})
-UNITS = ("nats", "bits")
 _LN2 = math.log(2.0)
 _SUM_TOL = 1e-6  # how far a probability row may stray from summing to 1
 
@@ -167,35 +164,16 @@ def smoothing_label(smoothing: Smoothing) -> str:
 
 def _terms(metric: str, p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Per-bin terms in nats (for hellinger: terms of H^2)."""
-    if metric == "kl":
-        return rel_entr(p, q)
-    if metric == "kl_reverse":
-        return rel_entr(q, p)
-    if metric == "jeffreys":
-        return rel_entr(p, q) + rel_entr(q, p)
-    if metric == "psi":
-        # (p - q) ln(p/q): 0 where p == q (including both 0), +inf where exactly one is 0.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (p - q) * (np.log(p) - np.log(q))
-        return np.where(p == q, 0.0, np.where((p == 0) | (q == 0), np.inf, t))
-    if metric == "js":
-        m = 0.5 * (p + q)
-        return 0.5 * rel_entr(p, m) + 0.5 * rel_entr(q, m)
-    if metric == "hellinger":
-        return 0.5 * (np.sqrt(p) - np.sqrt(q)) ** 2
-    raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    return REGISTRY[metric].terms(p, q)
 
 
 def _scale(metric: str, unit: str) -> float:
-    return 1.0 / _LN2 if (unit == "bits" and metric in LOG_BASED) else 1.0
+    return 1.0 / _LN2 if (unit == "bits" and REGISTRY[metric].log_based) else 1.0
 
 
 def _reduce(metric: str, terms: np.ndarray) -> np.ndarray:
     """Sum the per-bin terms; clip round-off below 0 (and H above 1)."""
-    total = np.maximum(terms.sum(axis=-1), 0.0)
-    if metric == "hellinger":
-        total = np.sqrt(np.minimum(total, 1.0))
-    return np.asarray(total)
+    return REGISTRY[metric].reduce(terms)
 
 
 def contributions(metric: str, p, q, unit: str = "nats") -> np.ndarray:

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import driftmon.detect.divergence as dv
 from driftmon.config import Smoothing
-from driftmon.config import model as config
 from driftmon.detect.divergence import METRICS, compare, contributions, divergence, smooth, smoothing_label
 
 LN2 = math.log(2.0)
@@ -302,8 +301,22 @@ def test_input_validation():
         smooth([1, 2], [1, 2], Smoothing("additive", alpha=0.0))
 
 
-def test_metric_names_agree_with_config():
-    assert METRICS == config.METRICS
+def test_the_registry_is_the_one_list_of_metrics():
+    """Every registered metric is accepted by the config and computed by compare();
+    the config rejects anything else and names the registered ones."""
+    from driftmon.config import ConfigError, parse_config
+    from driftmon.detect.registry import REGISTRY
+
+    assert METRICS == tuple(REGISTRY)
+    stream = {"name": "s", "features": [{"name": "c", "type": "categorical", "categories": ["a"]}]}
+    for name, entry in REGISTRY.items():
+        cfg = parse_config({"streams": [stream], "detector": {"metric": name}})
+        assert cfg.detector.metric == name
+        value, terms = compare(name, [5, 1], [1, 5], Smoothing("additive"), "bits")
+        assert float(value) > 0 and terms.shape == (2,)
+        assert entry.unit_for("bits") == ("bits" if entry.log_based else "unitless")
+    with pytest.raises(ConfigError, match="kl_reverse"):
+        parse_config({"streams": [stream], "detector": {"metric": "tv"}})
 
 
 def test_module_doctests():
