@@ -18,11 +18,12 @@ open and close all along.  The stream is hostile on purpose:
 * ~0.2% events 2 hours old (late) and ~0.1% from 1970 (late).
 
 RSS is read from ``/proc/self/status`` (VmRSS; no psutil) at start, after the
-warm-up (the first ``--warmup`` events: learning, first windows, allocator
+warm-up (the first ``--warmup`` events: first windows, caches, allocator
 pools), every ``--every`` events and at the end.  Verdict: the largest RSS
 after the warm-up is within ``--tolerance`` (10%) of the RSS at the end of the
-warm-up; exit status 1 otherwise.  Also checks the learned vocabulary and the
-segment table never exceed their caps, and that every event was counted,
+warm-up; exit status 1 otherwise.  Also checks that the open vocabulary's
+summaries never hold more than ``max_values`` exact values (the rest go to
+hashed tail buckets) and no window more than ``max_segments`` segments, and that every event was counted,
 rejected with a reason, or late.
 """
 
@@ -48,6 +49,7 @@ from driftmon.pipeline import StreamPipeline  # noqa: E402
 START = 1_600_000_000.0
 RATE = 1000.0  # events per second of event time
 TOP_K = 200
+MAX_VALUES = 5000  # the default cap of an open vocabulary's exact values per summary
 MAX_SEGMENTS = 10
 CATEGORIES = ("books", "music", "video", "news", "sports", "gaming", "food", "travel")
 PLATFORMS = ("ios", "android", "web")
@@ -57,10 +59,11 @@ CONFIG = {
         "name": "soak", "topic": "soak",
         "timestamp": {"field": "ts", "unit": "s", "max_future_skew": "1h"},
         "window": {"size": "5m", "slide": "5m", "allowed_lateness": "30s"},
-        "segment_by": ["platform"], "max_segments": MAX_SEGMENTS, "learn_events": 20_000,
+        "segment_by": ["platform"], "max_segments": MAX_SEGMENTS,
         "features": [
             {"name": "item_category", "field": "item.category", "type": "categorical", "categories": list(CATEGORIES)},
-            {"name": "item_id", "field": "item.id", "type": "categorical", "top_k": TOP_K},
+            {"name": "item_id", "field": "item.id", "type": "categorical", "top_k": TOP_K,
+             "max_values": MAX_VALUES},
             {"name": "dwell", "field": "dwell_ms", "type": "numeric", "bins": "quantile", "num_bins": 20},
         ],
     }],
@@ -164,16 +167,16 @@ def run(n: int, batch: int, every: int, warmup: int, seed: int) -> dict:
             samples.append((done, now, rss))
             print(f"{done:>12,} {now:>8.1f} {rss / 1024:>8.1f} {done / now:>10,.0f}", flush=True)
             # Caps hold all along, not only at the end.
-            if pipe.ready:
-                assert pipe.specs[1].size <= TOP_K + 2, pipe.specs[1].size
-            assert len(pipe.segmenter.names) <= MAX_SEGMENTS + 1
+            caps = caps_now(pipe)
+            assert caps["values"] <= MAX_VALUES and caps["segments"] <= MAX_SEGMENTS + 1, caps
     elapsed = time.perf_counter() - t0
     end_rss, hwm = rss_kib()
     after = [r for d, _, r in samples if d >= warmup] or [end_rss]
     warm_rss = warm_rss or after[0]
     growth = (max(after) - warm_rss) / warm_rss
     accepted = pipe.events - sum(pipe.rejected.values())
-    still_open = sum(int(a.counts[0].sum()) for a in pipe.windows.open.values()) if pipe.ready else 0
+    still_open = sum(int(parts[0].total) for st in pipe.windows.open.values() for parts in st.segments.values())
+    caps = caps_now(pipe)
     summary = {
         "events": n, "seconds": round(elapsed, 1), "events_per_s": round(n / elapsed),
         "rss_start_mib": round(rss0 / 1024, 1), "rss_after_warmup_mib": round(warm_rss / 1024, 1),
@@ -182,14 +185,23 @@ def run(n: int, batch: int, every: int, warmup: int, seed: int) -> dict:
         "accepted": accepted, "rejected": dict(sorted(pipe.rejected.items())), "late": pipe.late,
         "windows_closed": windows, "in_closed_windows": in_windows, "in_open_windows": still_open,
         "results": rows, "result_bytes": bytes_out,
-        "learned_vocabulary": len(pipe.specs[1].categories) if pipe.ready else None, "top_k": TOP_K,
-        "segments": len(pipe.segmenter.names), "max_segments": MAX_SEGMENTS,
+        "max_exact_values": caps["values"], "max_values": MAX_VALUES, "top_k": TOP_K,
+        "segments": caps["segments"], "max_segments": MAX_SEGMENTS,
         "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} cpu",
     }
     # Every event is in exactly one place: a closed window, an open window, late, or rejected with a reason.
     assert pipe.events == n
     assert in_windows + still_open + pipe.late == accepted, (in_windows, still_open, pipe.late, accepted)
     return summary
+
+
+def caps_now(pipe: StreamPipeline) -> dict[str, int]:
+    """The largest open window's segment count and item_id summary size, and the detectors' references."""
+    states = list(pipe.windows.open.values())
+    summaries = [parts[1] for st in states for parts in st.segments.values()]
+    summaries += [s for (f, _), d in pipe.detectors.items() if f == "item_id" for _, s in d.history]
+    return {"segments": max((len(st.segments) for st in states), default=0),
+            "values": max((int(s.keys.size) for s in summaries), default=0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
               f"accepted {s['accepted']:,} (late {s['late']:,}), rejected {s['rejected']}")
         print(f"RSS MiB: start {s['rss_start_mib']}, after warm-up {s['rss_after_warmup_mib']}, "
               f"max after warm-up {s['rss_max_after_warmup_mib']}, end {s['rss_end_mib']} (peak {s['rss_peak_hwm_mib']})")
-        print(f"learned vocabulary {s['learned_vocabulary']} (cap {s['top_k']}) from {s['events']:,} distinct ids; "
+        print(f"exact values per item_id summary at most {s['max_exact_values']} (cap {s['max_values']}) "
+              f"from {s['events']:,} distinct ids; "
               f"segments {s['segments']} (cap {s['max_segments']} + __other__); {s['windows_closed']} windows, "
               f"{s['results']:,} results")
     print(f"{'OK' if ok else 'FAIL'}: RSS growth after warm-up {s['growth_after_warmup']:+.1%} "

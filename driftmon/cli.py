@@ -123,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate-config":
         cfg = _load(args.file)
         print(json.dumps(redacted(cfg), indent=2))
+        for notice in cfg.notices:
+            print(f"note: {notice}", file=sys.stderr)
         print(f"ok: {len(cfg.streams)} stream(s), {sum(len(s.features) for s in cfg.streams)} feature(s)", file=sys.stderr)
         return 0
     if args.command == "replay":
         cfg = _load(args.config)
+        for notice in cfg.notices:
+            print(f"driftmon: note: {notice}", file=sys.stderr)
         for name in args.stream or []:
             if name not in {s.name for s in cfg.streams}:
                 print(f"driftmon: no stream named {name!r} in {args.config}", file=sys.stderr)

@@ -17,6 +17,7 @@ import yaml
 
 from driftmon.config import model as c
 from driftmon.config.node import ConfigError, _Node, _show, parse_duration
+from driftmon.detect.registry import METRICS, UNITS
 from driftmon.util.secrets import redact_field
 
 __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]
@@ -25,9 +26,9 @@ __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "reda
 def _detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
     kw: dict[str, Any] = {}
     if node.has("metric"):
-        kw["metric"] = node.text("metric", choices=c.METRICS)
+        kw["metric"] = node.text("metric", choices=METRICS)
     if node.has("unit"):
-        kw["unit"] = node.text("unit", choices=c.UNITS)
+        kw["unit"] = node.text("unit", choices=UNITS)
     if node.has("reference"):
         kw["reference"] = node.text("reference", choices=("previous", "pinned"))
     if node.has("min_count"):
@@ -103,6 +104,10 @@ def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
             kw["categories"] = cats
         else:
             kw["top_k"] = node.integer("top_k", None, minimum=1)
+            kw["max_values"] = node.integer("max_values", 5000, minimum=1)
+            if kw["max_values"] < kw["top_k"]:
+                raise ConfigError(node.sub("max_values"), f"expected at least top_k ({kw['top_k']}), "
+                                  f"got {kw['max_values']}")
     else:
         bins = node.raw("bins", None)
         if node.has("edges"):
@@ -111,6 +116,10 @@ def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
             kw["edges"] = _increasing(node.raw("edges"), node.sub("edges"))
         elif bins == "quantile":
             kw["num_bins"] = node.integer("num_bins", 10, minimum=2)
+            accuracy = node.number("relative_accuracy", 0.01, minimum=0.0)
+            if not 0.0 < accuracy <= 0.5:
+                raise ConfigError(node.sub("relative_accuracy"), f"expected a number in (0, 0.5], got {accuracy}")
+            kw["relative_accuracy"] = accuracy
         elif isinstance(bins, (list, tuple)):
             kw["edges"] = _increasing(bins, node.sub("bins"))
         else:
@@ -137,7 +146,7 @@ def _window(node: _Node) -> c.WindowConfig:
     return c.WindowConfig(size=size, slide=slide, allowed_lateness=lateness, idle_timeout=idle)
 
 
-def _stream(node: _Node, detector: c.DetectorConfig) -> c.StreamConfig:
+def _stream(node: _Node, detector: c.DetectorConfig, notices: list[str]) -> c.StreamConfig:
     name = node.text("name")
     if node.has("topic") and node.has("topics"):
         raise ConfigError(node.sub("topics"), "give `topic` or `topics`, not both")
@@ -167,8 +176,11 @@ def _stream(node: _Node, detector: c.DetectorConfig) -> c.StreamConfig:
         segment_by=node.str_list("segment_by", ()),
         max_segments=node.integer("max_segments", 20, minimum=1),
         include_overall=node.flag("include_overall", True),
-        learn_events=node.integer("learn_events", 2000, minimum=10),
     )
+    if node.has("learn_events"):  # bins are no longer learned: accepted so old configs keep working
+        node.integer("learn_events", None, minimum=0)
+        notices.append(f"{node.sub('learn_events')} is no longer used and can be removed: bins are chosen "
+                       "when two windows are compared, from both windows' counts")
     node.done()
     return out
 
@@ -201,7 +213,9 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
     raw_streams = root.raw("streams")
     if not isinstance(raw_streams, list) or not raw_streams:
         raise ConfigError("streams", f"expected a non-empty list of streams, got {_show(raw_streams)}")
-    streams = tuple(_stream(_Node(s, f"streams[{i}]", root.env), detector) for i, s in enumerate(raw_streams))
+    notices: list[str] = []
+    streams = tuple(_stream(_Node(s, f"streams[{i}]", root.env), detector, notices)
+                    for i, s in enumerate(raw_streams))
     names = [s.name for s in streams]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
@@ -246,6 +260,7 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
         sinks=_simple(c.SinksConfig, root.node("sinks")),
         logging=_simple(c.LoggingConfig, root.node("logging")),
         lifecycle=_simple(c.LifecycleConfig, root.node("lifecycle")),
+        notices=tuple(notices),
     )
     if cfg.logging.format not in ("text", "json"):
         raise ConfigError("logging.format", f"expected text or json, got {cfg.logging.format!r}")

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 
 from driftmon.util.secrets import MASK, mask_url
 
-METRICS = ("kl", "kl_reverse", "jeffreys", "js", "hellinger", "psi")
 SMOOTHING_METHODS = ("none", "additive", "floor")
-UNITS = ("nats", "bits")
 TIMESTAMP_UNITS = ("s", "ms", "iso")
 
 
@@ -68,13 +66,11 @@ class FeatureConfig:
     type: str  # categorical | numeric
     detector: DetectorConfig
     categories: tuple[str, ...] | None = None  # declared vocabulary
-    top_k: int | None = None  # learned vocabulary cap
+    top_k: int | None = None  # open vocabulary: bins are the top_k values of the pooled windows
     edges: tuple[float, ...] | None = None  # explicit numeric edges
-    num_bins: int | None = None  # learned quantile edges
-
-    @property
-    def learned(self) -> bool:
-        return self.top_k is not None or self.num_bins is not None
+    num_bins: int | None = None  # quantile bins of the pooled windows
+    max_values: int = 5000  # open vocabulary: distinct values counted exactly per summary
+    relative_accuracy: float = 0.01  # numeric summaries: relative accuracy of the bucket grid
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,6 @@ class StreamConfig:
     segment_by: tuple[str, ...] = ()
     max_segments: int = 20
     include_overall: bool = True
-    learn_events: int = 2000  # events used to learn quantile edges / top-K
 
 
 @dataclass(frozen=True)
@@ -212,6 +207,7 @@ class Config:
     sinks: SinksConfig = field(default_factory=SinksConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    notices: tuple[str, ...] = ()  # deprecations etc., logged at start (never errors)
 
     def stream(self, name: str) -> StreamConfig:
         for s in self.streams:

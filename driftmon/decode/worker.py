@@ -1,14 +1,16 @@
-"""Decoding in a second process, so JSON parsing overlaps kafka-python's record parsing.
+"""Preparing batches in a second process, so JSON parsing overlaps kafka-python's record parsing.
 
 kafka-python parses every record in Python on the consumer's thread, and the
 GIL runs that and driftmon's decoding in series (docs/benchmarks.md).  With
 ``kafka.decode_workers: 1`` the daemon sends each poll's raw values to one
-:class:`DecodeWorker` process and polls the next batch while it decodes; the
-worker answers with compact numpy columns (:class:`WorkerBatch`), already
-binned once the pipeline has sent it its learned bin specs.  The main process
-then only counts them (:meth:`StreamPipeline.process_decoded
-<driftmon.pipeline.StreamPipeline.process_decoded>`), with the same code and
-the same results as the in-process path.
+:class:`DecodeWorker` process and polls the next batch while it works; the
+worker runs each stream's pure :meth:`Preparer.prepare
+<driftmon.decode.prepare.Preparer.prepare>` (decode, then summary codes per
+feature) and answers with the :class:`~driftmon.decode.prepare.PreparedBatch`.  The
+main process then only counts it (:meth:`StreamPipeline.count
+<driftmon.pipeline.StreamPipeline.count>`), with the same code and the same
+results as the in-process path.  ``prepare`` depends only on the config, so
+nothing but raw values ever travels to the worker.
 
 Protocol over two pipes, strictly alternating (the main process sends only
 when no answer is outstanding, so neither side can block the other on a full
@@ -16,11 +18,9 @@ pipe).  The pipes are grown to 1 MiB where Linux allows it, so sending a poll
 of up to ~1 MB returns at once instead of waiting for the worker to be
 scheduled and read it (the worker shares its core with the broker):
 
-* main -> worker: ``(seq, specs, jobs)``; ``specs`` is ``{stream: [spec dicts]}``
-  for streams whose specs became known since the last message (version 1: bin
-  from now on), ``jobs`` is ``[(stream, values, now)]`` with ``now`` the
-  pipeline clock's reading for the ``max_future_skew`` horizon;
-* worker -> main: ``(seq, [WorkerBatch per job])`` or ``(seq, "error: ...")``;
+* main -> worker: ``(seq, jobs)``, ``jobs`` is ``[(stream, values, now)]`` with
+  ``now`` the pipeline clock's reading for the ``max_future_skew`` horizon;
+* worker -> main: ``(seq, [PreparedBatch per job])`` or ``(seq, "error: ...")``;
 * ``None`` (or the main process going away: EOF) stops the worker.
 
 The worker uses the ``spawn`` start method: the daemon runs kafka-python
@@ -35,71 +35,15 @@ import multiprocessing
 import signal
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from driftmon.config import StreamConfig
-from driftmon.decode.events import DecodedBatch, Decoder
-from driftmon.summaries.bins import BinSpec, spec_from_dict
+from driftmon.decode.prepare import PreparedBatch, Preparer
 
 log = logging.getLogger("driftmon.decode.worker")
 
 PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size for unprivileged processes
 Job = tuple[str, list[bytes], float]  # stream name, raw values, clock reading for the skew horizon
-
-
-@dataclass
-class WorkerBatch:
-    """One stream's share of a poll, decoded by the worker.
-
-    Either ``bins`` (one int64 bin-index array per feature, when the worker had
-    the stream's bin specs, ``specs_version`` 1) or ``columns`` (the decoded
-    feature values, while the pipeline is still learning its specs) is set.
-    Segment keys come as the distinct keys in order of first appearance plus
-    the index of each accepted event's key in them.
-    """
-
-    n: int  # input values (accepted + rejected)
-    ts: np.ndarray  # float64 event time per accepted event
-    accepted: np.ndarray  # int64 input index per accepted event
-    rejected: list[tuple[int, str]]  # (input index, reason)
-    seg_keys: list[str] | None
-    seg_inverse: np.ndarray | None  # int64, one per accepted event
-    bins: list[np.ndarray] | None = None
-    columns: list[list[Any]] | None = None
-    specs_version: int = 0
-
-    def segments(self) -> list[str] | None:
-        """The segment key of every accepted event, as the in-process decoder gives them."""
-        if self.seg_keys is None or self.seg_inverse is None:
-            return None
-        keys = self.seg_keys
-        return [keys[i] for i in self.seg_inverse.tolist()]
-
-    def decoded(self) -> DecodedBatch:
-        """The raw columns as a :class:`DecodedBatch` (learning phase only)."""
-        if self.columns is None:
-            raise ValueError("a binned WorkerBatch has no decoded columns")
-        return DecodedBatch(self.ts, self.segments(), self.columns, self.rejected, self.accepted.tolist())
-
-
-def decode_job(decoder: Decoder, specs: Sequence[BinSpec] | None, values: Sequence[bytes | str]) -> WorkerBatch:
-    """Decode one batch with ``decoder`` and, when ``specs`` are given, bin it:
-    what the worker process runs per job (also callable in-process)."""
-    batch = decoder.decode(values)
-    keys: list[str] | None = None
-    inverse: np.ndarray | None = None
-    if batch.segments is not None:
-        keys = list(dict.fromkeys(batch.segments))  # first-appearance order, as Segmenter assigns new ids
-        pos = {k: i for i, k in enumerate(keys)}
-        inverse = np.fromiter(map(pos.__getitem__, batch.segments), dtype=np.int64, count=len(batch.segments))
-    accepted = np.asarray(batch.accepted, dtype=np.int64)
-    if specs is None:
-        return WorkerBatch(len(values), batch.ts, accepted, batch.rejected, keys, inverse, columns=batch.features)
-    bins = [spec.index(col) for spec, col in zip(specs, batch.features)]
-    return WorkerBatch(len(values), batch.ts, accepted, batch.rejected, keys, inverse, bins=bins, specs_version=1)
 
 
 def _grow_pipe(conn: Any) -> None:
@@ -121,8 +65,7 @@ def _serve(inbox: Any, outbox: Any, streams: list[StreamConfig]) -> None:
     gc.freeze()
     gc.set_threshold(10_000, *gc.get_threshold()[1:])  # as service.process.tune_gc: polls allocate thousands of objects
     clock_now = {s.name: 0.0 for s in streams}
-    decoders = {s.name: Decoder(s, clock=lambda name=s.name: clock_now[name]) for s in streams}  # type: ignore[misc]
-    specs: dict[str, list[BinSpec]] = {}
+    preparers = {s.name: Preparer(s, clock=lambda name=s.name: clock_now[name]) for s in streams}  # type: ignore[misc]
     while True:
         try:
             msg = inbox.recv()
@@ -130,14 +73,12 @@ def _serve(inbox: Any, outbox: Any, streams: list[StreamConfig]) -> None:
             return
         if msg is None:
             return
-        seq, new_specs, jobs = msg
+        seq, jobs = msg
         try:
-            for name, dicts in new_specs.items():
-                specs[name] = [spec_from_dict(d) for d in dicts]
             out = []
             for name, values, now in jobs:
                 clock_now[name] = now
-                out.append(decode_job(decoders[name], specs.get(name), values))
+                out.append(preparers[name].prepare(values))
             reply: Any = (seq, out)
         except Exception:
             reply = (seq, "error: " + traceback.format_exc(limit=5))
@@ -174,28 +115,23 @@ class DecodeWorker:
             outbox.close()  # and this process sees EOF when the worker is
         self.sent = 0  # messages sent (batches submitted)
         self._waiting: int | None = None
-        self._specs_sent: set[str] = set()
 
     @property
     def in_flight(self) -> bool:
         return self._waiting is not None
 
-    def specs_sent(self, stream: str) -> bool:
-        return stream in self._specs_sent
-
-    def submit(self, jobs: list[Job], specs: dict[str, list[dict[str, Any]]] | None = None) -> None:
-        """Send one poll's jobs (and the bin specs of streams that just learned them)."""
+    def submit(self, jobs: list[Job]) -> None:
+        """Send one poll's jobs."""
         if self._waiting is not None:
             raise RuntimeError("DecodeWorker.submit: the previous batch was not collected")
         self.sent += 1
         try:
-            self._send.send((self.sent, specs or {}, jobs))
+            self._send.send((self.sent, jobs))
         except (OSError, EOFError, ValueError) as exc:
             raise DecodeWorkerError(f"decode worker unreachable: {exc!r}") from None
-        self._specs_sent.update(specs or ())
         self._waiting = self.sent
 
-    def result(self) -> list[WorkerBatch]:
+    def result(self) -> list[PreparedBatch]:
         """The decoded batches of the last :meth:`submit`, in job order (waits for them)."""
         expected, self._waiting = self._waiting, None
         if expected is None:

@@ -18,14 +18,20 @@ windows were over the warn level (the current one included), escalates
 (fires again, as ``critical``) when a ``warn`` alert meets a critical window,
 and resolves after ``resolve_after`` consecutive windows below warn.
 
->>> import numpy as np
+Bins are chosen per comparison from the pooled summaries of the current
+window and its reference (see :mod:`driftmon.summaries`), so a value that
+appears after start is a bin of its own.
+
 >>> from driftmon.config import DetectorConfig
->>> det = Detector(DetectorConfig(min_count=100), ("a", "b", "c"), stream="s", feature="f")
->>> det.update(0, 0.0, 60.0, np.array([300, 300, 400])).state
+>>> from driftmon.summaries.categorical import CategoricalSummarizer
+>>> s = CategoricalSummarizer(top_k=3)
+>>> window = lambda a, b, c: s.summarize(s.codes(["a"] * a + ["b"] * b + ["c"] * c))
+>>> det = Detector(DetectorConfig(min_count=100), s, stream="s", feature="f")
+>>> det.update(0, 0.0, 60.0, window(300, 300, 400)).state
 'no_reference'
->>> det.update(1, 60.0, 120.0, np.array([310, 290, 400])).state
+>>> det.update(1, 60.0, 120.0, window(310, 290, 400)).state
 'ok'
->>> r = det.update(2, 120.0, 180.0, np.array([700, 200, 100]))
+>>> r = det.update(2, 120.0, 180.0, window(700, 200, 100))
 >>> r.state, r.transition, r.top_bins[0].bin
 ('critical', 'fired', 'a')
 """
@@ -39,7 +45,9 @@ import numpy as np
 
 from driftmon.config import DetectorConfig
 from driftmon.detect import divergence, significance
+from driftmon.detect.registry import REGISTRY
 from driftmon.detect.result import BinShare, DriftResult
+from driftmon.summaries.base import Summarizer
 from driftmon.vocabulary import SEVERITY_OF_STATE
 
 
@@ -49,7 +57,7 @@ class Detector:
     def __init__(
         self,
         cfg: DetectorConfig,
-        labels: tuple[str, ...],
+        summarizer: Summarizer,
         *,
         stream: str,
         feature: str,
@@ -57,39 +65,43 @@ class Detector:
         overlap: int = 1,
     ):
         self.cfg = cfg
-        self.labels = labels
+        self.summarizer = summarizer
         self.stream, self.feature, self.segment = stream, feature, segment
         self.overlap = overlap  # windows w and w - overlap + 1 .. w share events
-        self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=overlap)
-        self.pinned: np.ndarray | None = None
+        self.history: deque[tuple[int, Any]] = deque(maxlen=overlap)
+        self.pinned: Any = None
         self.recent: deque[bool] = deque(maxlen=cfg.hysteresis.of_last)
         self.severity: str | None = None  # active alert severity (warning | critical)
         self.ok_streak = 0
         self.smoothing = divergence.smoothing_label(cfg.smoothing)
 
-    def _reference(self, index: int) -> np.ndarray | None:
+    def _reference(self, index: int) -> Any:
         if self.cfg.reference == "pinned":
             return self.pinned
-        for idx, counts in reversed(self.history):
+        for idx, summary in reversed(self.history):
             if idx <= index - self.overlap:
-                return counts
+                return summary
         return None
 
-    def update(self, index: int, start: float | None, end: float | None, counts: np.ndarray) -> DriftResult:
-        """Feed one closed window's counts; return its result."""
+    def update(self, index: int, start: float | None, end: float | None, summary: Any) -> DriftResult:
+        """Feed one closed window's summary; return its result."""
         cfg = self.cfg
-        counts = np.asarray(counts, dtype=np.int64)
-        n = int(counts.sum())
-        ref = self._reference(index)
-        self.history.append((index, counts))
+        n = int(summary.total)
+        ref_summary = self._reference(index)
+        self.history.append((index, summary))
         if self.pinned is None and cfg.reference == "pinned" and n >= cfg.min_count:
-            self.pinned = counts
+            self.pinned = summary
+        if ref_summary is None:
+            labels, (counts,) = self.summarizer.bins([summary])
+            ref = None
+        else:
+            labels, (counts, ref) = self.summarizer.bins([summary, ref_summary])
         base: dict[str, Any] = dict(
             stream=self.stream, feature=self.feature, segment=self.segment, window_start=start, window_end=end,
-            metric=cfg.metric, unit=cfg.unit if cfg.metric != "hellinger" else "unitless",
-            n_current=n, n_reference=int(ref.sum()) if ref is not None else 0,
+            metric=cfg.metric, unit=REGISTRY[cfg.metric].unit_for(cfg.unit),
+            n_current=n, n_reference=int(ref_summary.total) if ref_summary is not None else 0,
             warn_threshold=cfg.thresholds.warn, critical_threshold=cfg.thresholds.critical,
-            counts=tuple(counts.tolist()), bins=self.labels, smoothing=self.smoothing,
+            counts=tuple(counts.tolist()), bins=labels, smoothing=self.smoothing,
         )
         if ref is None:
             return DriftResult(**base, divergence=None, p_value=None, state="no_reference",
@@ -111,7 +123,7 @@ class Detector:
         return DriftResult(  # a resolving result names the severity it resolves
             **base, divergence=div, p_value=float(test.p_value), p_value_method=test.method, state=level,
             transition=transition, severity=active if transition == "resolved" else self.severity,
-            top_bins=self._top_bins(counts, ref, terms),
+            top_bins=self._top_bins(labels, counts, ref, terms),
         )
 
     def _hysteresis(self, level: str) -> str:
@@ -136,7 +148,9 @@ class Detector:
             return "fired"
         return "none"
 
-    def _top_bins(self, cur: np.ndarray, ref: np.ndarray, terms: np.ndarray) -> tuple[BinShare, ...]:
+    def _top_bins(self, labels: tuple[str, ...], cur: np.ndarray, ref: np.ndarray,
+                  terms: np.ndarray) -> tuple[BinShare, ...]:
+        """The bins of this comparison with the largest absolute contributions."""
         k = self.cfg.top_bins
         if k <= 0:
             return ()
@@ -145,14 +159,14 @@ class Detector:
         order = np.argsort(-magnitude, kind="stable")[:k]
         pc, pr = cur / max(cur.sum(), 1), ref / max(ref.sum(), 1)
         return tuple(
-            BinShare(self.labels[i], float(pr[i]), float(pc[i]), float(terms[i]))
+            BinShare(labels[i], float(pr[i]), float(pc[i]), float(terms[i]))
             for i in order.tolist() if magnitude[i] > 0 or cur[i] or ref[i]
         )
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "history": [[i, c.tolist()] for i, c in self.history],
-            "pinned": None if self.pinned is None else self.pinned.tolist(),
+            "history": [[i, s.to_dict()] for i, s in self.history],
+            "pinned": None if self.pinned is None else self.pinned.to_dict(),
             "recent": list(self.recent),
             "severity": self.severity,
             "ok_streak": self.ok_streak,
@@ -160,9 +174,9 @@ class Detector:
 
     def restore(self, d: dict[str, Any]) -> None:
         self.history.clear()
-        for i, c in d["history"]:
-            self.history.append((int(i), np.asarray(c, dtype=np.int64)))
-        self.pinned = None if d["pinned"] is None else np.asarray(d["pinned"], dtype=np.int64)
+        for i, s in d["history"]:
+            self.history.append((int(i), self.summarizer.from_dict(s)))
+        self.pinned = None if d["pinned"] is None else self.summarizer.from_dict(d["pinned"])
         self.recent.clear()
         self.recent.extend(bool(x) for x in d["recent"])
         self.severity = d["severity"]

@@ -39,7 +39,7 @@ import numpy as np
 from driftmon.config import Config
 from driftmon.util.files import atomic_write, fsync_dir
 
-VERSION = 2
+VERSION = 3  # 3: mergeable window summaries (2: learned bins and dense counts)
 FORMAT = "driftmon-checkpoint"
 FILENAME = "checkpoint.json"
 _TMP_PREFIX = ".checkpoint-"
@@ -59,8 +59,9 @@ def config_fingerprint(cfg: Config) -> str:
     hysteresis, lateness and other tuning can change without discarding state."""
     streams = [
         [s.name, list(s.topics), s.timestamp.field, s.window.size, s.window.slide, s.window.count,
-         list(s.segment_by), s.max_segments, s.include_overall, s.learn_events,
+         list(s.segment_by), s.max_segments, s.include_overall,
          [[f.name, f.field, f.type, f.categories, f.edges, f.top_k, f.num_bins, f.detector.reference]
+          + ([f.max_values] if f.top_k is not None else []) + ([f.relative_accuracy] if f.num_bins else [])
           for f in s.features]]
         for s in cfg.streams
     ]
@@ -139,8 +140,10 @@ class CheckpointStore:
         except (ValueError, KeyError, TypeError, IndexError):
             raise self._fail("is unreadable (not a driftmon checkpoint header)") from None
         if version != VERSION or header.get("format", FORMAT) != FORMAT:
+            why = (" (written before window summaries became mergeable: its learned bins and counts cannot be "
+                   "converted)" if version in (1, 2) else "")
             raise CheckpointError(f"checkpoint {self.path} has format version {version!r}, this driftmon reads "
-                                  f"{VERSION}; {_RESET_HINT}")
+                                  f"{VERSION}{why}; {_RESET_HINT}")
         if header.get("config") != self.fingerprint:
             raise CheckpointError(f"checkpoint {self.path} was written for a different stream/feature config; "
                                   f"{_RESET_HINT} (windows and references start afresh)")
@@ -189,7 +192,7 @@ def describe(directory: str) -> dict[str, Any]:
         "written_at": header.get("written_at"),
         "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())],
         "streams": {
-            name: {"learning": "pending" in snap, **snap.get("counters", {}),
+            name: {**snap.get("counters", {}),
                    "open_windows": sorted(int(i) for i in (snap.get("windows") or {}).get("open", {}))}
             for name, snap in streams.items()
         },

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from driftmon.config import Config
-from driftmon.decode.worker import DecodeWorker, DecodeWorkerError, WorkerBatch
+from driftmon.decode.prepare import PreparedBatch
+from driftmon.decode.worker import DecodeWorker, DecodeWorkerError
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.outputs.deadletter import DeadLetterProducer, RecordLike
 from driftmon.outputs.metrics import Metrics
@@ -149,7 +150,7 @@ class Daemon:
         with self._worker_lock:
             self._collect()
 
-    def _count_polled(self, polled: list[Polled], decoded: dict[tuple[str, str], WorkerBatch] | None) -> None:
+    def _count_polled(self, polled: list[Polled], decoded: dict[tuple[str, str], PreparedBatch] | None) -> None:
         """Count a grouped poll (decoded here, or by the worker) and advance its offsets."""
         self.consistent = False  # until every pipeline counted the batch and offsets moved past it
         for topic, parts, recs, values, partitions in polled:
@@ -163,17 +164,12 @@ class Daemon:
         self.consistent = True
 
     def _submit(self, polled: list[Polled]) -> None:
-        """Send a grouped poll to the decode worker, with the bin specs of streams that learned them."""
+        """Send a grouped poll to the decode worker."""
         assert self.worker is not None
-        jobs, specs = [], {}
-        for topic, _, _, values, _ in polled:
-            for pipe in self.by_topic.get(topic, ()):
-                name = pipe.cfg.name
-                if pipe.ready and name not in specs and not self.worker.specs_sent(name):
-                    specs[name] = [spec.to_dict() for spec in pipe.specs if spec is not None]
-                jobs.append((name, values, pipe.decoder.clock()))
+        jobs = [(pipe.cfg.name, values, pipe.clock()) for topic, _, _, values, _ in polled
+                for pipe in self.by_topic.get(topic, ())]
         try:
-            self.worker.submit(jobs, specs)
+            self.worker.submit(jobs)
         except DecodeWorkerError as exc:
             self._worker_failed(exc)
             self._count_polled(polled, None)
@@ -201,13 +197,13 @@ class Daemon:
             worker.close(timeout=1.0)
 
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
-             partitions: np.ndarray, decoded: WorkerBatch | None = None) -> None:
+             partitions: np.ndarray, decoded: PreparedBatch | None = None) -> None:
         name = pipe.cfg.name
         parts = partitions + (partition_id(pipe, recs[0].topic, 0) if recs else 0)
         if decoded is None:
             out = pipe.process(values, parts, time.monotonic())
         else:
-            out = pipe.process_decoded(decoded, parts, time.monotonic())
+            out = pipe.count(decoded, parts, time.monotonic())
         m = self.metrics
         m.count_events(name, len(values))
         m.count_decoded(name, len(values) - len(out.rejected))
@@ -229,6 +225,8 @@ class Daemon:
     def _emit(self, name: str, out: StepOutput) -> None:
         for end in out.closed_ends:
             self.metrics.window_closed(name, end)
+        for series in out.retired:
+            self.metrics.forget(*series)
         for r in out.results:
             self.metrics.observe_result(r)
             self.dispatcher.handle(r)
@@ -350,8 +348,7 @@ class Daemon:
             log.exception("counting the decode worker's last batch failed")
         if self.cfg.lifecycle.close_windows_on_shutdown:
             for name, pipe in self.pipelines.items():
-                if pipe.ready:  # still learning: keep the held-back events in the checkpoint instead
-                    self._emit(name, pipe.flush())
+                self._emit(name, pipe.flush())
         try:
             self.checkpoint()
         except Exception:

@@ -35,6 +35,8 @@ def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
 def run_daemon(cfg: Config, reset_state: bool = False) -> int:
     """``driftmon run``: run until SIGTERM/SIGINT, exit 0 after a clean drain."""
     setup_logging(cfg)
+    for notice in cfg.notices:
+        log.warning("config: %s", notice)
     try:
         daemon = Daemon(cfg, reset_state=reset_state)
     except CheckpointError as exc:

@@ -151,13 +151,14 @@ class CategoricalSummarizer:
         none_at = pos.get(None)
         if none_at is not None:
             del distinct[none_at]
-        hashed = stable_hash(distinct)
+        present: list[str] = distinct  # type: ignore[assignment]  # None was removed
+        hashed = stable_hash(present)
         table = hashed
         if none_at is not None:
             table = np.insert(hashed, none_at, _NONE_HASH)
             absent[none_at] = True
         inverse = np.fromiter(map(pos.__getitem__, values), dtype=np.int64, count=len(values))
-        return CategoricalCodes(table[inverse], absent[inverse], dict(zip(hashed.tolist(), distinct)))
+        return CategoricalCodes(table[inverse], absent[inverse], dict(zip(hashed.tolist(), present)))
 
     def take(self, codes: CategoricalCodes, sel: np.ndarray) -> CategoricalCodes:
         return CategoricalCodes(codes.hashes[sel], codes.missing[sel], codes.names)

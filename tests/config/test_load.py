@@ -83,9 +83,9 @@ def test_contract_yaml_parses_into_typed_objects():
     assert s.segment_by == ("platform",)
     cat, item, score, dwell = s.features
     assert (cat.field, cat.type, cat.categories, cat.top_k) == ("item.category", "categorical", ("books", "music", "video"), None)
-    assert (item.field, item.top_k, item.categories, item.learned) == ("item.id", 500, None, True)
-    assert score.edges == (0.0, 0.1, 0.2, 0.5, 1.0) and not score.learned
-    assert (dwell.field, dwell.num_bins, dwell.edges, dwell.learned) == ("dwell_ms", 20, None, True)
+    assert (item.field, item.top_k, item.categories, item.max_values) == ("item.id", 500, None, 5000)
+    assert score.edges == (0.0, 0.1, 0.2, 0.5, 1.0) and score.num_bins is None
+    assert (dwell.field, dwell.num_bins, dwell.edges, dwell.relative_accuracy) == ("dwell_ms", 20, None, 0.01)
     d = cfg.detector
     assert (d.metric, d.reference, d.smoothing.method, d.smoothing.alpha) == ("kl", "previous", "additive", 0.5)
     assert (d.min_count, d.thresholds.warn, d.thresholds.critical, d.max_p_value) == (500, 0.05, 0.1, 0.001)
@@ -440,3 +440,26 @@ def test_sasl_settings_are_checked_at_start(kafka, where):
     with pytest.raises(ConfigError) as err:
         parse_config(doc)
     assert str(err.value).startswith(where)
+
+
+def test_open_vocabulary_and_quantile_summary_settings():
+    base = {"name": "s", "features": [
+        {"name": "c", "type": "categorical", "top_k": 10, "max_values": 50},
+        {"name": "x", "type": "numeric", "bins": "quantile", "relative_accuracy": 0.005}]}
+    c, x = parse_config({"streams": [base]}).streams[0].features
+    assert (c.top_k, c.max_values, x.relative_accuracy) == (10, 50, 0.005)
+    bad_cap = {**base, "features": [{"name": "c", "type": "categorical", "top_k": 10, "max_values": 5}]}
+    with pytest.raises(ConfigError, match=r"streams\[0\]\.features\[0\]\.max_values: expected at least top_k"):
+        parse_config({"streams": [bad_cap]})
+    for accuracy in (0, 0.9, float("nan")):
+        bad = {**base, "features": [{"name": "x", "type": "numeric", "bins": "quantile",
+                                     "relative_accuracy": accuracy}]}
+        with pytest.raises(ConfigError, match="relative_accuracy"):
+            parse_config({"streams": [bad]})
+
+
+def test_learn_events_is_accepted_with_a_notice():
+    cfg = parse_config({"streams": [{"name": "s", "learn_events": 2000, "features": [
+        {"name": "c", "type": "categorical", "top_k": 3}]}]})
+    (notice,) = cfg.notices
+    assert notice.startswith("streams[0].learn_events is no longer used")

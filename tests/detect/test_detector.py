@@ -13,8 +13,9 @@ import pytest
 
 from driftmon.config import DetectorConfig, Hysteresis, Smoothing, Thresholds, parse_config
 from driftmon.detect import divergence
-from driftmon.detect.detector import Detector
+from driftmon.detect.detector import Detector as SummaryDetector
 from driftmon.pipeline import StreamPipeline
+from driftmon.summaries.fixed import FixedSummarizer, FixedSummary
 from driftmon.testing.synth import BASE_MIX, DRIFT_MIX
 
 LABELS = ("a", "b", "__other__", "__missing__")
@@ -24,6 +25,28 @@ SAME = np.array([5050, 4950, 0, 0])  # KL ~ 5e-5
 WARN = np.array([6800, 3200, 0, 0])  # KL ~ 0.066 nats, between warn 0.05 and critical 0.1
 CRIT = np.array([7500, 2500, 0, 0])  # KL ~ 0.131 nats
 LEVEL = {"ok": SAME, "warn": WARN, "critical": CRIT}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bins:
+    """Declared bins with the given labels (what FixedSummarizer needs of a spec)."""
+
+    labels: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+
+class Detector(SummaryDetector):
+    """The detector over declared bins, fed count vectors: the bins are then the same in
+    every comparison, so these tests state the detector's rules on plain counts."""
+
+    def __init__(self, cfg, labels, **kw):
+        super().__init__(cfg, FixedSummarizer(_Bins(tuple(labels))), **kw)
+
+    def update(self, index, start, end, counts):
+        return super().update(index, start, end, FixedSummary(np.asarray(counts, dtype=np.int64)))
 
 
 def detector(**overrides) -> Detector:
@@ -297,11 +320,6 @@ def test_snapshot_restore_gives_identical_results():
 def test_a_resolving_result_names_the_severity_it_resolves():
     """So a resolve re-emitted after a crash (with the webhook tracker already
     cleared) resolves exactly that alert, under the same idempotency key."""
-    import numpy as np
-
-    from driftmon.config import DetectorConfig
-    from driftmon.detect.detector import Detector
-
     det = Detector(DetectorConfig(min_count=100), ("a", "b", "c"), stream="s", feature="f")
     det.update(0, 0.0, 60.0, np.array([300, 300, 400]))
     fired = det.update(1, 60.0, 120.0, np.array([700, 200, 100]))

@@ -19,7 +19,7 @@ The traffic (``driftmon.testing.synth``) is produced into a real broker:
   ``bad_type``) and one late event (stamped in the first, long-closed window).
 
 Two streams: ``interactions`` (segmented by platform, so the dashboard's
-segment variable has values; ``item_id`` is a learned top-K feature that does
+segment variable has values; ``item_id`` is an open-vocabulary top-K feature that does
 not drift) and ``predictions`` (unsegmented).
 """
 
@@ -77,7 +77,6 @@ def config(bootstrap: str, topics: dict[str, str], group: str, listen: str, webh
                 "window": {"size": f"{WINDOW:g}s", "slide": f"{WINDOW:g}s", "allowed_lateness": f"{LATENESS:g}s"},
                 "segment_by": ["platform"],
                 "max_segments": 5,
-                "learn_events": 500,
                 "features": [
                     {"name": "item_category", "field": "item.category", "type": "categorical",
                      "categories": CATEGORIES},

@@ -345,16 +345,16 @@ def test_unit_is_stated_and_applied(tmp_path, unit, scale):
     assert rows[1]["divergence"] == pytest.approx(nats[1]["divergence"] * scale, rel=1e-12)
 
 
-def test_learned_bins_do_not_depend_on_batching(tmp_path):
-    """Quantile edges and top-K vocabularies come from exactly the first learn_events
-    events, so replay (10k-line batches) and the daemon (poll-sized batches) agree."""
+def test_comparison_bins_do_not_depend_on_batching(tmp_path):
+    """Quantile and top-K bins are chosen from the two windows' summaries, so replay
+    (10k-line batches) and the daemon (poll-sized batches) agree."""
     import io
 
     from driftmon.cli import replay as run_replay
     from driftmon.config import parse_config
     from driftmon.pipeline import StreamPipeline
 
-    cfg = parse_config({"streams": [{"name": "s", "learn_events": 100, "window": {"size": "60s"}, "features": [
+    cfg = parse_config({"streams": [{"name": "s", "window": {"size": "60s"}, "features": [
         {"name": "x", "type": "numeric", "bins": "quantile", "num_bins": 5},
         {"name": "c", "type": "categorical", "top_k": 3}]}], "detector": {"min_count": 10}})
     rng = np.random.default_rng(5)

@@ -1,5 +1,5 @@
-"""Checkpoint compatibility survives tuning changes; a shutdown while bins are
-still being learned keeps the held-back events instead of freezing bad bins."""
+"""Checkpoint compatibility survives tuning changes; a shutdown with
+close_windows_on_shutdown reports the open windows and checkpoints after them."""
 
 import dataclasses
 
@@ -10,7 +10,7 @@ from driftmon.service.daemon import Daemon
 
 def _doc(tmp_path, **detector):
     return {
-        "streams": [{"name": "s", "topic": "t", "learn_events": 100, "features": [
+        "streams": [{"name": "s", "topic": "t", "features": [
             {"name": "c", "type": "categorical", "top_k": 5},
             {"name": "x", "type": "numeric", "bins": "quantile", "num_bins": 4}]}],
         "detector": {"min_count": 10, **detector},
@@ -28,19 +28,22 @@ def test_tuning_does_not_invalidate_the_checkpoint_but_shape_does(tmp_path):
     reshaped["streams"][0]["features"][0]["top_k"] = 6
     assert config_fingerprint(parse_config(reshaped)) != base
     assert config_fingerprint(parse_config(_doc(tmp_path, reference="pinned"))) != base
+    capped = _doc(tmp_path)
+    capped["streams"][0]["features"][0]["max_values"] = 100
+    assert config_fingerprint(parse_config(capped)) != base
 
 
-def test_shutdown_during_learning_keeps_held_back_events(tmp_path):
+def test_shutdown_closing_windows_reports_them_and_checkpoints_nothing_open(tmp_path):
     cfg = parse_config(_doc(tmp_path))
     daemon = Daemon(cfg)
     pipe = daemon.pipelines["s"]
     pipe.process([b'{"ts": 1700000000, "c": "a", "x": 1.0}', b'{"ts": 1700000001, "c": "b", "x": 2.0}'])
-    assert not pipe.ready
+    assert len(pipe.windows.open) == 1
     daemon._shutdown()
     streams, _ = CheckpointStore(cfg.state.dir, config_fingerprint(cfg)).load()
-    assert streams["s"]["pending"]["features"][0] == ["a", "b"]  # not learned from two events
+    assert streams["s"]["windows"]["open"] == {} and streams["s"]["counters"]["windows_closed"] == 1
     restored = Daemon(dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, thresholds=Thresholds(0.3, 0.6))))
-    assert not restored.pipelines["s"].ready and len(restored.pipelines["s"].pending[0]) == 2
+    assert restored.pipelines["s"].windows_closed == 1 and set(restored.pipelines["s"].detectors) == {("c", None), ("x", None)}
     restored._shutdown()
 
 

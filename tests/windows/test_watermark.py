@@ -4,19 +4,22 @@ make another partition's events late; an idle partition stops holding windows op
 import numpy as np
 
 from driftmon.config import WindowConfig
-from driftmon.windows import EventTimeWindows, Segmenter
+from driftmon.decode.prepare import CodedBatch
+from driftmon.summaries.bins import CategoricalSpec
+from driftmon.summaries.fixed import FixedSummarizer
+from driftmon.windows import EventTimeWindows
 
 CFG = WindowConfig(size=60.0, slide=60.0, allowed_lateness=0.0, idle_timeout=30.0)
 
 
 def _windows() -> EventTimeWindows:
-    return EventTimeWindows(CFG, [3], Segmenter(5, segmented=False))
+    return EventTimeWindows(CFG, [FixedSummarizer(CategoricalSpec(("a",)))], 5, False)
 
 
 def _feed(w, ts, part, now=None):
     ts = np.asarray(ts, dtype=np.float64)
-    bins = [np.zeros(ts.size, dtype=np.int64)]
-    return w.add(ts, np.zeros(ts.size, dtype=np.int64), bins, np.asarray(part, dtype=np.int64), now)
+    batch = CodedBatch(ts, None, [np.zeros(ts.size, dtype=np.int64)])
+    return w.add(batch, np.asarray(part, dtype=np.int64), now)
 
 
 def test_partition_read_ahead_does_not_make_the_other_late():
