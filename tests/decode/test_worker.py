@@ -184,7 +184,7 @@ def test_daemon_with_decode_worker_equals_replay(kafka_broker, fresh_topic, tmp_
     events_file.write_bytes(b"\n".join(events) + b"\n")
     state = tmp_path / "state"
     doc: dict[str, Any] = {
-        "streams": [stream_doc(topic, learn_events=2000)],
+        "streams": [stream_doc(topic)],
         "detector": {"min_count": 50, "reference": "previous", "permutations": 99},
         "kafka": {"bootstrap_servers": [kafka_broker.bootstrap], "group_id": unique_name("dw"),
                   "auto_offset_reset": "earliest", "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000,
