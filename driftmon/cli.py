@@ -7,15 +7,14 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from typing import IO, Any
 
 from driftmon import __version__
 from driftmon.config import Config, ConfigError, load_config, redacted
 from driftmon.detect.result import DriftResult, json_line, json_number, rfc3339
 from driftmon.pipeline import StreamPipeline
-
-BATCH = 10000
+from driftmon.source.base import values_of
+from driftmon.source.file import BATCH, FileSource
 
 
 def _load(path: str) -> Config:
@@ -24,29 +23,6 @@ def _load(path: str) -> Config:
     except ConfigError as exc:
         print(f"driftmon: invalid config: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def _lines(path: str) -> Iterator[bytes]:
-    fh: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")
-    try:
-        for line in fh:
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                yield line
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
-
-
-def _batches(lines: Iterator[bytes]) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -76,9 +52,12 @@ def replay(cfg: Config, source: str, fmt: str, streams: list[str] | None, flush:
     if fmt == "text":
         out.write(f"{'window_end':24} {'stream':12} {'feature':14} {'segment':10} divergence     unit  p-value  "
                   f"n cur/ref     state             change   top bin (share before->after)\n")
-    for batch in _batches(_lines(source)):
-        for p in pipes:
-            emit(p.process(batch).results)
+    with FileSource(source, BATCH) as src:
+        while batches := src.poll_batches():
+            for lines in batches.values():
+                values = values_of(lines)
+                for p in pipes:
+                    emit(p.process(values).results)
     if flush:
         for p in pipes:
             emit(p.flush().results)

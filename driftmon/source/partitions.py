@@ -6,7 +6,6 @@ C-level ``map``/``np.repeat`` over kafka-python's per-partition record lists.
 
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -14,10 +13,10 @@ import numpy as np
 
 from driftmon.outputs.deadletter import RecordLike
 from driftmon.pipeline import StreamPipeline
+from driftmon.source.base import values_of
 
 # One topic's share of a poll: (topic, [(partition, records)], records, values, partition id per value)
 Polled = tuple[str, list[tuple[int, Sequence[RecordLike]]], Sequence[RecordLike], list[bytes], np.ndarray]
-_VALUE = operator.attrgetter("value")  # Record or kafka's ConsumerRecord
 
 
 def group_poll(batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[Polled]:
@@ -29,9 +28,7 @@ def group_poll(batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[
     polled: list[Polled] = []
     for topic, parts in by_topic.items():
         recs = parts[0][1] if len(parts) == 1 else [r for _, rs in parts for r in rs]
-        values = list(map(_VALUE, recs))
-        if None in values:  # tombstones decode as invalid_json
-            values = [b"" if v is None else v for v in values]
+        values = values_of(recs)
         partitions = np.repeat(np.asarray([p for p, _ in parts], dtype=np.int64), [len(rs) for _, rs in parts])
         polled.append((topic, parts, recs, values, partitions))
     return polled

@@ -1,0 +1,55 @@
+"""The source contract: what the service loop and replay need from an input.
+
+A :class:`Source` hands out raw records in per-partition batches, in offset
+order, and takes part in the checkpoint protocol: the caller counts the
+records, checkpoints the state that counted them, and only then calls
+:meth:`Source.commit` with the next offsets; after a restart it calls
+:meth:`Source.seek` with the checkpointed offsets.  Decoding is a later
+stage: a record's ``value`` is bytes.
+
+Implementations: :class:`driftmon.source.kafka.KafkaSource` (a consumer-group
+member) and :class:`driftmon.source.file.FileSource` (JSON lines from a file
+or stdin, what ``driftmon replay`` reads).  A new input is one module with a
+class that satisfies this protocol.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Partition = tuple[str, int]  # (topic, partition)
+_VALUE = operator.attrgetter("value")
+
+
+def values_of(records: Sequence[Any]) -> list[bytes]:
+    """The raw values of one partition's batch (a batch may carry them ready-made
+    as ``.values``, as the file source does; tombstones become ``b""``)."""
+    ready = getattr(records, "values", None)
+    values = list(ready) if isinstance(ready, list) else list(map(_VALUE, records))
+    if None in values:  # tombstones decode as invalid_json
+        values = [b"" if v is None else v for v in values]
+    return values
+
+
+@runtime_checkable
+class Source(Protocol):
+    def poll_batches(self, timeout_ms: int | None = None) -> Mapping[Partition, Sequence[Any]]:
+        """The next records, ``{(topic, partition): records in offset order}``; each
+        record has ``topic, partition, offset, key, value, headers`` (``value``:
+        raw bytes).  Empty when nothing arrived within ``timeout_ms``."""
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Record that everything before these next-offsets is durably counted."""
+
+    def seek(self, offsets: Mapping[Partition, int]) -> None:
+        """Resume these partitions at these offsets (checkpointed state)."""
+
+    def assignment(self) -> set[Partition]:
+        """The partitions this source reads now."""
+
+    def lag(self) -> dict[Partition, int]:
+        """Records not yet read, per partition, where known."""
+
+    def close(self) -> None: ...
