@@ -42,6 +42,10 @@ def _detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
         kw["permutations"] = node.integer("permutations", None, minimum=0)
     if node.has("top_bins"):
         kw["top_bins"] = node.integer("top_bins", None, minimum=0)
+    if node.has("renyi_alpha"):
+        kw["renyi_alpha"] = order = node.number("renyi_alpha", None, minimum=0.0)
+        if order is None or not 0 < order < float("inf") or order == 1:
+            raise ConfigError(node.sub("renyi_alpha"), f"expected a finite order > 0 other than 1 (order 1 is kl), got {order}")
     if node.has("smoothing"):
         s = node.node("smoothing")
         sm = base.smoothing

@@ -57,6 +57,7 @@ class DetectorConfig:
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     permutations: int = 999  # Monte Carlo size of the small-sample p-value
     top_bins: int = 5
+    renyi_alpha: float = 2.0  # order of metric renyi (> 0, != 1; order 1 is kl)
 
 
 @dataclass(frozen=True)

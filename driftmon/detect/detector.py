@@ -109,7 +109,7 @@ class Detector:
         if n < cfg.min_count or base["n_reference"] < cfg.min_count:
             return DriftResult(**base, divergence=None, p_value=None, state="insufficient_data",
                                transition="none", severity=self.severity)
-        value, terms = divergence.compare(cfg.metric, counts, ref, cfg.smoothing, cfg.unit)
+        value, terms = divergence.compare(cfg.metric, counts, ref, cfg.smoothing, cfg.unit, order=cfg.renyi_alpha)
         div = float(value)
         test = significance.g_test(counts, ref, permutations=cfg.permutations)
         significant = cfg.max_p_value is None or test.p_value <= cfg.max_p_value

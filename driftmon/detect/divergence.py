@@ -25,6 +25,10 @@ Facts worth keeping in mind (the tests check each one):
 * ``hellinger = sqrt(sum (sqrt p - sqrt q)^2 / 2)`` lies in [0, 1].  It is not
   log-based, so ``unit`` does not change it (the argument is still accepted);
   its per-bin contributions are the terms of H^2, which sum to H^2, not H.
+* ``renyi`` of order ``alpha`` (``order=``; > 0, != 1) is
+  ``ln(sum p^alpha q^(1-alpha)) / (alpha - 1)``: non-decreasing in alpha, KL in
+  the limit alpha -> 1, ``-2 ln(1 - H^2)`` at 1/2 and ``ln(1 + chi^2)`` at 2.  Its
+  contributions sum to it and are 0 on unchanged bins (see the registry).
 * ``unit="bits"`` divides every log-based result by ln 2.
 * Plug-in estimates are biased upwards: for two samples of sizes n and m from
   the *same* distribution over K bins, ``E[D(P_hat||Q_hat)] ~ (K-1)/2 *
@@ -50,6 +54,8 @@ inf
 >>> d, c = compare("kl", [10, 0], [0, 10], Smoothing("additive", alpha=0.5))
 >>> round(float(d), 4)
 2.7677
+>>> round(float(renyi(p, r, 2.0)), 6), round(float(renyi(p, r, 1 + 1e-9)), 6)  # order 2; ~1 is KL
+(1.021651, 0.510826)
 >>> smoothing_label(Smoothing("additive", alpha=0.5)), smoothing_label(Smoothing("floor", floor=1e-6))
 ('additive(alpha=0.5)', 'floor(1e-06)')
 """
@@ -116,6 +122,16 @@ def _check_metric_unit(metric: str, unit: str) -> None:
         raise ValueError(f"unknown unit {unit!r}; expected one of {UNITS}")
 
 
+def _check_order(metric: str, order: float | None) -> None:
+    """An ordered family needs its order: finite, > 0 and != 1 (order 1 is ``kl``)."""
+    if not REGISTRY[metric].ordered:
+        return
+    if order is None:
+        raise ValueError(f"{metric} needs its order (order=..., detector.renyi_alpha)")
+    if not 0 < order < math.inf or order == 1:
+        raise ValueError(f"{metric} needs a finite order > 0 other than 1 (order 1 is kl), got {order}")
+
+
 # --------------------------------------------------------------------------- smoothing
 
 
@@ -162,9 +178,10 @@ def smoothing_label(smoothing: Smoothing) -> str:
 # --------------------------------------------------------------------------- per-bin terms
 
 
-def _terms(metric: str, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _terms(metric: str, p: np.ndarray, q: np.ndarray, order: float | None = None) -> np.ndarray:
     """Per-bin terms in nats (for hellinger: terms of H^2)."""
-    return REGISTRY[metric].terms(p, q)
+    entry = REGISTRY[metric]
+    return entry.terms(p, q, order) if entry.ordered else entry.terms(p, q)
 
 
 def _scale(metric: str, unit: str) -> float:
@@ -176,28 +193,32 @@ def _reduce(metric: str, terms: np.ndarray) -> np.ndarray:
     return REGISTRY[metric].reduce(terms)
 
 
-def contributions(metric: str, p, q, unit: str = "nats") -> np.ndarray:
+def contributions(metric: str, p, q, unit: str = "nats", *, order: float | None = None) -> np.ndarray:
     """Per-bin terms that sum to the divergence (same shape as ``p``).
 
     For ``kl`` a term may be negative (bins where p < q); the sum is not.  For
     ``hellinger`` the terms are those of H^2 (they sum to H^2, not H) and
-    ``unit`` is ignored.
+    ``unit`` is ignored.  ``order`` is the order of an ordered family
+    (``renyi``); other metrics ignore it.
     """
     _check_metric_unit(metric, unit)
+    _check_order(metric, order)
     a, b = _check_probabilities(p, q)
-    return _terms(metric, a, b) * _scale(metric, unit)
+    return _terms(metric, a, b, order) * _scale(metric, unit)
 
 
-def divergence(metric: str, p, q, unit: str = "nats") -> np.ndarray:
+def divergence(metric: str, p, q, unit: str = "nats", *, order: float | None = None) -> np.ndarray:
     """Divergence of probability rows ``p`` (current) from ``q`` (reference)."""
-    return _reduce(metric, contributions(metric, p, q, unit))
+    return _reduce(metric, contributions(metric, p, q, unit, order=order))
 
 
-def compare(metric: str, counts_current, counts_reference, smoothing: Smoothing, unit: str = "nats"):
+def compare(metric: str, counts_current, counts_reference, smoothing: Smoothing, unit: str = "nats",
+            *, order: float | None = None):
     """``(divergence, contributions)`` from raw counts, after :func:`smooth`."""
     _check_metric_unit(metric, unit)
+    _check_order(metric, order)
     p, q = smooth(counts_current, counts_reference, smoothing)
-    c = _terms(metric, p, q) * _scale(metric, unit)
+    c = _terms(metric, p, q, order) * _scale(metric, unit)
     return _reduce(metric, c), c
 
 
@@ -232,3 +253,8 @@ def hellinger(p, q, unit: str = "nats") -> np.ndarray:
 def psi(p, q, unit: str = "nats") -> np.ndarray:
     """Population stability index sum (p - q) ln(p/q)."""
     return divergence("psi", p, q, unit)
+
+
+def renyi(p, q, alpha: float, unit: str = "nats") -> np.ndarray:
+    """Renyi divergence of order ``alpha`` (> 0, != 1): ln(sum p^alpha q^(1-alpha)) / (alpha - 1)."""
+    return divergence("renyi", p, q, unit, order=alpha)

@@ -3,12 +3,14 @@
 Each :class:`Divergence` states its per-bin terms (in nats, from probability
 rows ``p`` = current and ``q`` = reference), how the terms reduce to the
 divergence, and whether the unit applies (log-based metrics are reported in
-``nats`` or ``bits``; a metric that is not log-based is ``unitless``).
+``nats`` or ``bits``; a metric that is not log-based is ``unitless``).  A
+family indexed by an order (``renyi``) is ``ordered``: its terms take the
+order as a third argument (``detector.renyi_alpha``).
 Everything else (smoothing, validation, row-wise evaluation, contributions,
 the detector, the config's list of metric names) reads this table.
 
->>> sorted(REGISTRY)
-['hellinger', 'jeffreys', 'js', 'kl', 'kl_reverse', 'psi']
+>>> list(REGISTRY)
+['kl', 'kl_reverse', 'jeffreys', 'js', 'hellinger', 'psi', 'renyi']
 >>> REGISTRY["hellinger"].unit_for("bits"), REGISTRY["kl"].unit_for("bits")
 ('unitless', 'bits')
 """
@@ -30,10 +32,11 @@ def _sum(terms: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Divergence:
     name: str
-    terms: Callable[[np.ndarray, np.ndarray], np.ndarray]  # per-bin terms in nats
+    terms: Callable[..., np.ndarray]  # per-bin terms in nats: terms(p, q), or terms(p, q, order) if ordered
     reduce: Callable[[np.ndarray], np.ndarray] = _sum
     log_based: bool = True  # reported in nats or bits; otherwise "unitless"
     doc: str = ""
+    ordered: bool = False  # a family indexed by an order (renyi: detector.renyi_alpha)
 
     def unit_for(self, unit: str) -> str:
         return unit if self.log_based else "unitless"
@@ -51,6 +54,34 @@ def _js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * rel_entr(p, m) + 0.5 * rel_entr(q, m)
 
 
+def _renyi(p: np.ndarray, q: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-bin terms of the Renyi divergence of order ``alpha`` that sum to it.
+
+    ``D_alpha = ln(S) / (alpha - 1)`` with ``S = sum t_i``, ``t_i = p_i^alpha q_i^(1-alpha)``.
+    The terms of the inner sum, ``t_i``, would name the most populous bins,
+    not the ones that moved, so the contribution of bin i is instead
+    ``u_i ln(S) / ((alpha - 1)(S - 1))`` with ``u_i = t_i - p_i`` (``sum u = S - 1``):
+    0 where ``p_i = q_i``, summing to ``D_alpha``, and ``p_i ln(p_i/q_i)`` (KL's
+    terms) in the limit ``alpha -> 1``.  ``u_i = p_i expm1((1 - alpha) ln(q_i/p_i))``
+    keeps small divergences accurate.  ``p_i = 0`` adds 0.  ``q_i = 0 < p_i`` gives
+    ``+inf`` for ``alpha > 1``; for ``alpha < 1`` only disjoint supports (``S = 0``)
+    do.  A term that overflows float64 (``(alpha - 1) ln(p_i/q_i) > 709``, only for
+    very large orders) also gives ``+inf``.
+    """
+    a = float(alpha)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        d = (1.0 - a) * (np.log(q) - np.log(p))  # ln(t_i / p_i) where p_i > 0
+        live = p > 0
+        u = np.where(live, p * np.expm1(d), 0.0)
+        s = np.where(live, p * np.exp(d), 0.0).sum(axis=-1, keepdims=True)
+        x = u.sum(axis=-1, keepdims=True)  # S - 1, without the cancellation
+        log_s = np.where(np.abs(x) > 0.5, np.log(s), np.log1p(np.maximum(x, -0.5)))
+        g = np.where(x == 0, 1.0, log_s / np.where(x == 0, 1.0, x))  # ln(S) / (S - 1), 1 at S = 1
+        c = u * g / (a - 1.0)
+    # 0 * inf (bins with u = 0 when S = 0) adds 0; inf * nan (S = inf) is the infinite bin itself
+    return np.where(np.isnan(c), np.where(np.isinf(u), np.inf, 0.0), c)
+
+
 def _hellinger_reduce(terms: np.ndarray) -> np.ndarray:
     return np.asarray(np.sqrt(np.minimum(_sum(terms), 1.0)))
 
@@ -63,6 +94,8 @@ REGISTRY: dict[str, Divergence] = {d.name: d for d in (
     Divergence("hellinger", lambda p, q: 0.5 * (np.sqrt(p) - np.sqrt(q)) ** 2, _hellinger_reduce,
                log_based=False, doc="sqrt(sum (sqrt p - sqrt q)^2 / 2) in [0, 1]; terms are those of H^2"),
     Divergence("psi", _psi, doc="population stability index sum (p - q) ln(p/q)"),
+    Divergence("renyi", _renyi, ordered=True,
+               doc="Renyi divergence of order alpha: ln(sum p^alpha q^(1-alpha)) / (alpha - 1); alpha -> 1 is kl"),
 )}
 
 METRICS = tuple(REGISTRY)
