@@ -16,12 +16,18 @@ A *summarizer* is the per-feature object that turns a batch of decoded values
 into *codes* (a pure, picklable step that a decode worker can run), builds a
 summary from the codes of a subset of events, and, at comparison time,
 chooses bins from the pooled summaries of the windows being compared.
+
+Summarizers of numeric features also give the :class:`Support` of the pooled
+summaries (``support(summaries)``): the finite values they put mass on, each
+summary's counts there, and the comparison bin of each value, for metrics that
+need the values themselves rather than the bins (Wasserstein-1).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -65,6 +71,22 @@ class Summarizer(Protocol):
         """Bin labels chosen from the pooled summaries, and each summary's counts in them."""
 
     def from_dict(self, d: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Support:
+    """The finite values that pooled numeric summaries put mass on.
+
+    ``values``: ascending, distinct, finite (missing and infinite values are
+    left out); ``counts``: per summary, its count at each value; ``bin_index``:
+    the comparison bin (of ``summarizer.bins(summaries)``, which has ``n_bins``
+    labels) each value falls in.
+    """
+
+    values: np.ndarray
+    counts: list[np.ndarray]
+    bin_index: np.ndarray
+    n_bins: int
 
 
 def pack(a: np.ndarray, dtype: str) -> str:

@@ -11,6 +11,8 @@ vocabularies and quantile features choose their bins at comparison time.
 ('<0', '[0, 0.5)', '[0.5, 1]', '>1', '__missing__')
 >>> spec.index([0.1, 0.7, 1.0, float("nan"), 3.0]).tolist()
 [1, 2, 2, 4, 3]
+>>> spec.points.tolist()  # where each bin but __missing__ puts its mass (Wasserstein-1)
+[0.0, 0.25, 0.75, 1.0]
 >>> CategoricalSpec(("a", "b")).index(["b", "z", None]).tolist()
 [1, 2, 3]
 """
@@ -84,6 +86,13 @@ class NumericSpec:
     @property
     def size(self) -> int:
         return len(self.edges) + 2
+
+    @property
+    def points(self) -> np.ndarray:
+        """A value for each bin but ``__missing__``: the first edge for the underflow
+        bin, inner bins' midpoints, the last edge for the overflow bin (ascending)."""
+        e: np.ndarray = self._edges  # type: ignore[attr-defined]
+        return np.concatenate([e[:1], (e[:-1] + e[1:]) / 2, e[-1:]])
 
     def index(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
         x = np.asarray(values, dtype=np.float64)

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from driftmon.summaries.base import FORMAT_VERSION, check_version
-from driftmon.summaries.bins import BinSpec
+from driftmon.summaries.base import FORMAT_VERSION, Support, check_version
+from driftmon.summaries.bins import BinSpec, NumericSpec
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,3 +82,12 @@ class FixedSummarizer:
 
     def bins(self, summaries: Sequence[FixedSummary]) -> tuple[tuple[str, ...], list[np.ndarray]]:
         return self.spec.labels, [s.counts for s in summaries]
+
+    def support(self, summaries: Sequence[FixedSummary]) -> Support:
+        """Declared numeric edges: each bin's mass at its ``spec.points`` value (inner
+        bins at their midpoints, underflow and overflow at the first and last edge);
+        ``__missing__`` is left out.  Declared categories have no numeric support."""
+        if not isinstance(self.spec, NumericSpec):
+            raise ValueError("declared categories have no numeric values (Wasserstein-1 needs a numeric feature)")
+        k = self.spec.size - 1
+        return Support(self.spec.points, [s.counts[:k] for s in summaries], np.arange(k), self.spec.size)

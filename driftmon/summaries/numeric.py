@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from driftmon.summaries import exact
-from driftmon.summaries.base import FORMAT_VERSION, MISSING, check_version, pack, unpack
+from driftmon.summaries.base import FORMAT_VERSION, MISSING, Support, check_version, pack, unpack
 
 DEFAULT_ACCURACY = 0.01
 OFFSET = 1 << 40  # positive codes are OFFSET + i, negative ones -(OFFSET + i)
@@ -203,16 +203,19 @@ class NumericSummarizer:
         out[inf] = np.where(c[inf] > 0, np.inf, -np.inf)
         return out
 
+    def _bin_ends(self, pooled: NumericSummary) -> np.ndarray:
+        """Positions in ``pooled.keys`` of the last bucket of each quantile bin."""
+        cum = np.cumsum(pooled.counts)
+        targets = cum[-1] * np.arange(1, self.num_bins) / self.num_bins
+        return np.unique(np.append(np.searchsorted(cum, targets, side="left"), pooled.keys.size - 1))
+
     def bins(self, summaries: Sequence[NumericSummary]) -> tuple[tuple[str, ...], list[np.ndarray]]:
         """``num_bins`` quantile bins of the pooled buckets, then ``__missing__``."""
-        pooled = summaries[0]
-        for s in summaries[1:]:
-            pooled = pooled + s
-        keys, cum = pooled.keys, np.cumsum(pooled.counts)
+        pooled = _pool(summaries)
+        keys = pooled.keys
         if keys.size == 0:
             return (MISSING,), [np.asarray([s.missing], dtype=np.int64) for s in summaries]
-        targets = cum[-1] * np.arange(1, self.num_bins) / self.num_bins
-        last = np.unique(np.append(np.searchsorted(cum, targets, side="left"), keys.size - 1))  # bin ends
+        last = self._bin_ends(pooled)
         first = np.concatenate([[0], last[:-1] + 1])
         labels = tuple(_label(self.bounds(int(keys[a]))[0], self.bounds(int(keys[b]))[1], int(keys[a]))
                        for a, b in zip(first.tolist(), last.tolist()))
@@ -223,6 +226,35 @@ class NumericSummarizer:
             c = np.bincount(b, weights=s.counts, minlength=hi_codes.size).astype(np.int64)
             out.append(np.append(c, s.missing).astype(np.int64))
         return (*labels, MISSING), out
+
+    def support(self, summaries: Sequence[NumericSummary]) -> Support:
+        """The finite buckets of the pooled summaries at their representative values
+        (each within the relative accuracy of every value in it), each summary's
+        counts in them, and the comparison bin of :meth:`bins` each falls in."""
+        pooled = _pool(summaries)
+        keys = pooled.keys
+        if keys.size == 0:
+            return Support(np.zeros(0), [np.zeros(0, np.int64) for _ in summaries], np.zeros(0, np.int64), 1)
+        hi_codes = keys[self._bin_ends(pooled)]
+        values = self.representative(keys)
+        keep = np.isfinite(values)
+        keys, values = keys[keep], values[keep]
+        counts = []
+        for s in summaries:
+            c = np.zeros(keys.size, dtype=np.int64)
+            at = np.searchsorted(keys, s.keys)
+            hit = at < keys.size
+            hit[hit] = keys[at[hit]] == s.keys[hit]
+            c[at[hit]] = s.counts[hit]
+            counts.append(c)
+        return Support(values, counts, np.searchsorted(hi_codes, keys, side="left"), hi_codes.size + 1)
+
+
+def _pool(summaries: Sequence[NumericSummary]) -> NumericSummary:
+    pooled = summaries[0]
+    for s in summaries[1:]:
+        pooled = pooled + s
+    return pooled
 
 
 def _pow(g: float, i: int) -> float:
