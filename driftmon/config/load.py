@@ -17,7 +17,7 @@ import yaml
 
 from driftmon.config import model as c
 from driftmon.config.node import ConfigError, _Node, _show, parse_duration
-from driftmon.detect.registry import METRICS, UNITS
+from driftmon.detect.registry import METRICS, REGISTRY, UNITS, metrics_for
 from driftmon.util.secrets import redact_field
 
 __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]
@@ -128,6 +128,12 @@ def _feature(node: _Node, detector: c.DetectorConfig) -> c.FeatureConfig:
             kw["edges"] = _increasing(bins, node.sub("bins"))
         else:
             raise ConfigError(node.sub("bins"), f"a numeric feature needs `edges: [..]` or `bins: quantile`, got {_show(bins)}")
+    kind = "categorical" if ftype == "categorical" else "numeric_edges" if "edges" in kw else "numeric_quantile"
+    if kind not in REGISTRY[det.metric].features:  # e.g. wasserstein on a categorical feature
+        own = isinstance(node.raw("detector"), dict) and "metric" in node.raw("detector")
+        raise ConfigError(f"{node.sub('detector')}.metric" if own else "detector.metric",
+                          f"{det.metric} does not apply to {node.path} ({name!r}, {kind.replace('_', ' ')}); "
+                          f"expected one of {', '.join(metrics_for(kind))}")
     node.done()
     return c.FeatureConfig(name=name, field=field, type=ftype, detector=det, **kw)
 

@@ -20,7 +20,12 @@ and resolves after ``resolve_after`` consecutive windows below warn.
 
 Bins are chosen per comparison from the pooled summaries of the current
 window and its reference (see :mod:`driftmon.summaries`), so a value that
-appears after start is a bin of its own.
+appears after start is a bin of its own.  A metric computed from the
+summaries themselves (``wasserstein``, ``gaussian_kl``) gets them, not the
+bins; the p-value is the G-test on the bins for every metric.  Such a metric
+applies no smoothing (``smoothing`` is ``none``), and when it has no per-bin
+contributions ``top_bins`` lists the bins whose share moved most, with a
+null contribution.
 
 >>> from driftmon.config import DetectorConfig
 >>> from driftmon.summaries.categorical import CategoricalSummarizer
@@ -38,6 +43,7 @@ appears after start is a bin of its own.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -45,7 +51,7 @@ import numpy as np
 
 from driftmon.config import DetectorConfig
 from driftmon.detect import divergence, significance
-from driftmon.detect.registry import REGISTRY
+from driftmon.detect.registry import REGISTRY, SummaryDivergence
 from driftmon.detect.result import BinShare, DriftResult
 from driftmon.summaries.base import Summarizer
 from driftmon.vocabulary import SEVERITY_OF_STATE
@@ -73,7 +79,9 @@ class Detector:
         self.recent: deque[bool] = deque(maxlen=cfg.hysteresis.of_last)
         self.severity: str | None = None  # active alert severity (warning | critical)
         self.ok_streak = 0
-        self.smoothing = divergence.smoothing_label(cfg.smoothing)
+        self.entry = REGISTRY[cfg.metric]
+        self.on_summaries = isinstance(self.entry, SummaryDivergence)
+        self.smoothing = "none" if self.on_summaries else divergence.smoothing_label(cfg.smoothing)
 
     def _reference(self, index: int) -> Any:
         if self.cfg.reference == "pinned":
@@ -98,7 +106,7 @@ class Detector:
             labels, (counts, ref) = self.summarizer.bins([summary, ref_summary])
         base: dict[str, Any] = dict(
             stream=self.stream, feature=self.feature, segment=self.segment, window_start=start, window_end=end,
-            metric=cfg.metric, unit=REGISTRY[cfg.metric].unit_for(cfg.unit),
+            metric=cfg.metric, unit=self.entry.unit_for(cfg.unit),
             n_current=n, n_reference=int(ref_summary.total) if ref_summary is not None else 0,
             warn_threshold=cfg.thresholds.warn, critical_threshold=cfg.thresholds.critical,
             counts=tuple(counts.tolist()), bins=labels, smoothing=self.smoothing,
@@ -109,8 +117,16 @@ class Detector:
         if n < cfg.min_count or base["n_reference"] < cfg.min_count:
             return DriftResult(**base, divergence=None, p_value=None, state="insufficient_data",
                                transition="none", severity=self.severity)
-        value, terms = divergence.compare(cfg.metric, counts, ref, cfg.smoothing, cfg.unit, order=cfg.renyi_alpha)
+        terms: np.ndarray | None
+        if self.on_summaries:
+            value, terms = divergence.compare_summaries(cfg.metric, self.summarizer, summary, ref_summary, cfg.unit)
+        else:
+            value, terms = divergence.compare(cfg.metric, counts, ref, cfg.smoothing, cfg.unit,
+                                              order=cfg.renyi_alpha)
         div = float(value)
+        if math.isnan(div):  # a summary metric over a window with no finite value
+            return DriftResult(**base, divergence=None, p_value=None, state="insufficient_data",
+                               transition="none", severity=self.severity)
         test = significance.g_test(counts, ref, permutations=cfg.permutations)
         significant = cfg.max_p_value is None or test.p_value <= cfg.max_p_value
         level = "ok"
@@ -149,15 +165,20 @@ class Detector:
         return "none"
 
     def _top_bins(self, labels: tuple[str, ...], cur: np.ndarray, ref: np.ndarray,
-                  terms: np.ndarray) -> tuple[BinShare, ...]:
-        """The bins of this comparison with the largest absolute contributions."""
+                  terms: np.ndarray | None) -> tuple[BinShare, ...]:
+        """The bins of this comparison with the largest absolute contributions (without
+        contributions: the largest moves in share, with a NaN contribution)."""
         k = self.cfg.top_bins
         if k <= 0:
             return ()
-        terms = np.asarray(terms, dtype=np.float64)
-        magnitude = np.where(np.isnan(terms), 0.0, np.abs(terms))
-        order = np.argsort(-magnitude, kind="stable")[:k]
         pc, pr = cur / max(cur.sum(), 1), ref / max(ref.sum(), 1)
+        if terms is None:
+            terms = np.full(pc.shape, np.nan)
+            magnitude = np.abs(pc - pr)
+        else:
+            terms = np.asarray(terms, dtype=np.float64)
+            magnitude = np.where(np.isnan(terms), 0.0, np.abs(terms))
+        order = np.argsort(-magnitude, kind="stable")[:k]
         return tuple(
             BinShare(labels[i], float(pr[i]), float(pc[i]), float(terms[i]))
             for i in order.tolist() if magnitude[i] > 0 or cur[i] or ref[i]

@@ -1,5 +1,9 @@
 """Divergences between a current histogram P and a reference histogram Q.
 
+(The metrics computed from the window summaries instead, ``wasserstein`` and
+``gaussian_kl``, are evaluated by :func:`compare_summaries`; see
+:mod:`driftmon.detect.numeric_metrics`.)
+
 Pure, row-wise functions over numpy arrays: inputs of shape ``(K,)`` give a
 0-d result, inputs of shape ``(R, K)`` (R histograms at once, like
 ``kldiv.m``'s per-row mode) give shape ``(R,)``.  Per-bin contributions keep
@@ -67,7 +71,7 @@ import math
 import numpy as np
 
 from driftmon.config import Smoothing
-from driftmon.detect.registry import METRICS, REGISTRY, UNITS
+from driftmon.detect.registry import BIN_METRICS, METRICS, REGISTRY, UNITS, Divergence, SummaryDivergence
 
 _LN2 = math.log(2.0)
 _SUM_TOL = 1e-6  # how far a probability row may stray from summing to 1
@@ -116,15 +120,25 @@ def _check_probabilities(p, q) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_metric_unit(metric: str, unit: str) -> None:
-    if metric not in METRICS:
+    if metric not in BIN_METRICS:
+        if metric in METRICS:
+            raise ValueError(f"{metric} is computed from the window summaries, not from histograms: "
+                             "use compare_summaries()")
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
     if unit not in UNITS:
         raise ValueError(f"unknown unit {unit!r}; expected one of {UNITS}")
 
 
+def _bin_entry(metric: str) -> Divergence:
+    entry = REGISTRY[metric]
+    if not isinstance(entry, Divergence):
+        raise ValueError(f"{metric} is computed from the window summaries: use compare_summaries()")
+    return entry
+
+
 def _check_order(metric: str, order: float | None) -> None:
     """An ordered family needs its order: finite, > 0 and != 1 (order 1 is ``kl``)."""
-    if not REGISTRY[metric].ordered:
+    if not _bin_entry(metric).ordered:
         return
     if order is None:
         raise ValueError(f"{metric} needs its order (order=..., detector.renyi_alpha)")
@@ -180,17 +194,17 @@ def smoothing_label(smoothing: Smoothing) -> str:
 
 def _terms(metric: str, p: np.ndarray, q: np.ndarray, order: float | None = None) -> np.ndarray:
     """Per-bin terms in nats (for hellinger: terms of H^2)."""
-    entry = REGISTRY[metric]
+    entry = _bin_entry(metric)
     return entry.terms(p, q, order) if entry.ordered else entry.terms(p, q)
 
 
 def _scale(metric: str, unit: str) -> float:
-    return 1.0 / _LN2 if (unit == "bits" and REGISTRY[metric].log_based) else 1.0
+    return 1.0 / _LN2 if (unit == "bits" and _bin_entry(metric).log_based) else 1.0
 
 
 def _reduce(metric: str, terms: np.ndarray) -> np.ndarray:
     """Sum the per-bin terms; clip round-off below 0 (and H above 1)."""
-    return REGISTRY[metric].reduce(terms)
+    return _bin_entry(metric).reduce(terms)
 
 
 def contributions(metric: str, p, q, unit: str = "nats", *, order: float | None = None) -> np.ndarray:
@@ -220,6 +234,25 @@ def compare(metric: str, counts_current, counts_reference, smoothing: Smoothing,
     p, q = smooth(counts_current, counts_reference, smoothing)
     c = _terms(metric, p, q, order) * _scale(metric, unit)
     return _reduce(metric, c), c
+
+
+def compare_summaries(metric: str, summarizer, current, reference, unit: str = "nats"
+                      ) -> tuple[float, np.ndarray | None]:
+    """``(divergence, contributions or None)`` of a metric computed from the two
+    windows' summaries (a registry ``SummaryDivergence``: ``wasserstein``,
+    ``gaussian_kl``), in ``unit`` when log-based, else in its own unit.  The
+    contributions, where the metric has them, are per comparison bin
+    (``summarizer.bins([current, reference])``).  NaN when a window has no
+    finite value."""
+    entry = REGISTRY.get(metric)
+    if not isinstance(entry, SummaryDivergence):
+        raise ValueError(f"{metric!r} is not computed from summaries; expected one of "
+                         f"{tuple(n for n in METRICS if n not in BIN_METRICS)}")
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; expected one of {UNITS}")
+    value, c = entry.compute(summarizer, current, reference)
+    scale = 1.0 / _LN2 if (unit == "bits" and entry.log_based) else 1.0
+    return value * scale, None if c is None else c * scale
 
 
 # --------------------------------------------------------------------------- named helpers

@@ -6,22 +6,43 @@ divergence, and whether the unit applies (log-based metrics are reported in
 ``nats`` or ``bits``; a metric that is not log-based is ``unitless``).  A
 family indexed by an order (``renyi``) is ``ordered``: its terms take the
 order as a third argument (``detector.renyi_alpha``).
-Everything else (smoothing, validation, row-wise evaluation, contributions,
-the detector, the config's list of metric names) reads this table.
+
+A :class:`SummaryDivergence` works on the two windows' summaries themselves
+(fine buckets, exact moments) instead of the comparison bins:
+``compute(summarizer, current, reference)`` gives the value (in nats, or in
+the feature's units when ``value_unit`` is set) and per-comparison-bin
+contributions, or ``None`` where there are none.  Its p-value is still the
+G-test on the comparison bins.
+
+Each entry names the feature kinds it applies to (:data:`FEATURE_KINDS`);
+the config rejects any other combination.  Everything else (smoothing,
+validation, row-wise evaluation, contributions, the detector, the config's
+list of metric names) reads this table.
 
 >>> list(REGISTRY)
-['kl', 'kl_reverse', 'jeffreys', 'js', 'hellinger', 'psi', 'renyi']
->>> REGISTRY["hellinger"].unit_for("bits"), REGISTRY["kl"].unit_for("bits")
-('unitless', 'bits')
+['kl', 'kl_reverse', 'jeffreys', 'js', 'hellinger', 'psi', 'renyi', 'wasserstein', 'gaussian_kl']
+>>> [REGISTRY[m].unit_for("bits") for m in ("kl", "hellinger", "wasserstein", "gaussian_kl")]
+['bits', 'unitless', 'value units', 'bits']
+>>> metrics_for("categorical")[-1], REGISTRY["gaussian_kl"].features
+('renyi', ('numeric_quantile',))
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import rel_entr
+
+from driftmon.detect import numeric_metrics
+
+# What a feature's summaries hold: categorical values (declared or open vocabulary),
+# numbers in declared `edges` bins, or numbers on the quantile features' fine grid.
+FEATURE_KINDS = ("categorical", "numeric_edges", "numeric_quantile")
+NUMERIC_KINDS = ("numeric_edges", "numeric_quantile")
+VALUE_UNITS = "value units"  # the unit of a metric in the feature's own units (wasserstein)
 
 
 def _sum(terms: np.ndarray) -> np.ndarray:
@@ -37,9 +58,27 @@ class Divergence:
     log_based: bool = True  # reported in nats or bits; otherwise "unitless"
     doc: str = ""
     ordered: bool = False  # a family indexed by an order (renyi: detector.renyi_alpha)
+    features: tuple[str, ...] = FEATURE_KINDS
 
     def unit_for(self, unit: str) -> str:
         return unit if self.log_based else "unitless"
+
+
+@dataclass(frozen=True)
+class SummaryDivergence:
+    name: str
+    # (summarizer, current, reference) -> (value in nats or value_unit, per-comparison-bin contributions or None)
+    compute: Callable[[Any, Any, Any], tuple[float, np.ndarray | None]]
+    features: tuple[str, ...]
+    value_unit: str | None = None  # None: log-based, reported in nats or bits
+    doc: str = ""
+
+    @property
+    def log_based(self) -> bool:
+        return self.value_unit is None
+
+    def unit_for(self, unit: str) -> str:
+        return unit if self.value_unit is None else self.value_unit
 
 
 def _psi(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -86,7 +125,7 @@ def _hellinger_reduce(terms: np.ndarray) -> np.ndarray:
     return np.asarray(np.sqrt(np.minimum(_sum(terms), 1.0)))
 
 
-REGISTRY: dict[str, Divergence] = {d.name: d for d in (
+REGISTRY: dict[str, Divergence | SummaryDivergence] = {d.name: d for d in (
     Divergence("kl", rel_entr, doc="D(P||Q) = sum p ln(p/q)"),
     Divergence("kl_reverse", lambda p, q: rel_entr(q, p), doc="D(Q||P)"),
     Divergence("jeffreys", lambda p, q: rel_entr(p, q) + rel_entr(q, p), doc="D(P||Q) + D(Q||P)"),
@@ -96,7 +135,17 @@ REGISTRY: dict[str, Divergence] = {d.name: d for d in (
     Divergence("psi", _psi, doc="population stability index sum (p - q) ln(p/q)"),
     Divergence("renyi", _renyi, ordered=True,
                doc="Renyi divergence of order alpha: ln(sum p^alpha q^(1-alpha)) / (alpha - 1); alpha -> 1 is kl"),
+    SummaryDivergence("wasserstein", numeric_metrics.wasserstein, NUMERIC_KINDS, value_unit=VALUE_UNITS,
+                      doc="Wasserstein-1 on the fine buckets (or declared edges), in the feature's units"),
+    SummaryDivergence("gaussian_kl", numeric_metrics.gaussian_kl, ("numeric_quantile",),
+                      doc="KL between Gaussians fitted by exact moments; only for near-normal features"),
 )}
 
-METRICS = tuple(REGISTRY)
+METRICS = tuple(REGISTRY)  # every metric name the config accepts
+BIN_METRICS = tuple(n for n, d in REGISTRY.items() if isinstance(d, Divergence))  # computed on comparison bins
+
+
+def metrics_for(feature_kind: str) -> tuple[str, ...]:
+    """The metrics that apply to a feature kind (one of :data:`FEATURE_KINDS`)."""
+    return tuple(n for n, d in REGISTRY.items() if feature_kind in d.features)
 UNITS = ("nats", "bits")

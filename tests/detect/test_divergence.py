@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import driftmon.detect.divergence as dv
 from driftmon.config import Smoothing
-from driftmon.detect.divergence import METRICS, compare, contributions, divergence, smooth, smoothing_label
+from driftmon.detect.divergence import compare, contributions, divergence, smooth, smoothing_label
+from driftmon.detect.registry import BIN_METRICS as METRICS  # the metrics computed on histograms
 
 LN2 = math.log(2.0)
 LOG_METRICS = ("kl", "kl_reverse", "jeffreys", "js", "psi")
@@ -303,19 +304,25 @@ def test_input_validation():
 
 
 def test_the_registry_is_the_one_list_of_metrics():
-    """Every registered metric is accepted by the config and computed by compare();
-    the config rejects anything else and names the registered ones."""
+    """Every registered metric is accepted by the config; every histogram metric is
+    computed by compare(); the config rejects anything else and names the registered ones.
+    (The summary metrics are checked in test_family.py.)"""
     from driftmon.config import ConfigError, parse_config
-    from driftmon.detect.registry import REGISTRY
+    from driftmon.detect.registry import METRICS as ALL
+    from driftmon.detect.registry import REGISTRY, Divergence
 
-    assert METRICS == tuple(REGISTRY)
-    stream = {"name": "s", "features": [{"name": "c", "type": "categorical", "categories": ["a"]}]}
+    assert ALL == tuple(REGISTRY) and METRICS == tuple(n for n in ALL if isinstance(REGISTRY[n], Divergence))
+    stream = {"name": "s", "features": [{"name": "x", "type": "numeric", "bins": "quantile"}]}
     for name, entry in REGISTRY.items():
         cfg = parse_config({"streams": [stream], "detector": {"metric": name}})
         assert cfg.detector.metric == name
-        value, terms = compare(name, [5, 1], [1, 5], Smoothing("additive"), "bits", order=ORDER)
-        assert float(value) > 0 and terms.shape == (2,)
-        assert entry.unit_for("bits") == ("bits" if entry.log_based else "unitless")
+        if name in METRICS:
+            value, terms = compare(name, [5, 1], [1, 5], Smoothing("additive"), "bits", order=ORDER)
+            assert float(value) > 0 and terms.shape == (2,)
+            assert entry.unit_for("bits") == ("bits" if entry.log_based else "unitless")
+        else:
+            with pytest.raises(ValueError, match="compare_summaries"):
+                compare(name, [5, 1], [1, 5], Smoothing("additive"), "bits")
     with pytest.raises(ConfigError, match="kl_reverse"):
         parse_config({"streams": [stream], "detector": {"metric": "tv"}})
 
