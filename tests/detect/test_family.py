@@ -377,3 +377,71 @@ def test_detector_with_a_summary_metric(metric):
         assert top.contribution == float(contrib.max())
     empty = s.summarize(s.codes([np.nan] * 200))
     assert det.update(2, 2.0, 3.0, empty).state == "insufficient_data"  # no finite value to compare
+
+
+# ----------------------------------------------------------------------------- replay end to end
+
+REPLAY_CONFIG = """
+streams:
+  - name: s
+    window: {size: 60s}
+    features:
+      - {name: w, field: x, type: numeric, bins: quantile, detector: {metric: wasserstein}}
+      - {name: g, field: x, type: numeric, bins: quantile, detector: {metric: gaussian_kl}}
+      - {name: r, field: x, type: numeric, bins: quantile, detector: {metric: renyi, renyi_alpha: 2}}
+detector: {reference: pinned, min_count: 100}
+"""
+SHIFTS = (0.0, 0.0, 0.5, 1.5, 3.0, 6.0)  # the mean of window i is 50 + SHIFTS[i]
+
+
+def test_replay_with_the_new_metrics_grows_with_a_mean_shift_and_equals_the_direct_computation(tmp_path):
+    import io
+    import json
+
+    from driftmon.cli import replay
+    from driftmon.config import load_config
+
+    rng = np.random.default_rng(2024)
+    t0, windows, lines = 1_699_999_980.0, [], []  # a multiple of the 60 s window
+    for i, shift in enumerate(SHIFTS):
+        x = rng.normal(50.0 + shift, 5.0, 3000)
+        ts = np.sort(rng.uniform(t0 + 60 * i, t0 + 60 * (i + 1), x.size))
+        windows.append(x)
+        lines += [json.dumps({"ts": float(t), "x": float(v)}) for t, v in zip(ts, x)]
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "config.yaml").write_text(REPLAY_CONFIG)
+    out = io.StringIO()
+    replay(load_config(str(tmp_path / "config.yaml")), str(tmp_path / "events.jsonl"), "json", None, True, out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert rows[-1]["summary"]["events"] == 6 * 3000
+    by_feature = {f: [r for r in rows[:-1] if r["feature"] == f] for f in ("w", "g", "r")}
+
+    s = NumericSummarizer(10)
+    ref_raw = windows[0]  # pinned: the first window with min_count events
+    ref = s.summarize(s.codes(ref_raw))
+    for feature, metric, unit in (("w", "wasserstein", "value units"), ("g", "gaussian_kl", "nats"),
+                                  ("r", "renyi", "nats")):
+        got = by_feature[feature]
+        assert [r["state"] for r in got][0] == "no_reference" and len(got) == len(SHIFTS)
+        assert all((r["metric"], r["unit"]) == (metric, unit) for r in got)
+        values = [r["divergence"] for r in got[1:]]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values), values
+        assert values == sorted(values) and values[-1] > 20 * values[0], (metric, values)  # grows with the shift
+        assert got[-1]["state"] == "critical" and got[-1]["p_value"] < 1e-6
+        for i, row in enumerate(got[1:], start=1):
+            cur_raw = windows[i]
+            cur = s.summarize(s.codes(cur_raw))
+            if metric == "wasserstein":
+                expected = scipy.stats.wasserstein_distance(representatives(s, cur_raw), representatives(s, ref_raw))
+                raw = scipy.stats.wasserstein_distance(cur_raw, ref_raw)
+                assert abs(row["divergence"] - raw) <= 0.01 * (np.abs(cur_raw).mean() + np.abs(ref_raw).mean())
+                assert sum(b["contribution"] for b in row["top_bins"]) <= row["divergence"] * (1 + 1e-12)
+            elif metric == "gaussian_kl":
+                m0, v0, m1, v1 = cur_raw.mean(), cur_raw.var(), ref_raw.mean(), ref_raw.var()
+                expected = math.log(math.sqrt(v1 / v0)) + (v0 + (m0 - m1) ** 2) / (2 * v1) - 0.5
+                assert all(b["contribution"] is None for b in row["top_bins"])
+            else:
+                _, (c, q) = s.bins([cur, ref])
+                p_s, q_s = (c + 0.5) / (c.sum() + 0.5 * c.size), (q + 0.5) / (q.sum() + 0.5 * q.size)
+                expected = math.log(np.sum(p_s**2 / q_s))
+            np.testing.assert_allclose(row["divergence"], expected, rtol=1e-7, err_msg=f"{metric} window {i}")
