@@ -17,6 +17,7 @@ import yaml
 
 from driftmon.config import model as c
 from driftmon.config.node import ConfigError, _Node, _show, parse_duration
+from driftmon.config.yamlsafe import MAX_BYTES, YAMLLimitError, load_yaml
 from driftmon.detect.registry import METRICS, UNITS
 from driftmon.util.secrets import redact_field
 
@@ -269,12 +270,20 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> c.Config:
-    """Read a YAML file and parse it (see :func:`parse_config`)."""
+    """Read a YAML file and parse it (see :func:`parse_config`).
+
+    At most :data:`~driftmon.config.yamlsafe.MAX_BYTES` are read; the file must be
+    UTF-8 and within the alias and nesting limits of :mod:`driftmon.config.yamlsafe`.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError("", f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = load_yaml(text)
+    except YAMLLimitError as exc:
+        raise ConfigError("", f"config {path} {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path} is not valid YAML: {exc}") from None
     return parse_config(data, env)

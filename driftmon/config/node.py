@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from driftmon.config.yamlsafe import load_yaml
 from driftmon.util.secrets import SECRET_KEYS
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -136,7 +137,7 @@ def _interpolate(value: Any, path: str, env: Mapping[str, str], typed: bool = Tr
     if typed and whole and result.strip():
         # "${MIN_COUNT}" standing alone takes the YAML type of its value (500 -> int)
         try:
-            loaded = yaml.safe_load(result)
+            loaded = load_yaml(result)
         except yaml.YAMLError:
             return result
         return loaded if loaded is None or isinstance(loaded, (int, float, bool)) else result
