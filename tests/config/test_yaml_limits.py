@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from driftmon.config import ConfigError, load_config, parse_config
 from driftmon.config.yamlsafe import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, YAMLLimitError, load_yaml
@@ -157,3 +159,18 @@ def test_env_values_are_read_within_the_same_limits():
         with pytest.raises(ConfigError) as err:  # kept as text, then refused at the key
             parse_config(doc, {"K": value})
         assert err.value.path == "streams[0].features[0].top_k" and "expected an integer" in str(err.value)
+
+
+YAMLISH = st.text(alphabet="[]{}:,&*!-?<| \n\t'\"#%@`\\>.abs019_~=eE+", max_size=300)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.one_of(YAMLISH.map(str.encode), st.binary(max_size=300),
+                      YAMLISH.map(lambda t: (STREAM + "x: " + t).encode())))
+def test_any_bytes_are_a_config_or_a_config_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
+    path.write_bytes(data)
+    try:
+        load_config(str(path))
+    except ConfigError as exc:
+        assert str(exc)
