@@ -86,8 +86,8 @@ def check_range(value: float, path: str, what: str, minimum: float | None = None
 class _Node:
     """A mapping being read, which remembers its path and which keys it accepts.
 
-    Every key read, or asked about with :meth:`has` / :meth:`accept`, is a key this
-    section accepts; :meth:`done` reports any other key with the list of those.
+    Every key read, or asked about with :meth:`has`, is a key this section
+    accepts; :meth:`done` reports any other key with the list of those.
     """
 
     def __init__(self, data: Any, path: str, env: Mapping[str, str]):
@@ -100,9 +100,6 @@ class _Node:
 
     def sub(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
-
-    def accept(self, *keys: str) -> None:
-        self.used.update(keys)
 
     def raw(self, key: str, default: Any = None, typed: bool = True) -> Any:
         self.used.add(key)
