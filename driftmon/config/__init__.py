@@ -1,6 +1,8 @@
-"""Configuration: parsed once from YAML (:mod:`.load`, reading through the
-path-aware nodes of :mod:`.node`) into the frozen dataclasses of :mod:`.model`,
-which are then passed down to every stage.
+"""Configuration: parsed once from YAML (:mod:`.yamlsafe` reads the file within
+size, nesting and alias limits; :mod:`.load` and :mod:`.streams` check every section
+through the path-aware, ranged nodes of :mod:`.node` and the name rules of
+:mod:`.names`) into the frozen dataclasses of :mod:`.model`, which are then passed
+down to every stage.
 
 ``from driftmon.config import Config, parse_config`` is the usual entry point.
 """
