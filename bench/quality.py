@@ -197,13 +197,14 @@ def num(name: str, column: str | None = None) -> dict[str, Any]:
     return {"name": name, "field": column or name, "type": "numeric", "bins": "quantile"}
 
 
-def drift_scenarios(n: int, window: int, seed: int) -> list[Scenario]:
-    ev = dr.drift_stream(n, window, seed)
+def drift_scenarios(n: int, window: int, seed: int, shape_family: str = "laplace") -> list[Scenario]:
+    ev = dr.drift_stream(n, window, seed, shape_family=shape_family)
     feats = [cat("category", 20), cat("genre", 50), num("score"), num("relevance"), cat("platform", 10),
              num("dwell_ms")]
     return [Scenario("drifts", "drifts", ev, feats, count=window, drifts=list(ev.meta["drifts"]),
                      null=list(ev.meta["stationary"]),
-                     note=f"{n:,} events, {window:,}-event windows")]
+                     note=f"{n:,} events, {window:,}-event windows"
+                          + ("" if shape_family == "laplace" else f", {shape_family} score"))]
 
 
 def stationary_scenarios(sizes: Iterable[int], events: int, min_windows: int, seed: int) -> list[Scenario]:
@@ -633,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                          "windows (200k events each), clustered 2k windows, real data without flights_2001")
     ap.add_argument("--n", type=int, default=1_000_000, help="events of the drift stream")
     ap.add_argument("--window", type=int, default=10_000, help="events per window of the drift stream")
+    ap.add_argument("--shape-family", choices=("laplace", "beta"), default="laplace",
+                    help="distribution of the drift stream's score (see drifts.drift_stream)")
     ap.add_argument("--stationary-sizes", default="1000,10000,100000", help="window sizes (events)")
     ap.add_argument("--stationary-events", type=int, default=1_000_000, help="events per window size ...")
     ap.add_argument("--stationary-min-windows", type=int, default=20, help="... but at least this many windows")
@@ -668,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
 
     makers: list[Callable[[], list[Scenario]]] = []
     if "drifts" in suites:
-        makers.append(lambda: drift_scenarios(args.n, args.window, args.seed))
+        makers.append(lambda: drift_scenarios(args.n, args.window, args.seed, args.shape_family))
     if "stationary" in suites:
         sizes = [int(s) for s in args.stationary_sizes.split(",") if s]
         makers.append(lambda: stationary_scenarios(sizes, args.stationary_events, args.stationary_min_windows,

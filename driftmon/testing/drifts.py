@@ -15,7 +15,7 @@ onset (event index and event time):
   ========== =========== ==========================================================================
   category   abrupt      8-category mix shifts at a window boundary; total variation 0.12
   genre      new_category a new value ``shorts`` at a 2% share, starting 3/4 into a window
-  score      shape       Beta score, mean 0.4 kept, sd 0.17 -> 0.125 at a window boundary
+  score      shape       Laplace score, mean 0.4 kept, sd 0.17 -> 0.125 at a window boundary
   relevance  gradual     Beta score, mean 0.4 -> 0.57 (1 sd) linearly over 10 windows, sd 0.17
   platform   --          stationary (3 values)
   dwell_ms   --          stationary (log-normal)
@@ -152,6 +152,7 @@ def drift_stream(
     score_mean: float = 0.4,
     sd_before: float = 0.17,
     sd_after: float = 0.125,
+    shape_family: str = "laplace",
     ramp_windows: int = 10,
     ramp_shift_sd: float = 1.0,
     start: float = START,
@@ -163,6 +164,11 @@ def drift_stream(
     ``DEFAULT_POSITIONS``; a step change starts on a window boundary, the new
     category 3/4 into its window, the gradual ramp at a boundary and lasts
     ``ramp_windows`` windows).
+
+    ``shape_family``: the distribution of ``score``, ``laplace`` (unbounded,
+    heavy tails: the spread change is D = 0.036 nats over 10 quantile bins,
+    about what issue 10 measured, KL 0.041) or ``beta`` (in [0, 1]; the same
+    sd change is D = 0.085 nats there, which today's 0.05 floor sees).
     """
     if n % window:
         raise ValueError(f"n ({n}) must be a multiple of the window ({window})")
@@ -194,9 +200,15 @@ def drift_stream(
 
     # shape: same mean, smaller spread
     o = onset["shape"]
-    a0, b0 = beta_params(score_mean, sd_before)
-    a1, b1 = beta_params(score_mean, sd_after)
-    score = np.concatenate([rng.beta(a0, b0, o), rng.beta(a1, b1, n - o)])
+    if shape_family == "laplace":  # sd = scale * sqrt(2)
+        score = np.concatenate([rng.laplace(score_mean, sd_before / np.sqrt(2), o),
+                                rng.laplace(score_mean, sd_after / np.sqrt(2), n - o)])
+    elif shape_family == "beta":
+        a0, b0 = beta_params(score_mean, sd_before)
+        a1, b1 = beta_params(score_mean, sd_after)
+        score = np.concatenate([rng.beta(a0, b0, o), rng.beta(a1, b1, n - o)])
+    else:
+        raise ValueError(f"shape_family must be 'laplace' or 'beta', got {shape_family!r}")
 
     # gradual: the mean moves ramp_shift_sd standard deviations, linearly per event
     o = onset["gradual"]
@@ -220,10 +232,10 @@ def drift_stream(
               onset["new_category"], at_ts(onset["new_category"]), window,
               {"value": NEW_GENRE, "share": new_share, "offset_in_window": NEW_CATEGORY_OFFSET}),
         Drift("shape", "score", onset["shape"], at_ts(onset["shape"]), onset["shape"], at_ts(onset["shape"]),
-              window, {"mean": score_mean, "sd_before": sd_before, "sd_after": sd_after}),
+              window, {"mean": score_mean, "sd_before": sd_before, "sd_after": sd_after, "family": shape_family}),
         Drift("gradual", "relevance", onset["gradual"], at_ts(onset["gradual"]), ramp_end,
               at_ts(ramp_end) if ramp_end < n else float(ts[-1]), window,
-              {"mean_before": score_mean, "mean_after": score_mean + shift, "sd": sd_before,
+              {"mean_before": score_mean, "mean_after": round(score_mean + shift, 12), "sd": sd_before,
                "ramp_windows": ramp_windows}),
     ]
     columns: dict[str, Column] = {

@@ -87,7 +87,14 @@ def test_shape_change_keeps_the_mean_and_narrows_the_spread(stream):
     before, after = x[:d.onset_index], x[d.onset_index:]
     assert before.mean() == pytest.approx(0.4, abs=0.003) and after.mean() == pytest.approx(0.4, abs=0.003)
     assert before.std() == pytest.approx(0.17, abs=0.003) and after.std() == pytest.approx(0.125, abs=0.003)
-    assert x.min() >= 0 and x.max() <= 1
+    assert d.params["family"] == "laplace"  # heavy tails: mean |x - mean| = sd / sqrt(2)
+    assert np.abs(before - 0.4).mean() == pytest.approx(0.17 / np.sqrt(2), abs=0.003)
+    # the other family keeps the score in [0, 1] with the same mean and sds
+    beta = dr.drift_stream(N, W, seed=3, shape_family="beta").columns["score"]
+    assert isinstance(beta, np.ndarray) and beta.min() >= 0 and beta.max() <= 1
+    assert beta[:d.onset_index].std() == pytest.approx(0.17, abs=0.003)
+    assert beta[d.onset_index:].std() == pytest.approx(0.125, abs=0.003)
+    assert beta[d.onset_index:].mean() == pytest.approx(0.4, abs=0.003)
 
 
 def test_gradual_shift_ramps_the_mean_linearly_over_ten_windows(stream):
