@@ -49,6 +49,7 @@ def segment_label(segment: str | None) -> str:
 
 # Outcome label of ``driftmon_webhook_deliveries_total`` that the rules in
 # deploy/prometheus understand: delivered = 2xx; retry = this attempt failed
+# (408/429/5xx, a connection error, or no answer within the webhook's timeout)
 # and will be retried; failed = given up (attempts exhausted or a permanent
 # 4xx); dropped = evicted from a full outbox, never sent.
 WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "dropped")
