@@ -58,7 +58,7 @@ class _Conn:
     addr: Any
     deadline: float
     buf: bytearray = field(default_factory=bytearray)
-    state: str = "head"  # head -> render -> write -> linger
+    state: str = "head"  # head -> render -> write -> linger, then closed
     out: memoryview | None = None
     discarded: int = 0
 
@@ -222,22 +222,30 @@ class StatusServer:
 
     def _serve(self) -> None:
         while not self._closing:
-            now = time.monotonic()
-            pending = [c.deadline for c in self._conns if c.state != "render"]
-            timeout = min(1.0, max(0.0, min(pending) - now)) if pending else 1.0
-            for key, _ in self._sel.select(timeout):
-                if key.data == "accept":
-                    self._accept()
-                elif key.data == "wake":
-                    self._drain_wake()
-                elif key.data.state == "head":
-                    self._read(key.data)
-                elif key.data.state == "write":
-                    self._write(key.data)
-                elif key.data.state == "linger":
-                    self._linger(key.data)
-            self._take_rendered()
-            self._expire(time.monotonic())
+            try:
+                self._step()
+            except Exception:  # a bug here must not silence /healthz for good
+                log.exception("http: serving loop failed; continuing")
+                time.sleep(0.1)
+
+    def _step(self) -> None:
+        """One round: wait for I/O (or the next deadline), handle it, hand out rendered answers."""
+        now = time.monotonic()
+        pending = [c.deadline for c in self._conns if c.state != "render"]
+        timeout = min(1.0, max(0.0, min(pending) - now)) if pending else 1.0
+        for key, _ in self._sel.select(timeout):
+            if key.data == "accept":
+                self._accept()
+            elif key.data == "wake":
+                self._drain_wake()
+            elif key.data.state == "head":
+                self._read(key.data)
+            elif key.data.state == "write":
+                self._write(key.data)
+            elif key.data.state == "linger":
+                self._linger(key.data)
+        self._take_rendered()
+        self._expire(time.monotonic())
 
     def _drain_wake(self) -> None:
         try:
@@ -381,4 +389,5 @@ class StatusServer:
                     self._sel.unregister(conn.sock)
                 except (KeyError, ValueError):
                     pass
+        conn.state = "closed"  # events already selected for it in this round are ignored
         conn.sock.close()
