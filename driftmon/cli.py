@@ -1,4 +1,9 @@
-"""Command line: ``driftmon validate-config | replay | run | demo``."""
+"""Command line: ``driftmon validate-config | replay | run | demo``.
+
+Light to import: numpy, the config loader and the pipeline are imported where
+they are used, so ``driftmon run`` installs its signal handlers within
+milliseconds of starting (see :mod:`driftmon.service.process`).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,20 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from driftmon import __version__
-from driftmon.config import Config, ConfigError, load_config, redacted
-from driftmon.detect.result import DriftResult, json_line, json_number, rfc3339
-from driftmon.pipeline import StreamPipeline
-from driftmon.source.base import values_of
-from driftmon.source.file import BATCH, FileSource
+
+if TYPE_CHECKING:
+    from driftmon.config import Config
+    from driftmon.detect.result import DriftResult
+
+BATCH = 10_000  # lines per replay batch (driftmon.source.file.BATCH)
 
 
 def _load(path: str) -> Config:
+    from driftmon.config import ConfigError, load_config
+
     try:
         return load_config(path, os.environ)
     except ConfigError as exc:
@@ -26,11 +34,15 @@ def _load(path: str) -> Config:
 
 
 def _fmt(x: float | None, spec: str) -> str:
+    from driftmon.detect.result import json_number
+
     v = json_number(x)
     return "-" if v is None else v if isinstance(v, str) else format(v, spec)
 
 
 def _text_row(r: DriftResult) -> str:
+    from driftmon.detect.result import rfc3339
+
     top = r.top_bins[0] if r.top_bins else None
     driver = f"{top.bin} {top.p_reference:.3f}->{top.p_current:.3f}" if top else "-"
     return (
@@ -42,6 +54,11 @@ def _text_row(r: DriftResult) -> str:
 
 def replay(cfg: Config, source: str, fmt: str, streams: list[str] | None, flush: bool, out: IO[str]) -> dict[str, Any]:
     """Run the daemon's exact pipeline over a JSON-lines file; print results."""
+    from driftmon.detect.result import json_line
+    from driftmon.pipeline import StreamPipeline
+    from driftmon.source.base import values_of
+    from driftmon.source.file import FileSource
+
     names = streams or [cfg.streams[0].name]
     pipes = [StreamPipeline(cfg.stream(n)) for n in names]
 
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.command == "validate-config":
+        from driftmon.config import redacted
+
         cfg = _load(args.file)
         print(json.dumps(redacted(cfg), indent=2))
         for notice in cfg.notices:
@@ -123,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "run":
-        from driftmon.service.process import run_daemon
+        from driftmon.service.process import catch_stop_signals, run_daemon
 
-        return run_daemon(_load(args.config), reset_state=args.reset_state)
+        stop = catch_stop_signals()  # first: a SIGTERM while the config and numpy load exits 0, not 143
+        return run_daemon(_load(args.config), reset_state=args.reset_state, stop=stop)
     from driftmon.demo import run_demo
 
     return run_demo(duration=args.duration, config_path=args.config, http=args.http)

@@ -30,8 +30,26 @@ DECODE_REASONS = ("invalid_json", "bad_type", "missing_field", "bad_timestamp")
 LATE = "late"
 REJECT_REASONS = (*DECODE_REASONS, LATE)
 
+# Segment keys.  The overall (unsegmented) series has segment ``None``, exported as the
+# label value "" (which Prometheus and Alertmanager treat as "no segment label").  So a
+# segment can never be "": the decoder gives an empty segment value the reserved value
+# EMPTY_SEGMENT (like ``__missing__`` for an absent one and ``__other__`` past
+# ``max_segments``), and segment_label() applies the same rule wherever a segment
+# becomes a metric label, a webhook label, a fingerprint or an Idempotency-Key.
+EMPTY_SEGMENT = "__empty__"
+OVERALL_SEGMENT_LABEL = ""
+
+
+def segment_label(segment: str | None) -> str:
+    """The label value of a series' segment: "" only for the overall series (``None``)."""
+    if segment is None:
+        return OVERALL_SEGMENT_LABEL
+    return segment or EMPTY_SEGMENT
+
+
 # Outcome label of ``driftmon_webhook_deliveries_total`` that the rules in
 # deploy/prometheus understand: delivered = 2xx; retry = this attempt failed
+# (408/429/5xx, a connection error, or no answer within the webhook's timeout)
 # and will be retried; failed = given up (attempts exhausted or a permanent
 # 4xx); dropped = evicted from a full outbox, never sent.
 WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "dropped")

@@ -8,7 +8,9 @@ event never raises: it is returned in ``rejected`` with one of the reasons
 
 Missing or null *feature* values are not errors: they are counted in the
 feature's ``__missing__`` bin.  Missing segment fields give the segment value
-``__missing__``.
+``__missing__``, and an empty one (``""``) the value ``__empty__``
+(:data:`driftmon.vocabulary.EMPTY_SEGMENT`), so no segment is ``""``, the label
+value of the overall series.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import orjson
 
 from driftmon.config import StreamConfig
+from driftmon.vocabulary import EMPTY_SEGMENT
 
 MAX_EPOCH = 7258118400.0  # 2200-01-01: anything later is not a real event time
 _ABSENT = object()
@@ -259,7 +262,7 @@ def _segment_value(v: Any) -> str:
     if isinstance(v, (dict, list)):
         raise _Reject("bad_type")
     s = v if isinstance(v, str) else str(v)
-    return s[:64]
+    return s[:64] or EMPTY_SEGMENT
 
 
 _FAST_TYPES: dict[Callable[[Any], Any], frozenset[type]] = {
@@ -275,7 +278,10 @@ def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg
     if set(map(type, col)) <= _FAST_TYPES[conv]:
         if conv is _numeric:
             return list(map(float, col))
-        if not seg or not col or max(map(len, col)) <= 64:
+        if not seg or not col:
+            return list(col)
+        lengths = list(map(len, col))
+        if 0 < min(lengths) and max(lengths) <= 64:
             return list(col)
     out: list[Any] = []
     append = out.append

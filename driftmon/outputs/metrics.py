@@ -13,7 +13,9 @@ Labels are bounded: stream, feature and segment come from the config (the
 segment count is capped upstream by ``max_segments``); reject reasons and
 webhook outcomes are small fixed vocabularies chosen by the code, never by
 event contents.  The overall (unsegmented) series has ``segment=""``, which
-Prometheus stores as "no segment label".
+Prometheus stores as "no segment label"; a segmented series never has that
+value (an empty segment value is ``__empty__``, see
+:func:`driftmon.vocabulary.segment_label`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from prometheus_client import (
 
 from driftmon import __version__
 from driftmon.detect.result import DriftResult
+from driftmon.vocabulary import segment_label
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -237,7 +240,7 @@ class Metrics:
 
     def observe_result(self, r: DriftResult) -> None:
         """Export one window's DriftResult; count its alert transition."""
-        key = (r.stream, r.feature, r.segment or "")
+        key = (r.stream, r.feature, segment_label(r.segment))
         if key not in self._div_metrics:
             self._div_metrics[key] = set()
             for t in ("fired", "resolved"):  # start at 0 so increase() sees the first one
@@ -255,7 +258,7 @@ class Metrics:
 
     def forget(self, stream: str, feature: str, segment: str | None) -> None:
         """Drop a key's gauges (e.g. a segment evicted by the max_segments cap)."""
-        key = (stream, feature, segment or "")
+        key = (stream, feature, segment_label(segment))
         for g in (self._p_value, self._alert_state, self._window_events, self._reference_events):
             _remove(g, key)
         for level in ("warn", "critical"):

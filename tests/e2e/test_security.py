@@ -216,7 +216,7 @@ def test_metrics_server_binds_loopback_by_default(tmp_path):
     daemon = Daemon(cfg)
     server = daemon.start_http()
     try:
-        host, port = server.httpd.server_address[:2]
+        host, port = server.server_address
         assert host == "127.0.0.1" and port > 0
     finally:
         server.stop()

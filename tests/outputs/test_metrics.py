@@ -203,3 +203,19 @@ def test_forget_drops_a_keys_gauges_only():
     m.observe_result(result(segment="mobile", divergence=0.5))
     assert value(samples(m), "driftmon_divergence", stream="recs", feature="category",
                  segment="mobile", metric="kl") == 0.5
+
+
+def test_a_segment_named_empty_is_not_the_overall_series():
+    m = Metrics()
+    m.observe_result(result(segment=None, divergence=0.01))
+    m.observe_result(result(segment="", divergence=0.5, transition="fired"))  # e.g. from an old checkpoint
+    smp = samples(m)
+    overall = dict(stream="recs", feature="category", segment="")
+    empty = dict(stream="recs", feature="category", segment="__empty__")
+    assert value(smp, "driftmon_divergence", **overall, metric="kl") == 0.01
+    assert value(smp, "driftmon_divergence", **empty, metric="kl") == 0.5
+    assert value(smp, "driftmon_alerts_total", **overall, transition="fired") == 0
+    assert value(smp, "driftmon_alerts_total", **empty, transition="fired") == 1
+    m.forget("recs", "category", "")
+    segs = {dict(lbl).get("segment") for name, lbl in samples(m) if name == "driftmon_divergence"}
+    assert segs == {""}

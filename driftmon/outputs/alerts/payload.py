@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from driftmon.detect.result import DriftResult, json_number, rfc3339
-from driftmon.vocabulary import SEVERITIES
+from driftmon.vocabulary import SEVERITIES, segment_label
 
 ALERTNAME = "DriftDetected"
 SIGNATURE_HEADER = "X-Driftmon-Signature"
@@ -53,13 +53,19 @@ def severity_of(result: DriftResult) -> str:
 
 
 def alert_labels(result: DriftResult, severity: str) -> dict[str, str]:
-    """Identity of an alert: a different severity is a different alert."""
+    """Identity of an alert: a different severity is a different alert.
+
+    The overall series has ``segment=""`` (no segment label for Alertmanager);
+    a segment is never ``""`` (see :func:`driftmon.vocabulary.segment_label`), so
+    the overall series and every segment differ in labels, fingerprint and
+    Idempotency-Key.
+    """
     return {
         "alertname": ALERTNAME,
         "severity": severity,
         "stream": result.stream,
         "feature": result.feature,
-        "segment": result.segment or "",
+        "segment": segment_label(result.segment),
     }
 
 
@@ -82,7 +88,7 @@ def _short(x: float | None) -> str:
 
 
 def _where(result: DriftResult) -> str:
-    seg = f" (segment {result.segment})" if result.segment else ""
+    seg = f" (segment {segment_label(result.segment)})" if result.segment is not None else ""
     return f"{result.stream}/{result.feature}{seg}"
 
 

@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 
 from driftmon import __version__
@@ -35,19 +34,13 @@ from driftmon.outputs.alerts.payload import (
     severity_of,
     sign,
 )
+from driftmon.outputs.alerts.transport import DeadlineExceeded, Poster
 from driftmon.util.secrets import redact_url, scrub
 from driftmon.vocabulary import SEVERITIES
 
 log = logging.getLogger(__name__)
 
 OutcomeCallback = Callable[[str, str], None]
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow redirects: urllib would turn the signed POST into a bodyless GET."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401
-        return None
 
 
 class ReceiverWorker:
@@ -57,6 +50,8 @@ class ReceiverWorker:
     with exponential backoff and full jitter (``random.uniform(0, min(max,
     initial * 2**(attempt-1)))``); any other status is a permanent failure.
     Head-of-line blocking is deliberate: it keeps per-fingerprint order.
+    Each attempt takes at most ``config.timeout`` seconds in all and reads at
+    most 64 KiB of the answer (:mod:`driftmon.outputs.alerts.transport`).
     """
 
     def __init__(self, config: WebhookConfig, outbox: Outbox, on_outcome: OutcomeCallback) -> None:
@@ -75,7 +70,7 @@ class ReceiverWorker:
             self._auth = "Basic " + base64.b64encode(raw.encode("utf-8")).decode("ascii")
         self._url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         self._sensitive = [s for s in (config.secret, config.url, parts.query, parts.password, parts.path) if s and s != "/"]
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._poster = Poster(f"driftmon-webhook-{config.name}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -124,6 +119,12 @@ class ReceiverWorker:
         return random.uniform(0.0, max(cap, 0.0))
 
     def _run(self) -> None:
+        try:
+            self._deliver()
+        finally:
+            self._poster.close()
+
+    def _deliver(self) -> None:
         current, attempt = None, 0
         while not self._stop.is_set():
             item = self.outbox.head()
@@ -170,23 +171,23 @@ class ReceiverWorker:
         if self._auth:
             headers["Authorization"] = self._auth
         try:
-            req = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
-            with self._opener.open(req, timeout=self.config.timeout) as resp:
-                resp.read()
-                code = resp.status
-        except urllib.error.HTTPError as e:
-            code = e.code
-            e.close()
+            resp = self._poster.post(self._url, body, headers, self.config.timeout)
+        except DeadlineExceeded as e:  # counted as a retry like any timeout, after exactly `timeout`
+            return "retry", f"timeout: {e}", key
         except ValueError as e:  # malformed URL: retrying cannot help
             return "failed", self._scrub(f"{type(e).__name__}: {e}"), key
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             return "retry", self._scrub(f"{type(e).__name__}: {reason}"), key
+        code = resp.status
         if 200 <= code < 300:
             return "delivered", f"HTTP {code}", key
+        detail = f"HTTP {code}"
+        if resp.body:
+            detail += f": {self._scrub(resp.snippet())}"
         if code in (408, 429) or code >= 500:
-            return "retry", f"HTTP {code}", key
-        return "failed", f"HTTP {code}", key
+            return "retry", detail, key
+        return "failed", detail, key
 
 
 class AlertDispatcher:

@@ -90,8 +90,14 @@ def test_fingerprint_stable_and_identity_sensitive():
     assert len(fp) == 16 and int(fp, 16) >= 0
     assert fingerprint(alert_labels(result(), "critical")) != fp
     assert fingerprint(alert_labels(result(segment="web"), "warning")) != fp
-    assert fingerprint(alert_labels(result(segment=None), "warning")) == fingerprint(
-        alert_labels(result(segment=""), "warning"))
+    # A segment "" (e.g. restored from an old checkpoint) is not the overall series (issue 9):
+    # labels, fingerprint, group key and Idempotency-Key all differ.
+    overall = build_payload(result(segment=None), status="firing", severity="warning", receiver="x", starts_at="s")
+    empty = build_payload(result(segment=""), status="firing", severity="warning", receiver="x", starts_at="s")
+    assert overall["alerts"][0]["labels"]["segment"] == "" and empty["alerts"][0]["labels"]["segment"] == "__empty__"
+    assert overall["alerts"][0]["fingerprint"] != empty["alerts"][0]["fingerprint"]
+    assert overall["groupKey"] != empty["groupKey"]
+    assert overall["driftmon"]["idempotency_key"] != empty["driftmon"]["idempotency_key"]
     # Different windows of the same alert share the fingerprint but not the idempotency key.
     a = build_payload(result(), status="firing", severity="warning", receiver="x", starts_at="s")
     b = build_payload(result(window_end=T0 + 600), status="firing", severity="warning", receiver="x", starts_at="s")

@@ -1,0 +1,148 @@
+"""``driftmon run`` as a process: a SIGTERM at any moment gives a clean exit 0.
+
+Before the fix the handlers were installed after the config was loaded, numpy
+imported and the daemon built, so a SIGTERM in the first second or so killed the
+process with the default action (exit 143).  Now the CLI installs them first
+(``process.catch_stop_signals``), within milliseconds of the interpreter starting.
+
+Each case spawns the real command against the session tansu broker and sends
+SIGTERM at a different moment: the instant the handler appears in
+``/proc/<pid>/status`` (checked to be before numpy is even mapped, i.e. before
+anything slow), fixed delays that fall into the imports, the config load and the
+daemon's construction, and after the daemon serves /metrics and is consuming.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.service.test_daemon import daemon_cfg, http_get
+
+pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parents[2]
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+
+
+def _status_field(pid: int, name: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(name + ":"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _catches_sigterm(pid: int) -> bool:
+    mask = _status_field(pid, "SigCgt")
+    return mask is not None and bool(int(mask, 16) & SIGTERM_BIT)
+
+
+def _numpy_loaded(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as fh:
+        return "/numpy/" in fh.read()
+
+
+class Run:
+    """One ``driftmon run`` process and its stderr."""
+
+    def __init__(self, config_file: Path):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "driftmon.cli", "run", "-c", str(config_file)],
+                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.lines: list[str] = []
+        self.address: str | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            m = re.search(r"serving /metrics /healthz /readyz on http://([0-9.]+:[0-9]+)", line)
+            if m:
+                self.address = m.group(1)
+
+    def wait_handler(self, timeout: float = 30.0) -> tuple[float, bool]:
+        """Spin until the SIGTERM handler is installed: (seconds since spawn, numpy already mapped then)."""
+        deadline = time.monotonic() + timeout
+        pid = self.proc.pid
+        while not _catches_sigterm(pid):
+            assert self.proc.poll() is None, f"exited early ({self.proc.returncode}):\n{self.log}"
+            assert time.monotonic() < deadline, "no SIGTERM handler installed"
+            time.sleep(0.0005)
+        # read the maps after the handler was seen: numpy absent now means absent then too
+        return time.monotonic() - self.started, _numpy_loaded(pid)
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines[-30:])
+
+
+def _case(config_file: Path, when: Any, out: dict[str, Any]) -> None:
+    run = Run(config_file)
+    try:
+        installed_at, numpy_then = run.wait_handler()
+        out["installed_at"], out["numpy_then"] = installed_at, numpy_then
+        if when == "serving":  # the daemon is up and has a consumer
+            deadline = time.monotonic() + 60
+            while not (run.address and http_get(f"http://{run.address}/readyz")[0] == 200):
+                assert time.monotonic() < deadline and run.proc.poll() is None, run.log
+                time.sleep(0.05)
+        elif isinstance(when, float):
+            time.sleep(max(0.0, run.started + when - time.monotonic()))
+        out["sent_at"] = time.monotonic() - run.started
+        run.proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            out["code"] = run.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            out["code"] = "no exit within 30 s"
+        out["exit_after"] = time.monotonic() - sent
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+        run._reader.join(5)
+        out["log"] = run.log
+
+
+def test_sigterm_at_any_moment_of_start_up_exits_0(kafka_broker, fresh_topic, tmp_path):
+    topic = fresh_topic(partitions=1)
+    cases: list[Any] = ["handler", 0.3, 0.8, 1.5, 2.5, "serving"]
+    results: dict[Any, dict[str, Any]] = {}
+    threads = []
+    for i, when in enumerate(cases):
+        doc = daemon_cfg(kafka_broker.bootstrap, topic, tmp_path / f"state{i}", segmented=False,
+                         lifecycle={"grace_period": "2s"})
+        config_file = tmp_path / f"driftmon{i}.yaml"
+        config_file.write_text(yaml.safe_dump(doc))
+        results[when] = out = {}
+        t = threading.Thread(target=_case, args=(config_file, when, out), daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(120)
+    report = {when: {k: v for k, v in r.items() if k != "log"} for when, r in results.items()}
+    for when, r in results.items():
+        assert "code" in r, (when, report, r.get("log"))
+        assert r["code"] == 0, (when, report, r["log"])
+        assert "Traceback" not in r["log"], (when, r["log"])
+        # the handlers come before anything slow: numpy was not even mapped yet
+        assert r["numpy_then"] is False, (when, report)
+    assert results["serving"]["exit_after"] < 10, report
