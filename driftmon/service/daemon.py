@@ -4,8 +4,8 @@ Order of durability (see docs/reliability.md): a polled batch is counted into
 window state; results go to the sinks and alerts to the on-disk outbox; every
 ``state.checkpoint_interval`` the sinks are synced, the state and the offsets
 it covers are written atomically, and only then are those offsets committed
-to Kafka.  On start the checkpoint is restored and each partition is sought
-to its checkpointed offset.
+to Kafka.  On start the state dir is locked (one daemon per state dir), the
+checkpoint is restored and each partition is sought to its checkpointed offset.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -27,7 +28,9 @@ from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import make_sinks
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
+from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
+from driftmon.service.statedir import acquire_state_dir, describe_os_error
 from driftmon.source.kafka import KafkaSource
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import LATE, REJECT_REASONS
@@ -49,18 +52,16 @@ class Daemon:
             self.metrics.init_stream(s.name, REJECT_REASONS)
             for t in s.topics:
                 self.by_topic[t].append(self.pipelines[s.name])
-        self.store = CheckpointStore(cfg.state.dir, config_fingerprint(cfg))
-        if reset_state:
-            aside = self.store.reset()
-            if aside:
-                log.warning("--reset-state: moved checkpoint aside to %s; windows and references start afresh "
-                            "from the group's committed offsets", aside)
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition, counted in state
         self.committed: dict[tuple[str, int], int] = {}
         self.consistent = True  # False while a batch is half counted: never checkpoint that
-        self._restore()
-        self.sinks = make_sinks(cfg.sinks, cfg.kafka)
-        self.dispatcher = AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
+        # One daemon per state dir: exit 5 if another holds it, 4 if it cannot be written.
+        self.lock = acquire_state_dir(cfg.state.dir)
+        try:
+            self._open_files(reset_state)
+        except BaseException:
+            self.lock.release()
+            raise
         self.dlq = DeadLetterProducer(cfg.kafka, cfg.kafka.dead_letter_topic) if cfg.kafka.dead_letter_topic else None
         self.source: KafkaSource | None = None
         self.server: StatusServer | None = None
@@ -72,6 +73,25 @@ class Daemon:
         self._worker_lock = threading.RLock()  # on_revoke drains from kafka-python's thread
 
     # -- state ------------------------------------------------------------------------------
+
+    def _open_files(self, reset_state: bool) -> None:
+        """The checkpoint, the results file and (only with webhooks) the alert outboxes;
+        an OSError becomes :class:`UnwritablePathError` (exit 4) naming what failed."""
+        cfg = self.cfg
+        with _unwritable("state dir", cfg.state.dir, "state.dir"):
+            self.store = CheckpointStore(cfg.state.dir, config_fingerprint(cfg))
+            if reset_state:
+                aside = self.store.reset()
+                if aside:
+                    log.warning("--reset-state: moved checkpoint aside to %s; windows and references start afresh "
+                                "from the group's committed offsets", aside)
+        self._restore()
+        with _unwritable("results file", cfg.sinks.jsonl or "", "sinks.jsonl"):
+            self.sinks = make_sinks(cfg.sinks, cfg.kafka)
+        with _unwritable("alert outbox in state dir", cfg.state.dir, "state.dir"):
+            self.dispatcher: AlertDispatcher | NoAlerts = (
+                AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
+                if cfg.alerts.webhooks else NoAlerts())
 
     def _restore(self) -> None:
         loaded = self.store.load()  # raises CheckpointError on a bad checkpoint
@@ -367,4 +387,35 @@ class Daemon:
             self.worker = None
         if self.server is not None:
             self.server.stop()
+        self.lock.release()
         log.info("stopped")
+
+
+@contextmanager
+def _unwritable(what: str, path: str, key: str) -> Iterator[None]:
+    """OSError -> one-line :class:`UnwritablePathError` naming ``path`` (and the file that failed)."""
+    try:
+        yield
+    except OSError as exc:
+        raise UnwritablePathError(f"{what} {path} cannot be written ({describe_os_error(exc, path)}); "
+                                  f"check {key} and the permissions of its directory") from None
+
+
+class NoAlerts:
+    """The dispatcher when no webhook is configured: nothing to deliver, nothing written
+    to the state dir (no ``alerts/`` or ``outbox/`` directories)."""
+
+    def handle(self, result: object) -> None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+    def pending(self) -> dict[str, int]:
+        return {}
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def close(self, timeout: float = 5.0) -> bool:
+        return True

@@ -7,8 +7,8 @@ import logging
 import signal
 
 from driftmon.config import Config
-from driftmon.service.checkpoint import CheckpointError
 from driftmon.service.daemon import Daemon
+from driftmon.service.errors import StartupError
 from driftmon.service.logs import setup_logging
 
 log = logging.getLogger("driftmon.service.daemon")
@@ -39,9 +39,9 @@ def run_daemon(cfg: Config, reset_state: bool = False) -> int:
         log.warning("config: %s", notice)
     try:
         daemon = Daemon(cfg, reset_state=reset_state)
-    except CheckpointError as exc:
+    except StartupError as exc:  # bad checkpoint (3), unwritable path (4), state dir in use (5)
         log.error("%s", exc)
-        return 3
+        return exc.exit_code
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.stop_event.set())
     tune_gc()
