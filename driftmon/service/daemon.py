@@ -6,6 +6,12 @@ window state; results go to the sinks and alerts to the on-disk outbox; every
 it covers are written atomically, and only then are those offsets committed
 to Kafka.  On start the state dir is locked (one daemon per state dir), the
 checkpoint is restored and each partition is sought to its checkpointed offset.
+
+Start-up never waits for the broker: the constructor touches only local files,
+``run`` serves ``/healthz`` first, then builds the Kafka clients (dead-letter
+and results producers, then the consumer) off the main thread, retried until
+the cluster answers (:mod:`driftmon.service.connect`); ``/readyz`` says "no broker
+contact" meanwhile and a stop is honoured at once.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,10 +35,11 @@ from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import make_sinks
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
+from driftmon.service.connect import Connector
 from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
 from driftmon.service.statedir import acquire_state_dir, describe_os_error
-from driftmon.source.kafka import KafkaSource
+from driftmon.source.kafka import KafkaSource, probe_cluster
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import LATE, REJECT_REASONS
 
@@ -62,7 +70,10 @@ class Daemon:
         except BaseException:
             self.lock.release()
             raise
-        self.dlq = DeadLetterProducer(cfg.kafka, cfg.kafka.dead_letter_topic) if cfg.kafka.dead_letter_topic else None
+        # Kafka clients are built by run() (never here: a constructor must not wait for the broker)
+        self.dlq: DeadLetterProducer | None = None
+        self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
+        self.connector: Connector | None = None
         self.source: KafkaSource | None = None
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
@@ -87,7 +98,7 @@ class Daemon:
                                 "from the group's committed offsets", aside)
         self._restore()
         with _unwritable("results file", cfg.sinks.jsonl or "", "sinks.jsonl"):
-            self.sinks = make_sinks(cfg.sinks, cfg.kafka)
+            self.sinks = make_sinks(replace(cfg.sinks, kafka_topic=None), cfg.kafka)
         with _unwritable("alert outbox in state dir", cfg.state.dir, "state.dir"):
             self.dispatcher: AlertDispatcher | NoAlerts = (
                 AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
@@ -260,7 +271,13 @@ class Daemon:
 
     def ready(self) -> tuple[bool, str]:
         if self.source is None:
-            return False, "starting"
+            conn = self.connector
+            waiting = conn.waiting_for if conn is not None else None
+            if conn is None or waiting is None:
+                return False, "starting"
+            err = f", last attempt: {conn.last_error}" if conn.last_error else ""
+            return False, (f"no broker contact: connecting the {waiting} to {conn.servers} for "
+                           f"{time.monotonic() - conn.since:.0f}s{err}")
         age = time.monotonic() - self.source.last_broker_contact
         if age > self.cfg.http.ready_broker_timeout:
             return False, f"no broker contact for {age:.0f}s"
@@ -340,17 +357,27 @@ class Daemon:
         return 0
 
     def _connect(self, topics: list[str]) -> KafkaSource | None:
-        """Create the consumer, retrying with backoff while the cluster is unreachable."""
-        delay = 1.0
-        while not self.stop_event.is_set():
-            try:
-                return KafkaSource(self.cfg.kafka, topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-            except Exception as exc:  # e.g. KafkaTimeoutError / NoBrokersAvailable at start-up
-                log.warning("kafka not reachable at %s (%s); retrying in %.0fs",
-                            ",".join(self.cfg.kafka.bootstrap_servers), exc, delay)
-                self.stop_event.wait(delay)
-                delay = min(delay * 2, 30.0)
-        return None
+        """Build the producers, then the consumer (so every record it delivers can be
+        dead-lettered and every result sent), each off the main thread and retried while
+        the cluster is unreachable; None when stopped first."""
+        kafka, sinks = self.cfg.kafka, self.cfg.sinks
+        conn = self.connector = Connector(self.stop_event, ",".join(kafka.bootstrap_servers))
+        dlq_topic = kafka.dead_letter_topic
+        if dlq_topic and self.dlq is None:
+            self.dlq = conn.build("dead-letter producer", lambda: DeadLetterProducer(kafka, dlq_topic))
+            if self.dlq is None:
+                return None
+        if self._results_topic_pending:
+            made = conn.build("results producer", lambda: make_sinks(replace(sinks, jsonl=None), kafka))
+            if made is None:
+                return None
+            self.sinks.extend(made)
+            self._results_topic_pending = False
+        if not dlq_topic and not sinks.kafka_topic:  # a failed consumer constructor leaks a thread: probe first
+            if conn.build("cluster probe", lambda: probe_cluster(kafka)) is None:
+                return None
+        return conn.build("consumer", lambda: KafkaSource(kafka, topics, on_assign=self._on_assign,
+                                                          on_revoke=self._on_revoke))
 
     def _update_lag(self) -> None:
         try:
@@ -367,8 +394,12 @@ class Daemon:
         except Exception:
             log.exception("counting the decode worker's last batch failed")
         if self.cfg.lifecycle.close_windows_on_shutdown:
-            for name, pipe in self.pipelines.items():
-                self._emit(name, pipe.flush())
+            if self._results_topic_pending:  # their results could not reach the topic: keep them open
+                log.warning("windows stay open in the checkpoint: the results topic %r was never reached",
+                            self.cfg.sinks.kafka_topic)
+            else:
+                for name, pipe in self.pipelines.items():
+                    self._emit(name, pipe.flush())
         try:
             self.checkpoint()
         except Exception:

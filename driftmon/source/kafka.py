@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
+# kafka-python backs reconnects off exponentially up to 30 s: a broker that came up after a
+# minute's outage (or after the daemon, at start) was noticed up to 30 s late.
+RECONNECT_BACKOFF_MAX_MS = 5000
 
 
 class Record(NamedTuple):
@@ -73,6 +76,7 @@ def client_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
         "bootstrap_servers": list(kafka.bootstrap_servers),
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         kw["ssl_check_hostname"] = kafka.ssl_check_hostname
@@ -101,6 +105,23 @@ def consumer_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
     }
+
+
+def probe_cluster(kafka: KafkaConfig) -> bool:
+    """Bootstrap once from the cluster (address, TLS, SASL) and disconnect: True, or raises
+    like a client constructor (e.g. ``KafkaTimeoutError`` after ``bootstrap_timeout_ms``).
+
+    Done before the consumer is built when no producer is: each failed
+    ``KafkaConsumer(...)`` leaves its network thread running (kafka-python 3),
+    a failed producer leaves nothing.
+    """
+    from kafka import KafkaProducer
+
+    kw = {**client_kwargs(kafka), "client_id": f"{kafka.client_id}-probe"}
+    log.info("probing the kafka cluster: %s", redact_kwargs(kw))
+    producer = KafkaProducer(**kw)
+    producer.close(timeout=1)
+    return True
 
 
 def next_offsets(records: Iterable[Record]) -> dict[Partition, int]:

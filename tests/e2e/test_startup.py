@@ -1,5 +1,11 @@
-"""Start-up hardening, with the real daemon process (issue 9, items 6 and 11).
+"""Start-up hardening, with the real daemon process (issue 9, items 5, 6 and 11).
 
+* No broker at start (the shipped config, which has a dead-letter topic):
+  ``/healthz`` answers 200 and ``/readyz`` 503 "no broker contact" at once, and
+  one SIGTERM stops it with exit 0 within a second or two.
+* A broker that appears ~5 s after the daemon: a real tansu is started on the
+  port the daemon was given; events then flow, rejected records reach the
+  dead-letter topic and results the results topic, without a restart.
 * Two daemons on one state dir: the second exits 5 naming the dir and the
   first one's pid; the first carries on; once it is gone (even by kill -9) the
   dir can be used again.
@@ -26,12 +32,14 @@ from kafka.structs import TopicPartition
 from driftmon.service.errors import EXIT_STATE_DIR_IN_USE, EXIT_UNWRITABLE
 from driftmon.service.statedir import LOCK_NAME
 from driftmon.testing import synth
-from driftmon.testing.embedded import create_topics, free_port
+from driftmon.testing.embedded import EmbeddedBroker, create_topics, free_port
 from tests.conftest import produce, unique_name
 from tests.e2e.test_crash import (
     REPO,
     DaemonProcess,
     assert_no_driftmon_traceback,
+    checkpoint_offsets,
+    sample,
     wait_until,
     write_config,
 )
@@ -100,6 +108,80 @@ def read_topic(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list:
     finally:
         consumer.close()
     return got
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 5: no broker at start
+# ---------------------------------------------------------------------------------------------
+
+
+def test_no_broker_at_start_serves_health_at_once_and_sigterm_exits_0_promptly(tmp_path):
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    daemon = DaemonProcess(write_config(tmp_path / "d.yaml", shipped_config(dead, tmp_path)), tmp_path)
+    t0 = time.monotonic()
+    daemon.start()
+    try:
+        assert daemon.get("/healthz")[0] == 200
+        healthy_after = time.monotonic() - t0
+        status, reason = daemon.get("/readyz")
+        assert status == 503 and "no broker contact" in reason and dead in reason, reason
+        assert sample(daemon.metrics(), "driftmon_ready") == 0
+        time.sleep(2.0)  # well into kafka-python's 30 s bootstrap: still answering, still waiting
+        assert daemon.alive and daemon.get("/healthz")[0] == 200
+        assert "dead-letter producer" in daemon.get("/readyz")[1]
+        code, took = stop_timed(daemon)
+    finally:
+        daemon.kill()
+    log = daemon.log()
+    assert code == 0, log
+    assert took < 5.0, f"SIGTERM took {took:.1f}s"
+    assert healthy_after < 10.0, f"/healthz only after {healthy_after:.1f}s"
+    assert "KafkaTimeoutError" not in log and "Traceback" not in log, log
+    assert "stopped while the dead-letter producer was connecting" in log
+    print(f"/healthz 200 {healthy_after:.1f}s after the start, exit 0 {took:.2f}s after SIGTERM")
+
+
+@pytest.mark.kafka
+def test_broker_started_5s_after_the_daemon_then_events_results_and_dead_letters_flow(tmp_path):
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    topic, dlq, results = unique_name("late"), unique_name("late-dlq"), unique_name("late-results")
+    state = tmp_path / "state"
+    doc = small_config(topic, bootstrap, state, dead_letter_topic=dlq)
+    doc["sinks"]["kafka_topic"] = results
+    doc["detector"]["min_count"] = 10
+    good = events(2000)
+    daemon = DaemonProcess(write_config(tmp_path / "d.yaml", doc), tmp_path)
+    daemon.start()
+    try:
+        assert daemon.get("/healthz")[0] == 200
+        time.sleep(5.0)
+        status, reason = daemon.get("/readyz")
+        assert status == 503 and "no broker contact" in reason, reason
+        with EmbeddedBroker(port=port) as broker:
+            create_topics(broker.bootstrap, [topic, dlq, results], partitions=1)
+            appeared = time.monotonic()
+            produce(broker.bootstrap, topic, good[:1000] + BAD + good[1000:], partition=0)
+            total = len(good) + len(BAD)
+            wait_until(lambda: counted(state) == total, 60, "every record counted once", daemon)
+            flowed_after = time.monotonic() - appeared
+            wait_until(lambda: daemon.get("/readyz")[0] == 200, 20, "/readyz 200", daemon)
+            dead = read_topic(broker.bootstrap, dlq, len(BAD))
+            assert sorted(d.value for d in dead) == sorted(BAD)
+            assert {dict(d.headers)["driftmon-reason"] for d in dead} == {b"invalid_json", b"bad_type"}
+            rows = read_topic(broker.bootstrap, results, 1)  # 2000 events close 3 windows
+            assert rows
+            m = daemon.metrics()
+            assert sample(m, "driftmon_events_total") == total
+            assert sample(m, "driftmon_events_rejected_total") == len(BAD)
+            assert checkpoint_offsets(state)[(topic, 0)] == total
+            code, _ = stop_timed(daemon)
+    finally:
+        daemon.kill()
+    assert code == 0, daemon.log()
+    assert_no_driftmon_traceback(daemon.log())
+    assert daemon.runs == 1
+    print(f"events flowed {flowed_after:.1f}s after the broker appeared")
 
 
 # ---------------------------------------------------------------------------------------------
