@@ -11,7 +11,8 @@ Start-up never waits for the broker: the constructor touches only local files,
 ``run`` serves ``/healthz`` first, then builds the Kafka clients (dead-letter
 and results producers, then the consumer) off the main thread, retried until
 the cluster answers (:mod:`driftmon.service.connect`); ``/readyz`` says "no broker
-contact" meanwhile and a stop is honoured at once.
+contact" meanwhile and a stop is honoured at once.  Offsets outside a
+partition's log are handled by :class:`driftmon.source.offsets.OffsetGuard`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
 from driftmon.service.statedir import acquire_state_dir, describe_os_error
 from driftmon.source.kafka import KafkaSource, probe_cluster
+from driftmon.source.offsets import OffsetGuard
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import LATE, REJECT_REASONS
 
@@ -74,6 +76,7 @@ class Daemon:
         self.dlq: DeadLetterProducer | None = None
         self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
         self.connector: Connector | None = None
+        self.guard = OffsetGuard(self.offsets, cfg.kafka.auto_offset_reset, self.metrics.offset_out_of_range)
         self.source: KafkaSource | None = None
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
@@ -117,7 +120,7 @@ class Daemon:
             raise CheckpointError(f"checkpoint {self.store.path} does not fit the configured streams "
                                   f"({type(exc).__name__}: {exc}); run `driftmon run --reset-state` to move it "
                                   "aside and start from the group's committed offsets") from None
-        self.offsets = dict(offsets)
+        self.offsets.update(offsets)
         log.info("restored checkpoint: %d stream(s), %d partition offset(s)", len(streams), len(offsets))
 
     def checkpoint(self) -> None:
@@ -158,7 +161,7 @@ class Daemon:
     def process_batches(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
         """Count one poll, ``{(topic, partition): records in offset order}``, into window
         state and emit what it closed.  Hot path: no Python loop per record here."""
-        polled = group_poll(batches)
+        polled = group_poll(self.guard.admit(batches))
         if polled:
             self._count_polled(polled, None)
 
@@ -171,8 +174,8 @@ class Daemon:
                 self.process_batches(batches)
             return
         with self._worker_lock:
-            self._collect()
-            polled = group_poll(batches)
+            self._collect()  # first: the guard compares with the offsets it moves
+            polled = group_poll(self.guard.admit(batches))
             if polled:
                 self._submit(polled)
 
@@ -188,10 +191,8 @@ class Daemon:
             for pipe in self.by_topic.get(topic, ()):
                 self._run(pipe, recs, values, partitions,
                           None if decoded is None else decoded[(topic, pipe.cfg.name)])
-            for partition, rs in parts:
-                key, nxt = (topic, partition), rs[-1].offset + 1
-                if nxt > self.offsets.get(key, -1):
-                    self.offsets[key] = nxt
+            for partition, rs in parts:  # OffsetGuard.admit let through only what follows the state
+                self.offsets[(topic, partition)] = rs[-1].offset + 1
         self.consistent = True
 
     def _submit(self, polled: list[Polled]) -> None:
@@ -294,6 +295,7 @@ class Daemon:
             self.source.seek(known)
         now = time.monotonic()  # (kafka-python's thread, while the main thread waits in poll)
         for topic, partition in partitions:  # they hold the watermark back until they deliver or idle
+            self.metrics.init_partition(topic, partition)
             for pipe in self.by_topic.get(topic, ()):
                 pipe.register_partitions([partition_id(pipe, topic, partition)], now)
         log.info("partitions assigned: %s (%d resumed from this state's offsets)", partitions, len(known))
@@ -331,6 +333,7 @@ class Daemon:
         if self.source is None:  # stopped before the cluster ever answered
             self._shutdown()
             return 0
+        self.guard.source = self.source
         if self.offsets:
             self.source.seek(self.offsets)
         log.info("consuming %s as group %r", topics, cfg.kafka.group_id)
@@ -347,6 +350,7 @@ class Daemon:
                 if now - self.last_checkpoint >= cfg.state.checkpoint_interval:
                     self.checkpoint()
                 if now - self.last_lag >= LAG_INTERVAL:
+                    self._check_offsets()
                     self._update_lag()
                     self.metrics.set_ready(self.ready()[0])
                     for receiver, n in self.dispatcher.pending().items():
@@ -378,6 +382,12 @@ class Daemon:
                 return None
         return conn.build("consumer", lambda: KafkaSource(kafka, topics, on_assign=self._on_assign,
                                                           on_revoke=self._on_revoke))
+
+    def _check_offsets(self) -> None:
+        try:
+            self.guard.tick()
+        except Exception as exc:  # broker trouble: the next tick tries again
+            log.warning("checking offsets against the partitions' logs failed: %s", exc)
 
     def _update_lag(self) -> None:
         try:
