@@ -53,3 +53,10 @@ def segment_label(segment: str | None) -> str:
 # and will be retried; failed = given up (attempts exhausted or a permanent
 # 4xx); dropped = evicted from a full outbox, never sent.
 WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "dropped")
+
+# Direction label of ``driftmon_consumer_offset_out_of_range_total``: a partition's next
+# offset (checkpointed or committed) was past the end of its log (the broker lost records),
+# or before its start (retention deleted records before they were read).
+OFFSET_BEYOND_END = "beyond_end"
+OFFSET_BEFORE_START = "before_start"
+OFFSET_DIRECTIONS = (OFFSET_BEYOND_END, OFFSET_BEFORE_START)

@@ -35,7 +35,7 @@ from prometheus_client import (
 
 from driftmon import __version__
 from driftmon.detect.result import DriftResult
-from driftmon.vocabulary import segment_label
+from driftmon.vocabulary import OFFSET_DIRECTIONS, segment_label
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -62,6 +62,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "driftmon_last_window_close_timestamp_seconds",
     # Kafka consumer
     "driftmon_consumer_lag",
+    "driftmon_consumer_offset_out_of_range_total",
     # webhooks
     "driftmon_webhook_deliveries_total",
     "driftmon_webhook_outbox_size",
@@ -203,6 +204,13 @@ class Metrics:
             ("topic", "partition"),
             registry=reg,
         )
+        self._out_of_range = Counter(
+            "driftmon_consumer_offset_out_of_range_total",
+            "A partition's next offset was outside its log: beyond_end (the broker lost records) or "
+            "before_start (deleted before they were read); kafka.auto_offset_reset was applied.",
+            ("topic", "partition", "direction"),
+            registry=reg,
+        )
         self._deliveries = Counter(
             "driftmon_webhook_deliveries_total",
             "Webhook delivery attempts by outcome (delivered|retry|failed|dropped).",
@@ -296,6 +304,16 @@ class Metrics:
 
     def set_lag(self, topic: str, partition: int, lag: float) -> None:
         self._lag.labels(topic, str(partition)).set(lag)
+
+    def init_partition(self, topic: str, partition: int) -> None:
+        """Create an assigned partition's counters at 0 so increase() sees the first one."""
+        for direction in OFFSET_DIRECTIONS:
+            self._out_of_range.labels(topic, str(partition), direction).inc(0)
+
+    def offset_out_of_range(self, topic: str, partition: int, direction: str) -> None:
+        """Count a next offset outside the log; ``direction`` is one of
+        :data:`driftmon.vocabulary.OFFSET_DIRECTIONS`."""
+        self._out_of_range.labels(topic, str(partition), direction).inc()
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop a partition's lag after it was revoked, so it does not go stale."""

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from driftmon.config import Config
+from driftmon.service.errors import EXIT_BAD_CHECKPOINT, StartupError
 from driftmon.util.files import atomic_write, fsync_dir
 
 VERSION = 3  # 3: mergeable window summaries (2: learned bins and dense counts)
@@ -48,9 +49,11 @@ _RESET_HINT = "run `driftmon run --reset-state` to move it aside and start from 
 Offsets = dict[tuple[str, int], int]
 
 
-class CheckpointError(RuntimeError):
-    """An unreadable or incompatible checkpoint; the daemon refuses to start
+class CheckpointError(StartupError):
+    """An unreadable or incompatible checkpoint; the daemon refuses to start, exit code 3
     (use ``driftmon run --reset-state`` to discard it deliberately)."""
+
+    exit_code = EXIT_BAD_CHECKPOINT
 
 
 def config_fingerprint(cfg: Config) -> str:
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(describe(args[0]), indent=2))
     except CheckpointError as exc:
         print(f"driftmon: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_BAD_CHECKPOINT
     return 0
 
 

@@ -4,8 +4,15 @@ Order of durability (see docs/reliability.md): a polled batch is counted into
 window state; results go to the sinks and alerts to the on-disk outbox; every
 ``state.checkpoint_interval`` the sinks are synced, the state and the offsets
 it covers are written atomically, and only then are those offsets committed
-to Kafka.  On start the checkpoint is restored and each partition is sought
-to its checkpointed offset.
+to Kafka.  On start the state dir is locked (one daemon per state dir), the
+checkpoint is restored and each partition is sought to its checkpointed offset.
+
+Start-up never waits for the broker: the constructor touches only local files,
+``run`` serves ``/healthz`` first, then builds the Kafka clients (dead-letter
+and results producers, then the consumer) off the main thread, retried until
+the cluster answers (:mod:`driftmon.service.connect`); ``/readyz`` says "no broker
+contact" meanwhile and a stop is honoured at once.  Offsets outside a
+partition's log are handled by :class:`driftmon.source.offsets.OffsetGuard`.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
@@ -27,8 +36,12 @@ from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import make_sinks
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
+from driftmon.service.connect import Connector
+from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
-from driftmon.source.kafka import KafkaSource
+from driftmon.service.statedir import acquire_state_dir, describe_os_error
+from driftmon.source.kafka import KafkaSource, probe_cluster
+from driftmon.source.offsets import OffsetGuard
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import LATE, REJECT_REASONS
 
@@ -49,19 +62,21 @@ class Daemon:
             self.metrics.init_stream(s.name, REJECT_REASONS)
             for t in s.topics:
                 self.by_topic[t].append(self.pipelines[s.name])
-        self.store = CheckpointStore(cfg.state.dir, config_fingerprint(cfg))
-        if reset_state:
-            aside = self.store.reset()
-            if aside:
-                log.warning("--reset-state: moved checkpoint aside to %s; windows and references start afresh "
-                            "from the group's committed offsets", aside)
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition, counted in state
         self.committed: dict[tuple[str, int], int] = {}
         self.consistent = True  # False while a batch is half counted: never checkpoint that
-        self._restore()
-        self.sinks = make_sinks(cfg.sinks, cfg.kafka)
-        self.dispatcher = AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
-        self.dlq = DeadLetterProducer(cfg.kafka, cfg.kafka.dead_letter_topic) if cfg.kafka.dead_letter_topic else None
+        # One daemon per state dir: exit 5 if another holds it, 4 if it cannot be written.
+        self.lock = acquire_state_dir(cfg.state.dir)
+        try:
+            self._open_files(reset_state)
+        except BaseException:
+            self.lock.release()
+            raise
+        # Kafka clients are built by run() (never here: a constructor must not wait for the broker)
+        self.dlq: DeadLetterProducer | None = None
+        self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
+        self.connector: Connector | None = None
+        self.guard = OffsetGuard(self.offsets, cfg.kafka.auto_offset_reset, self.metrics.offset_out_of_range)
         self.source: KafkaSource | None = None
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
@@ -72,6 +87,25 @@ class Daemon:
         self._worker_lock = threading.RLock()  # on_revoke drains from kafka-python's thread
 
     # -- state ------------------------------------------------------------------------------
+
+    def _open_files(self, reset_state: bool) -> None:
+        """The checkpoint, the results file and (only with webhooks) the alert outboxes;
+        an OSError becomes :class:`UnwritablePathError` (exit 4) naming what failed."""
+        cfg = self.cfg
+        with _unwritable("state dir", cfg.state.dir, "state.dir"):
+            self.store = CheckpointStore(cfg.state.dir, config_fingerprint(cfg))
+            if reset_state:
+                aside = self.store.reset()
+                if aside:
+                    log.warning("--reset-state: moved checkpoint aside to %s; windows and references start afresh "
+                                "from the group's committed offsets", aside)
+        self._restore()
+        with _unwritable("results file", cfg.sinks.jsonl or "", "sinks.jsonl"):
+            self.sinks = make_sinks(replace(cfg.sinks, kafka_topic=None), cfg.kafka)
+        with _unwritable("alert outbox in state dir", cfg.state.dir, "state.dir"):
+            self.dispatcher: AlertDispatcher | NoAlerts = (
+                AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
+                if cfg.alerts.webhooks else NoAlerts())
 
     def _restore(self) -> None:
         loaded = self.store.load()  # raises CheckpointError on a bad checkpoint
@@ -86,7 +120,7 @@ class Daemon:
             raise CheckpointError(f"checkpoint {self.store.path} does not fit the configured streams "
                                   f"({type(exc).__name__}: {exc}); run `driftmon run --reset-state` to move it "
                                   "aside and start from the group's committed offsets") from None
-        self.offsets = dict(offsets)
+        self.offsets.update(offsets)
         log.info("restored checkpoint: %d stream(s), %d partition offset(s)", len(streams), len(offsets))
 
     def checkpoint(self) -> None:
@@ -127,7 +161,7 @@ class Daemon:
     def process_batches(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
         """Count one poll, ``{(topic, partition): records in offset order}``, into window
         state and emit what it closed.  Hot path: no Python loop per record here."""
-        polled = group_poll(batches)
+        polled = group_poll(self.guard.admit(batches))
         if polled:
             self._count_polled(polled, None)
 
@@ -140,8 +174,8 @@ class Daemon:
                 self.process_batches(batches)
             return
         with self._worker_lock:
-            self._collect()
-            polled = group_poll(batches)
+            self._collect()  # first: the guard compares with the offsets it moves
+            polled = group_poll(self.guard.admit(batches))
             if polled:
                 self._submit(polled)
 
@@ -157,10 +191,8 @@ class Daemon:
             for pipe in self.by_topic.get(topic, ()):
                 self._run(pipe, recs, values, partitions,
                           None if decoded is None else decoded[(topic, pipe.cfg.name)])
-            for partition, rs in parts:
-                key, nxt = (topic, partition), rs[-1].offset + 1
-                if nxt > self.offsets.get(key, -1):
-                    self.offsets[key] = nxt
+            for partition, rs in parts:  # OffsetGuard.admit let through only what follows the state
+                self.offsets[(topic, partition)] = rs[-1].offset + 1
         self.consistent = True
 
     def _submit(self, polled: list[Polled]) -> None:
@@ -240,7 +272,13 @@ class Daemon:
 
     def ready(self) -> tuple[bool, str]:
         if self.source is None:
-            return False, "starting"
+            conn = self.connector
+            waiting = conn.waiting_for if conn is not None else None
+            if conn is None or waiting is None:
+                return False, "starting"
+            err = f", last attempt: {conn.last_error}" if conn.last_error else ""
+            return False, (f"no broker contact: connecting the {waiting} to {conn.servers} for "
+                           f"{time.monotonic() - conn.since:.0f}s{err}")
         age = time.monotonic() - self.source.last_broker_contact
         if age > self.cfg.http.ready_broker_timeout:
             return False, f"no broker contact for {age:.0f}s"
@@ -257,6 +295,7 @@ class Daemon:
             self.source.seek(known)
         now = time.monotonic()  # (kafka-python's thread, while the main thread waits in poll)
         for topic, partition in partitions:  # they hold the watermark back until they deliver or idle
+            self.metrics.init_partition(topic, partition)
             for pipe in self.by_topic.get(topic, ()):
                 pipe.register_partitions([partition_id(pipe, topic, partition)], now)
         log.info("partitions assigned: %s (%d resumed from this state's offsets)", partitions, len(known))
@@ -294,6 +333,7 @@ class Daemon:
         if self.source is None:  # stopped before the cluster ever answered
             self._shutdown()
             return 0
+        self.guard.source = self.source
         if self.offsets:
             self.source.seek(self.offsets)
         log.info("consuming %s as group %r", topics, cfg.kafka.group_id)
@@ -310,6 +350,7 @@ class Daemon:
                 if now - self.last_checkpoint >= cfg.state.checkpoint_interval:
                     self.checkpoint()
                 if now - self.last_lag >= LAG_INTERVAL:
+                    self._check_offsets()
                     self._update_lag()
                     self.metrics.set_ready(self.ready()[0])
                     for receiver, n in self.dispatcher.pending().items():
@@ -320,17 +361,33 @@ class Daemon:
         return 0
 
     def _connect(self, topics: list[str]) -> KafkaSource | None:
-        """Create the consumer, retrying with backoff while the cluster is unreachable."""
-        delay = 1.0
-        while not self.stop_event.is_set():
-            try:
-                return KafkaSource(self.cfg.kafka, topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-            except Exception as exc:  # e.g. KafkaTimeoutError / NoBrokersAvailable at start-up
-                log.warning("kafka not reachable at %s (%s); retrying in %.0fs",
-                            ",".join(self.cfg.kafka.bootstrap_servers), exc, delay)
-                self.stop_event.wait(delay)
-                delay = min(delay * 2, 30.0)
-        return None
+        """Build the producers, then the consumer (so every record it delivers can be
+        dead-lettered and every result sent), each off the main thread and retried while
+        the cluster is unreachable; None when stopped first."""
+        kafka, sinks = self.cfg.kafka, self.cfg.sinks
+        conn = self.connector = Connector(self.stop_event, ",".join(kafka.bootstrap_servers))
+        dlq_topic = kafka.dead_letter_topic
+        if dlq_topic and self.dlq is None:
+            self.dlq = conn.build("dead-letter producer", lambda: DeadLetterProducer(kafka, dlq_topic))
+            if self.dlq is None:
+                return None
+        if self._results_topic_pending:
+            made = conn.build("results producer", lambda: make_sinks(replace(sinks, jsonl=None), kafka))
+            if made is None:
+                return None
+            self.sinks.extend(made)
+            self._results_topic_pending = False
+        if not dlq_topic and not sinks.kafka_topic:  # a failed consumer constructor leaks a thread: probe first
+            if conn.build("cluster probe", lambda: probe_cluster(kafka)) is None:
+                return None
+        return conn.build("consumer", lambda: KafkaSource(kafka, topics, on_assign=self._on_assign,
+                                                          on_revoke=self._on_revoke))
+
+    def _check_offsets(self) -> None:
+        try:
+            self.guard.tick()
+        except Exception as exc:  # broker trouble: the next tick tries again
+            log.warning("checking offsets against the partitions' logs failed: %s", exc)
 
     def _update_lag(self) -> None:
         try:
@@ -347,8 +404,12 @@ class Daemon:
         except Exception:
             log.exception("counting the decode worker's last batch failed")
         if self.cfg.lifecycle.close_windows_on_shutdown:
-            for name, pipe in self.pipelines.items():
-                self._emit(name, pipe.flush())
+            if self._results_topic_pending:  # their results could not reach the topic: keep them open
+                log.warning("windows stay open in the checkpoint: the results topic %r was never reached",
+                            self.cfg.sinks.kafka_topic)
+            else:
+                for name, pipe in self.pipelines.items():
+                    self._emit(name, pipe.flush())
         try:
             self.checkpoint()
         except Exception:
@@ -367,4 +428,35 @@ class Daemon:
             self.worker = None
         if self.server is not None:
             self.server.stop()
+        self.lock.release()
         log.info("stopped")
+
+
+@contextmanager
+def _unwritable(what: str, path: str, key: str) -> Iterator[None]:
+    """OSError -> one-line :class:`UnwritablePathError` naming ``path`` (and the file that failed)."""
+    try:
+        yield
+    except OSError as exc:
+        raise UnwritablePathError(f"{what} {path} cannot be written ({describe_os_error(exc, path)}); "
+                                  f"check {key} and the permissions of its directory") from None
+
+
+class NoAlerts:
+    """The dispatcher when no webhook is configured: nothing to deliver, nothing written
+    to the state dir (no ``alerts/`` or ``outbox/`` directories)."""
+
+    def handle(self, result: object) -> None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+    def pending(self) -> dict[str, int]:
+        return {}
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def close(self, timeout: float = 5.0) -> bool:
+        return True

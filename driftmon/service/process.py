@@ -101,14 +101,14 @@ def run_daemon(cfg: Config, reset_state: bool = False, stop: StopRequest | None 
     if stop.is_set():
         log.info("stop requested (signal %s) before the daemon was built; exiting", stop.signal)
         return 0
-    from driftmon.service.checkpoint import CheckpointError
     from driftmon.service.daemon import Daemon
+    from driftmon.service.errors import StartupError
 
     try:
         daemon = Daemon(cfg, reset_state=reset_state)
-    except CheckpointError as exc:
+    except StartupError as exc:  # bad checkpoint (3), unwritable path (4), state dir in use (5)
         log.error("%s", exc)
-        return 3
+        return exc.exit_code
     stop.forward_to(daemon.stop_event)  # a request during construction stops it before it consumes
     tune_gc()
     return daemon.run()

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
+LIST_OFFSETS_TIMEOUT_MS = 5000  # a ListOffsets request from the run loop: never block it for long
+# kafka-python backs reconnects off exponentially up to 30 s: a broker that came up after a
+# minute's outage (or after the daemon, at start) was noticed up to 30 s late.
+RECONNECT_BACKOFF_MAX_MS = 5000
 
 
 class Record(NamedTuple):
@@ -73,6 +77,7 @@ def client_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
         "bootstrap_servers": list(kafka.bootstrap_servers),
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         kw["ssl_check_hostname"] = kafka.ssl_check_hostname
@@ -101,6 +106,23 @@ def consumer_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
     }
+
+
+def probe_cluster(kafka: KafkaConfig) -> bool:
+    """Bootstrap once from the cluster (address, TLS, SASL) and disconnect: True, or raises
+    like a client constructor (e.g. ``KafkaTimeoutError`` after ``bootstrap_timeout_ms``).
+
+    Done before the consumer is built when no producer is: each failed
+    ``KafkaConsumer(...)`` leaves its network thread running (kafka-python 3),
+    a failed producer leaves nothing.
+    """
+    from kafka import KafkaProducer
+
+    kw = {**client_kwargs(kafka), "client_id": f"{kafka.client_id}-probe"}
+    log.info("probing the kafka cluster: %s", redact_kwargs(kw))
+    producer = KafkaProducer(**kw)
+    producer.close(timeout=1)
+    return True
 
 
 def next_offsets(records: Iterable[Record]) -> dict[Partition, int]:
@@ -168,6 +190,10 @@ class KafkaSource:
         self._consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
         self._position_kw = (
             {"timeout_ms": 0} if "timeout_ms" in inspect.signature(self._consumer.position).parameters else {}
+        )
+        self._list_offsets_kw = (
+            {"timeout_ms": LIST_OFFSETS_TIMEOUT_MS}
+            if "timeout_ms" in inspect.signature(self._consumer.beginning_offsets).parameters else {}
         )
 
     def __repr__(self) -> str:
@@ -240,7 +266,7 @@ class KafkaSource:
             for tp in partitions:
                 off = self._pending_seeks.pop((tp.topic, tp.partition), None)
                 if off is not None:
-                    log.info("seeking %s[%d] to restored offset %d", tp.topic, tp.partition, off)
+                    log.info("seeking %s[%d] to offset %d", tp.topic, tp.partition, off)
                     self._consumer.seek(tp, off)
 
     # -- rebalance callbacks (kafka-python 3: on its IO thread while poll() waits) ---------------
@@ -286,6 +312,48 @@ class KafkaSource:
             if pos is not None:
                 out[(tp.topic, tp.partition)] = max(0, hw - pos)
         return out
+
+    # -- the partitions' logs (see driftmon.source.offsets) ---------------------------------------
+
+    def highwater(self, partition: Partition) -> int | None:
+        """The log end offset from the last fetch response for ``partition`` (None before one)."""
+        try:
+            return self._consumer.highwater(TopicPartition(*partition))
+        except (AssertionError, KeyError):  # not assigned (any more)
+            return None
+
+    def beyond_log_end(self) -> dict[Partition, tuple[int, int]]:
+        """``{partition: (position, log end)}`` of assigned partitions positioned past their log end.
+
+        The log end is the highwater of the last fetch response: a position only
+        passes it through a seek (a restored checkpoint, a committed offset) to an
+        offset the log no longer reaches.  Apache Kafka then answers the fetch with
+        OFFSET_OUT_OF_RANGE and kafka-python resets the position itself; tansu answers
+        with no records and the true highwater, so the consumer would wait forever.
+        """
+        out: dict[Partition, tuple[int, int]] = {}
+        consumer = self._consumer
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            try:
+                pos = consumer.position(tp, **self._position_kw)
+            except Exception:  # a reset in progress
+                continue
+            if pos is not None and pos > hw:
+                out[(tp.topic, tp.partition)] = (pos, hw)
+        return out
+
+    def log_starts(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """The first offset still in each partition's log (a ListOffsets request: correct on
+        tansu, unlike ``end_offsets()``).  Raises on timeout or broker errors."""
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        if not tps:
+            return {}
+        got = self._consumer.beginning_offsets(tps, **self._list_offsets_kw)
+        self._contact = time.monotonic()
+        return {(tp.topic, tp.partition): int(o) for tp, o in got.items() if o is not None}
 
     @property
     def last_broker_contact(self) -> float:

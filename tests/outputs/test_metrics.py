@@ -169,6 +169,7 @@ def test_metric_names_is_exactly_what_is_exposed():
     m.count_late("s")
     m.window_closed("s")
     m.set_lag("t", 0, 1)
+    m.offset_out_of_range("t", 0, "beyond_end")
     m.webhook_outcome("r", WEBHOOK_OUTCOMES[0])
     m.set_outbox_size("r", 0)
     m.checkpoint_done()

@@ -8,7 +8,7 @@ import pytest
 
 from driftmon.config import KafkaConfig
 from driftmon.outputs.deadletter import DeadLetterProducer
-from driftmon.source.kafka import KafkaSource, Record, consumer_kwargs, next_offsets
+from driftmon.source.kafka import RECONNECT_BACKOFF_MAX_MS, KafkaSource, Record, consumer_kwargs, next_offsets
 from driftmon.testing.embedded import EmbeddedBroker, create_topics
 from driftmon.util.secrets import redact_kwargs
 from tests.conftest import consume, kafka_config, produce, unique_name
@@ -180,6 +180,7 @@ def test_every_kafka_setting_is_wired_and_secrets_are_redacted():
         "security_protocol": "SASL_SSL", "ssl_check_hostname": False, "ssl_cafile": "/ca.pem",
         "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem", "ssl_password": "keypass",
         "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "alice", "sasl_plain_password": "hunter2",
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }  # fmt: skip
     shown = repr(redact_kwargs(kw))
     assert "hunter2" not in shown and "keypass" not in shown and "alice" in shown
