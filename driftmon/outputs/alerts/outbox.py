@@ -27,9 +27,9 @@ _SUFFIX = ".json"
 
 
 def _write(path: str, data: bytes) -> None:
-    """Atomically replace ``path``; permissions as ``open()`` would give (the umask decides),
+    """Atomically replace ``path`` (0600, util/files.py);
     and the directory fsync is skipped where the platform cannot do it."""
-    atomic_write(path, data, mode=0o666, best_effort_dir_sync=True)
+    atomic_write(path, data, best_effort_dir_sync=True)
 
 
 def safe_dirname(name: str) -> str:
