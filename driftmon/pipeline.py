@@ -46,6 +46,7 @@ class StepOutput:
     late_total: int = 0
     closed_ends: list[float] = field(default_factory=list)  # end of each window closed, in order
     retired: list[tuple[str, str, str | None]] = field(default_factory=list)  # series whose detector was dropped
+    truncated: tuple[int, ...] = ()  # per feature: categorical values cut to the length cap (decode/events.py)
 
     @property
     def windows_closed(self) -> int:
@@ -95,7 +96,7 @@ class StreamPipeline:
     def count(self, batch: PreparedBatch, partitions: Sequence[int] | np.ndarray | None = None,
               now: float | None = None) -> StepOutput:
         """Count one prepared batch (from :meth:`process` or the decode worker)."""
-        out = StepOutput(rejected=batch.rejected)
+        out = StepOutput(rejected=batch.rejected, truncated=batch.truncated)
         self.events += batch.n
         self.rejected.update(reason for _, reason in batch.rejected)
         if len(batch.coded) == 0:

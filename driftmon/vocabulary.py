@@ -60,3 +60,22 @@ WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "dropped")
 OFFSET_BEYOND_END = "beyond_end"
 OFFSET_BEFORE_START = "before_start"
 OFFSET_DIRECTIONS = (OFFSET_BEYOND_END, OFFSET_BEFORE_START)
+
+# The outputs whose failures driftmon counts (``output`` label of
+# ``driftmon_output_errors_total`` and ``driftmon_output_dropped_total``): the results
+# sinks, named by their ``sinks`` keys, the dead-letter topic, the webhook outbox, the
+# firing-alert tracker (``alerts/firing.json``) and the checkpoint itself.
+OUTPUTS = ("jsonl", "kafka_topic", "dead_letter", "outbox", "firing_alerts", "checkpoint")
+
+# Why an output gave a record up for good (``reason`` of ``driftmon_output_dropped_total``):
+# too_large = over the producer's ``max_request_size`` (a dead letter is first cut to fit, see
+# dead_letter outcomes); rejected = refused by the broker with a non-retriable error (e.g. not
+# authorized); buffer_full = held in memory while the output was failing and evicted, oldest
+# first, by the memory bound.  Anything retriable is kept and retried instead, and the
+# checkpoint waits for it.
+DROP_REASONS = ("too_large", "rejected", "buffer_full")
+
+# ``outcome`` of ``driftmon_dead_letters_total``: acknowledged by the broker whole, or as a
+# truncated copy (headers ``driftmon-truncated``, ``driftmon-original-size``,
+# ``driftmon-original-sha256``) because the original was over the producer's size limit.
+DEAD_LETTER_OUTCOMES = ("delivered", "truncated")

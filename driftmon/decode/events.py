@@ -11,6 +11,15 @@ feature's ``__missing__`` bin.  Missing segment fields give the segment value
 ``__missing__``, and an empty one (``""``) the value ``__empty__``
 (:data:`driftmon.vocabulary.EMPTY_SEGMENT`), so no segment is ``""``, the label
 value of the overall series.
+
+Every value that reaches window state is bounded: a categorical value longer
+than :data:`MAX_VALUE_CHARS` (256) characters is cut to 255 characters plus
+:data:`TRUNCATION_MARKER` ("…"), and the event is counted as usual (its other
+features are fine); ``DecodedBatch.truncated`` counts the cut values per
+feature (``driftmon_values_truncated_total``).  Long values that share their
+first 255 characters therefore share a bin.  For a feature whose declared
+``categories`` include longer names the cap is one more than the longest, so a
+declared category is never cut.  Segment values are cut to 64 characters.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from driftmon.config import StreamConfig
 from driftmon.vocabulary import EMPTY_SEGMENT
 
 MAX_EPOCH = 7258118400.0  # 2200-01-01: anything later is not a real event time
+MAX_VALUE_CHARS = 256  # a longer categorical value is cut to this length (marker included)
+TRUNCATION_MARKER = "\u2026"  # "…", ends every cut value
 _ABSENT = object()
 _EMPTY: dict[str, Any] = {}  # stands in for a missing intermediate object
 
@@ -48,6 +59,7 @@ class DecodedBatch:
     features: list[list[Any]]  # per feature: str|None (categorical) or float (numeric, NaN missing)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (input index, reason)
     accepted: list[int] = field(default_factory=list)  # input index of each accepted event
+    truncated: list[int] = field(default_factory=list)  # per feature: values cut to the length cap
 
     def __len__(self) -> int:
         return int(self.ts.size)
@@ -118,6 +130,7 @@ class Decoder:
         self.seg_paths = [_path(s) for s in stream.segment_by]
         self.feature_paths = [_path(f.field) for f in stream.features]
         self.converters = [_categorical if f.type == "categorical" else _numeric for f in stream.features]
+        self.caps = [value_cap(f.categories) if f.type == "categorical" else None for f in stream.features]
         self.clock = clock
         self._extract = _compile_extractor([self.ts_path, *self.feature_paths, *self.seg_paths])
 
@@ -144,7 +157,13 @@ class Decoder:
 
     def decode(self, values: Sequence[bytes | str]) -> DecodedBatch:
         """Decode a batch: a column-wise fast path for well-formed events; any event it
-        is not sure about goes through :meth:`_decode_slow`, the reference semantics."""
+        is not sure about goes through :meth:`_decode_slow`, the reference semantics.
+        Then categorical values over the length cap are cut (and counted)."""
+        batch = self._decode(values)
+        batch.truncated = [0 if cap is None else _cap_column(col, cap) for col, cap in zip(batch.features, self.caps)]
+        return batch
+
+    def _decode(self, values: Sequence[bytes | str]) -> DecodedBatch:
         horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
         extract, loads = self._extract, orjson.loads
         idx: list[int] | None = None  # input index of each row (None: row i is input i)
@@ -254,6 +273,31 @@ class Decoder:
             rejected=rejected,
             accepted=accepted,
         )
+
+
+def value_cap(categories: Sequence[str] | None) -> int:
+    """The length cap of a categorical feature's values: :data:`MAX_VALUE_CHARS`, or one more
+    than its longest declared category (so that no declared category is ever cut)."""
+    longest = max(map(len, categories), default=0) if categories else 0
+    return max(MAX_VALUE_CHARS, longest + 1)
+
+
+def cap_value(value: str, cap: int = MAX_VALUE_CHARS) -> str:
+    """``value`` if it has at most ``cap`` characters, else its first ``cap - 1`` and the marker."""
+    return value if len(value) <= cap else value[: cap - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+
+
+def _cap_column(col: list[Any], cap: int) -> int:
+    """Cut the values of a categorical column (str or None) longer than ``cap``, in place;
+    returns how many were cut.  One C-level pass when none is too long (the usual case)."""
+    if not col or max(map(len, filter(None, col)), default=0) <= cap:
+        return 0
+    n = 0
+    for i, v in enumerate(col):
+        if v is not None and len(v) > cap:
+            col[i] = cap_value(v, cap)
+            n += 1
+    return n
 
 
 def _segment_value(v: Any) -> str:

@@ -57,6 +57,7 @@ class PreparedBatch:
     accepted: np.ndarray  # int64 input index per accepted event
     rejected: list[tuple[int, str]]  # (input index, reason)
     coded: CodedBatch
+    truncated: tuple[int, ...] = ()  # per feature: categorical values cut to the length cap
 
 
 class Preparer:
@@ -71,4 +72,4 @@ class Preparer:
         seg = None if batch.segments is None else SegmentKeys.of(batch.segments)
         codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
         return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,
-                             CodedBatch(batch.ts, seg, codes))
+                             CodedBatch(batch.ts, seg, codes), tuple(batch.truncated))

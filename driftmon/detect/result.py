@@ -2,16 +2,26 @@
 
 ``DriftResult.to_dict()`` is the wire shape shared by ``driftmon replay
 --format json``, the results sinks, metrics and webhooks.
+
+Its size is bounded: every bin label (``bins`` and ``top_bins[].bin``) and the
+segment have at most :data:`MAX_LABEL_CHARS` characters (event values are
+already cut to that length by the decoder; a longer declared category is
+shown as its first 246 characters, "…#" and 8 hex digits of its SHA-256, so
+two long labels stay distinct), ``bins``/``counts`` have ``top_k + 2`` entries
+(or the declared bins) and ``top_bins`` has ``detector.top_bins`` entries.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
+
+MAX_LABEL_CHARS = 256  # bin labels and segments in results, rows and webhook payloads
 
 _LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
@@ -25,6 +35,20 @@ def json_line(doc: Any) -> bytes:
         if raw in data:
             data = data.replace(raw, escaped)
     return data + b"\n"
+
+
+def cap_label(label: str) -> str:
+    """``label`` if it has at most :data:`MAX_LABEL_CHARS` characters, else a distinct shorter form."""
+    if len(label) <= MAX_LABEL_CHARS:
+        return label
+    digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{label[:MAX_LABEL_CHARS - 10]}\u2026#{digest}"
+
+
+def _cap_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
+    if not labels or max(map(len, labels)) <= MAX_LABEL_CHARS:
+        return labels
+    return tuple(map(cap_label, labels))
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -55,6 +79,10 @@ class BinShare:
     p_reference: float
     p_current: float
     contribution: float
+
+    def __post_init__(self) -> None:
+        if len(self.bin) > MAX_LABEL_CHARS:
+            object.__setattr__(self, "bin", cap_label(self.bin))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +116,13 @@ class DriftResult:
     bins: tuple[str, ...] = field(default=(), repr=False)  # bin labels for ``counts``
     smoothing: str = "additive(alpha=0.5)"
     p_value_method: str | None = None  # "chi2" | "permutation"
+
+    def __post_init__(self) -> None:
+        bins = _cap_labels(tuple(self.bins))
+        if bins is not self.bins:
+            object.__setattr__(self, "bins", bins)
+        if self.segment is not None and len(self.segment) > MAX_LABEL_CHARS:
+            object.__setattr__(self, "segment", cap_label(self.segment))
 
     @property
     def key(self) -> tuple[str, str, str | None]:

@@ -60,12 +60,17 @@ METRIC_NAMES: tuple[str, ...] = (
     "driftmon_events_late_total",
     "driftmon_windows_closed_total",
     "driftmon_last_window_close_timestamp_seconds",
+    "driftmon_values_truncated_total",
     # Kafka consumer
     "driftmon_consumer_lag",
     "driftmon_consumer_offset_out_of_range_total",
     # webhooks
     "driftmon_webhook_deliveries_total",
     "driftmon_webhook_outbox_size",
+    # outputs: results sinks, dead letters, outbox, firing alerts, checkpoint
+    "driftmon_output_errors_total",
+    "driftmon_output_dropped_total",
+    "driftmon_dead_letters_total",
     # process
     "driftmon_checkpoint_timestamp_seconds",
     "driftmon_ready",
@@ -198,6 +203,12 @@ class Metrics:
             ("stream",),
             registry=reg,
         )
+        self._truncated = Counter(
+            "driftmon_values_truncated_total",
+            "Categorical values longer than the cap (256 characters), cut to it and counted in their window.",
+            ("stream", "feature"),
+            registry=reg,
+        )
         self._lag = Gauge(
             "driftmon_consumer_lag",
             "Kafka consumer lag in records (log end offset - position).",
@@ -221,6 +232,25 @@ class Metrics:
             "driftmon_webhook_outbox_size",
             "Alerts waiting in a receiver's outbox.",
             ("receiver",),
+            registry=reg,
+        )
+        self._output_errors = Counter(
+            "driftmon_output_errors_total",
+            "Failed writes, syncs or sends of an output (disk full, I/O error, broker not acknowledging); "
+            "what failed is kept and retried, and the checkpoint waits for it.",
+            ("output",),
+            registry=reg,
+        )
+        self._output_dropped = Counter(
+            "driftmon_output_dropped_total",
+            "Records an output gave up for good, by reason (too_large|rejected|buffer_full).",
+            ("output", "reason"),
+            registry=reg,
+        )
+        self._dead_letters = Counter(
+            "driftmon_dead_letters_total",
+            "Dead letters acknowledged by the broker, whole (delivered) or as a truncated copy (truncated).",
+            ("outcome",),
             registry=reg,
         )
         self._checkpoint = Gauge(
@@ -295,6 +325,9 @@ class Metrics:
     def count_late(self, stream: str, n: int = 1) -> None:
         self._late.labels(stream).inc(n)
 
+    def count_truncated(self, stream: str, feature: str, n: int = 1) -> None:
+        self._truncated.labels(stream, feature).inc(n)
+
     def window_closed(self, stream: str, end_ts: float | None = None) -> None:
         """Count a closed window; ``end_ts`` is its end in event time (None: now)."""
         self._windows_closed.labels(stream).inc()
@@ -328,6 +361,30 @@ class Metrics:
 
     def set_outbox_size(self, receiver: str, n: int) -> None:
         self._outbox.labels(receiver).set(n)
+
+    # -- outputs ------------------------------------------------------------
+
+    def init_outputs(self, outputs: tuple[str, ...] | list[str], reasons: tuple[str, ...] = (),
+                     dead_letter_outcomes: tuple[str, ...] = ()) -> None:
+        """Create the output counters at 0 so increase() sees the first failure."""
+        for output in outputs:
+            self._output_errors.labels(output).inc(0)
+            for reason in reasons:
+                self._output_dropped.labels(output, reason).inc(0)
+        for outcome in dead_letter_outcomes:
+            self._dead_letters.labels(outcome).inc(0)
+
+    def output_error(self, output: str, n: int = 1) -> None:
+        """A failed write/sync/send of ``output`` (one of :data:`driftmon.vocabulary.OUTPUTS`)."""
+        self._output_errors.labels(output).inc(n)
+
+    def output_dropped(self, output: str, reason: str, n: int = 1) -> None:
+        """Records ``output`` gave up for good; ``reason`` in :data:`driftmon.vocabulary.DROP_REASONS`."""
+        self._output_dropped.labels(output, reason).inc(n)
+
+    def dead_letter(self, outcome: str, n: int = 1) -> None:
+        """Dead letters acknowledged; ``outcome`` in :data:`driftmon.vocabulary.DEAD_LETTER_OUTCOMES`."""
+        self._dead_letters.labels(outcome).inc(n)
 
     # -- process ------------------------------------------------------------
 

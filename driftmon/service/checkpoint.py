@@ -38,7 +38,7 @@ import numpy as np
 
 from driftmon.config import Config
 from driftmon.service.errors import EXIT_BAD_CHECKPOINT, StartupError
-from driftmon.util.files import atomic_write, fsync_dir
+from driftmon.util.files import atomic_write, ensure_dir, fsync_dir
 
 VERSION = 3  # 3: mergeable window summaries (2: learned bins and dense counts)
 FORMAT = "driftmon-checkpoint"
@@ -105,7 +105,7 @@ class CheckpointStore:
         self.path = os.path.join(directory, FILENAME)
         if not owner:
             return
-        os.makedirs(directory, exist_ok=True)
+        ensure_dir(directory)  # 0700 if driftmon creates it (util/files.py)
         for name in os.listdir(directory):  # temp files of a write interrupted by a crash
             if name.startswith(_TMP_PREFIX):
                 try:

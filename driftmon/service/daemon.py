@@ -43,10 +43,18 @@ from driftmon.service.statedir import acquire_state_dir, describe_os_error
 from driftmon.source.kafka import KafkaSource, probe_cluster
 from driftmon.source.offsets import OffsetGuard
 from driftmon.source.partitions import Polled, group_poll, partition_id
-from driftmon.vocabulary import LATE, REJECT_REASONS
+from driftmon.vocabulary import DEAD_LETTER_OUTCOMES, DROP_REASONS, LATE, OUTPUTS, REJECT_REASONS
 
 log = logging.getLogger("driftmon.service.daemon")
 LAG_INTERVAL = 2.0
+
+
+def _outputs(cfg: Config) -> list[str]:
+    """The configured outputs (labels of the output counters), in :data:`OUTPUTS` order."""
+    on = {"jsonl": bool(cfg.sinks.jsonl), "kafka_topic": bool(cfg.sinks.kafka_topic),
+          "dead_letter": bool(cfg.kafka.dead_letter_topic), "outbox": bool(cfg.alerts.webhooks),
+          "firing_alerts": bool(cfg.alerts.webhooks), "checkpoint": True}
+    return [o for o in OUTPUTS if on[o]]
 
 
 class Daemon:
@@ -77,6 +85,7 @@ class Daemon:
         self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
         self.connector: Connector | None = None
         self.guard = OffsetGuard(self.offsets, cfg.kafka.auto_offset_reset, self.metrics.offset_out_of_range)
+        self._init_output_metrics()
         self.source: KafkaSource | None = None
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
@@ -85,6 +94,14 @@ class Daemon:
         self.worker: DecodeWorker | None = None  # kafka.decode_workers: 1, started by run()
         self._inflight: list[Polled] | None = None  # the poll the worker is decoding, not counted yet
         self._worker_lock = threading.RLock()  # on_revoke drains from kafka-python's thread
+
+    def _init_output_metrics(self) -> None:
+        """Output counters (and cut values per categorical feature) at 0 from the first scrape."""
+        self.metrics.init_outputs(_outputs(self.cfg), DROP_REASONS, DEAD_LETTER_OUTCOMES)
+        for s in self.cfg.streams:
+            for f in s.features:
+                if f.type == "categorical":
+                    self.metrics.count_truncated(s.name, f.name, 0)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -101,7 +118,7 @@ class Daemon:
                                 "from the group's committed offsets", aside)
         self._restore()
         with _unwritable("results file", cfg.sinks.jsonl or "", "sinks.jsonl"):
-            self.sinks = make_sinks(replace(cfg.sinks, kafka_topic=None), cfg.kafka)
+            self.sinks = make_sinks(replace(cfg.sinks, kafka_topic=None), cfg.kafka, self.metrics)
         with _unwritable("alert outbox in state dir", cfg.state.dir, "state.dir"):
             self.dispatcher: AlertDispatcher | NoAlerts = (
                 AlertDispatcher(cfg.alerts, cfg.state.dir, on_outcome=self.metrics.webhook_outcome)
@@ -123,27 +140,31 @@ class Daemon:
         self.offsets.update(offsets)
         log.info("restored checkpoint: %d stream(s), %d partition offset(s)", len(streams), len(offsets))
 
-    def checkpoint(self) -> None:
-        """Sync sinks, write state + offsets atomically, then commit the offsets."""
+    def checkpoint(self) -> bool:
+        """Make every output durable, write state + offsets atomically, then commit the offsets.
+
+        Any output that cannot be made durable (results sink not written or not
+        acknowledged, dead letters not acknowledged, outbox or firing alerts not
+        on disk) vetoes the checkpoint, and so does a checkpoint file that cannot
+        be written: the state stays in memory, the previous checkpoint stays
+        valid, and the next attempt is one ``checkpoint_interval`` later.  The
+        failure is counted (``driftmon_output_errors_total``) and logged; the
+        daemon keeps running.  Returns True when a checkpoint was written."""
         self.drain_worker()  # count the batch in flight first: a checkpoint then covers all polled offsets
         if not self.consistent:
             log.error("not checkpointing: a batch was only partly counted; the last checkpoint stays")
-            return
-        if self.dlq is not None:  # dead letters of the records this checkpoint covers: acknowledged first
-            try:
-                self.dlq.flush(timeout=10.0)
-            except Exception as exc:
-                log.warning("dead letters not acknowledged (%s); checkpoint postponed", exc)
-                self.last_checkpoint = time.monotonic()  # retry after one interval, not every poll
-                return
-        try:  # results of the counted events are durable before the state that produced them
-            for sink in self.sinks:
-                sink.sync()
-        except Exception as exc:  # e.g. results topic unreachable, disk full: stay up, retry later
-            log.warning("results sink not synced (%s); checkpoint postponed", exc)
-            self.last_checkpoint = time.monotonic()
-            return
-        self.store.save({n: p.snapshot() for n, p in self.pipelines.items()}, self.offsets)
+            return False
+        self.last_checkpoint = time.monotonic()  # whatever happens, the next attempt is an interval away
+        vetoes = self._sync_outputs()
+        if vetoes:
+            log.warning("checkpoint postponed: %s", "; ".join(vetoes))
+            return False
+        try:
+            self.store.save({n: p.snapshot() for n, p in self.pipelines.items()}, self.offsets)
+        except OSError as exc:  # disk full, read-only, I/O error: the previous checkpoint stays valid
+            self.metrics.output_error("checkpoint")
+            log.error("checkpoint not written (%s); postponed, the previous checkpoint stays valid", exc)
+            return False
         self.metrics.checkpoint_done()
         self.last_checkpoint = time.monotonic()
         todo = {tp: o for tp, o in self.offsets.items() if self.committed.get(tp) != o}
@@ -155,6 +176,28 @@ class Daemon:
                 self.committed.update(todo)
             except Exception as exc:  # the checkpoint holds them; the next commit retries
                 log.warning("offset commit failed (%s); offsets stay in the checkpoint", exc)
+        return True
+
+    def _sync_outputs(self) -> list[str]:
+        """Make what the state to be checkpointed produced durable, every output in turn
+        (all are tried, so each makes progress); returns why the checkpoint must wait."""
+        vetoes = []
+        if self.dlq is not None:  # dead letters of the records this checkpoint covers: acknowledged first
+            try:
+                self.dlq.flush(timeout=10.0)
+            except Exception as exc:  # counted by the producer
+                vetoes.append(f"dead letters not acknowledged ({exc})")
+        for sink in self.sinks:  # results of the counted events are durable before the state that produced them
+            try:
+                sink.sync()
+            except Exception as exc:  # counted by the sink
+                vetoes.append(f"results sink not synced ({exc})")
+        try:  # alerts kept in memory by a failing disk are on disk before the checkpoint moves past them
+            self.dispatcher.sync()
+        except OSError as exc:
+            self.metrics.output_error(getattr(exc, "output", "outbox"))
+            vetoes.append(f"alerts not written ({exc})")
+        return vetoes
 
     # -- processing -------------------------------------------------------------------------
 
@@ -246,6 +289,9 @@ class Daemon:
                 self.dlq.send(recs[i], reason)
         for reason, n in reasons.items():
             m.count_rejected(name, reason, n)
+        for feature, n in zip(pipe.cfg.features, out.truncated):
+            if n:
+                m.count_truncated(name, feature.name, n)
         if out.late_total:
             m.count_late(name, out.late_total)
             m.count_rejected(name, LATE, out.late_total)
@@ -368,11 +414,11 @@ class Daemon:
         conn = self.connector = Connector(self.stop_event, ",".join(kafka.bootstrap_servers))
         dlq_topic = kafka.dead_letter_topic
         if dlq_topic and self.dlq is None:
-            self.dlq = conn.build("dead-letter producer", lambda: DeadLetterProducer(kafka, dlq_topic))
+            self.dlq = conn.build("dead-letter producer", lambda: DeadLetterProducer(kafka, dlq_topic, metrics=self.metrics))
             if self.dlq is None:
                 return None
         if self._results_topic_pending:
-            made = conn.build("results producer", lambda: make_sinks(replace(sinks, jsonl=None), kafka))
+            made = conn.build("results producer", lambda: make_sinks(replace(sinks, jsonl=None), kafka, self.metrics))
             if made is None:
                 return None
             self.sinks.extend(made)
@@ -457,6 +503,9 @@ class NoAlerts:
 
     def flush(self, timeout: float) -> bool:
         return True
+
+    def sync(self) -> None:
+        return None
 
     def close(self, timeout: float = 5.0) -> bool:
         return True

@@ -26,6 +26,7 @@ import socket
 import time
 
 from driftmon.service.errors import StateDirInUseError, UnwritablePathError
+from driftmon.util.files import FILE_MODE, ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def acquire_state_dir(directory: str) -> StateDirLock:
     :class:`StateDirInUseError` (exit 5) when another process holds its lock.
     """
     try:
-        os.makedirs(directory, exist_ok=True)
+        ensure_dir(directory)  # 0700, as every directory driftmon creates
     except FileExistsError:
         raise UnwritablePathError(f"state dir {directory} exists and is not a directory; {_FIX}") from None
     except OSError as exc:
@@ -100,7 +101,7 @@ def acquire_state_dir(directory: str) -> StateDirLock:
         raise UnwritablePathError(f"state dir {directory} is not a directory; {_FIX}")
     lock_path = os.path.join(directory, LOCK_NAME)
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
     except OSError as exc:
         raise UnwritablePathError(f"state dir {directory} is not writable ({describe_os_error(exc, lock_path)}: "
                                   f"cannot create {lock_path}); {_FIX}") from None
@@ -131,7 +132,7 @@ def _probe_create(directory: str) -> None:
     (the lock file may be left over from a run when the directory was still writable)."""
     probe = os.path.join(directory, _PROBE_NAME)
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
     except OSError as exc:
         raise UnwritablePathError(f"state dir {directory} is not writable ({describe_os_error(exc, probe)}: "
                                   f"cannot create files in it); {_FIX}") from None

@@ -175,7 +175,8 @@ def test_decoder_reasons_for_known_hostile_values():
     ok = dec.decode([b'{"ts": 1700000000, "cat": 7, "num": 1e308, "score": -1e308, "p": 3.5, "a": {"b": {"kind": false}}}',
                      b'{"ts": 1.5, "cat": "' + b"x" * 1_000_000 + b'", "p": "' + b"p" * 1000 + b'"}'])
     assert ok.rejected == [] and len(ok) == 2
-    assert ok.features[0] == ["7", "x" * 1_000_000] and ok.features[2] == ["false", None]
+    assert ok.features[0] == ["7", "x" * 255 + "\u2026"] and ok.features[2] == ["false", None]  # cut at 256
+    assert ok.truncated[0] == 1 and sum(ok.truncated) == 1
     assert ok.features[1][0] == 1e308 and math.isnan(ok.features[1][1]) and ok.features[3][0] == -1e308
     assert ok.segments == ["3.5", "p" * 64]
 

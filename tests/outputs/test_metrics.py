@@ -173,6 +173,10 @@ def test_metric_names_is_exactly_what_is_exposed():
     m.webhook_outcome("r", WEBHOOK_OUTCOMES[0])
     m.set_outbox_size("r", 0)
     m.checkpoint_done()
+    m.count_truncated("s", "f")
+    m.output_error("jsonl")
+    m.output_dropped("kafka_topic", "too_large")
+    m.dead_letter("truncated")
     names = {name for name, _ in samples(m) if name.startswith("driftmon_") and not name.endswith("_created")}
     assert names == set(METRIC_NAMES)
     assert len(METRIC_NAMES) == len(set(METRIC_NAMES))

@@ -276,6 +276,13 @@ class AlertDispatcher:
                  result.stream, result.feature, result.segment, ",".join(severities))
         return [("resolved", s, starts_at, ends_at) for s in severities], {}, []
 
+    def sync(self) -> None:
+        """Write what a failing disk kept in memory (outbox messages, firing alerts); raises
+        OSError while it cannot, and the daemon then postpones its checkpoint."""
+        for w in self._workers:
+            w.outbox.sync()
+        self._tracker.sync()
+
     def start(self) -> None:
         for w in self._workers:
             w.start()
