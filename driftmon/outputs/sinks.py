@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -38,6 +39,26 @@ from driftmon.outputs.metrics import Metrics
 from driftmon.util.files import open_append
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ResultSink(Protocol):
+    """Where closed-window results go, and its part in the checkpoint.
+
+    ``write`` takes the results of one step and must not raise for a transient
+    failure (hold the rows, bounded, and count it); ``sync`` makes everything
+    written so far durable or raises, which vetoes the checkpoint that would
+    cover those results (:mod:`driftmon.service.checkpointer`); ``close`` ends it.
+    A new sink is one class with these three methods plus an entry in
+    :func:`make_sinks`.
+    """
+
+    def write(self, results: Sequence[DriftResult]) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
 
 FLUSH_BYTES = 1 << 20  # the results file is written once this much is buffered, and at every sync
 SYNC_TIMEOUT = 10.0  # seconds the checkpoint waits for the results topic's acknowledgements
@@ -89,7 +110,7 @@ class JsonlSink:
         self._held: HeldBack[tuple[bytes, int]] = HeldBack(lambda item: len(item[0]))  # (lines, rows)
         self._failures = FailureLog(log, f"results file {path}")
 
-    def write(self, results: list[DriftResult]) -> None:
+    def write(self, results: Sequence[DriftResult]) -> None:
         if not results:
             return
         self._hold(b"".join(json_line(r.to_dict()) for r in results), len(results))
@@ -179,7 +200,7 @@ class KafkaResultsSink:
         self._inflight = 0
         self._cond = threading.Condition()
 
-    def write(self, results: list[DriftResult]) -> None:
+    def write(self, results: Sequence[DriftResult]) -> None:
         for r in results:
             key = f"{r.stream}/{r.feature}/{r.segment or ''}".encode()
             value = orjson.dumps(r.to_dict())
@@ -260,8 +281,9 @@ class KafkaResultsSink:
             log.warning("error closing the results producer: %s", exc)
 
 
-def make_sinks(cfg: SinksConfig, kafka: KafkaConfig, metrics: Metrics | None = None) -> list:
-    sinks: list = []
+def make_sinks(cfg: SinksConfig, kafka: KafkaConfig, metrics: Metrics | None = None) -> list[ResultSink]:
+    """The configured sinks (the registry of sink kinds: one line per ``sinks`` key)."""
+    sinks: list[ResultSink] = []
     if cfg.jsonl:
         sinks.append(JsonlSink(cfg.jsonl, metrics))
     if cfg.kafka_topic:

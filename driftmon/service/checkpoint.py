@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ FILENAME = "checkpoint.json"
 _TMP_PREFIX = ".checkpoint-"
 _RESET_HINT = "run `driftmon run --reset-state` to move it aside and start from the group's committed offsets"
 
-Offsets = dict[tuple[str, int], int]
+Offsets = Mapping[tuple[str, int], int]
 
 
 class CheckpointError(StartupError):

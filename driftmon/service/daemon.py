@@ -31,11 +31,14 @@ from driftmon.config import Config
 from driftmon.decode.prepare import PreparedBatch
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError
 from driftmon.outputs.alerts import AlertDispatcher
+from driftmon.outputs.alerts.sender import NoAlerts
 from driftmon.outputs.deadletter import DeadLetterProducer, RecordLike
+from driftmon.outputs.fanout import Outputs
 from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import make_sinks
-from driftmon.pipeline import StepOutput, StreamPipeline
+from driftmon.pipeline import StreamPipeline
 from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
+from driftmon.service.checkpointer import Checkpointer
 from driftmon.service.connect import Connector
 from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
@@ -43,18 +46,10 @@ from driftmon.service.statedir import acquire_state_dir, describe_os_error
 from driftmon.source.kafka import KafkaSource, probe_cluster
 from driftmon.source.offsets import OffsetGuard
 from driftmon.source.partitions import Polled, group_poll, partition_id
-from driftmon.vocabulary import DEAD_LETTER_OUTCOMES, DROP_REASONS, LATE, OUTPUTS, REJECT_REASONS
+from driftmon.vocabulary import REJECT_REASONS
 
 log = logging.getLogger("driftmon.service.daemon")
 LAG_INTERVAL = 2.0
-
-
-def _outputs(cfg: Config) -> list[str]:
-    """The configured outputs (labels of the output counters), in :data:`OUTPUTS` order."""
-    on = {"jsonl": bool(cfg.sinks.jsonl), "kafka_topic": bool(cfg.sinks.kafka_topic),
-          "dead_letter": bool(cfg.kafka.dead_letter_topic), "outbox": bool(cfg.alerts.webhooks),
-          "firing_alerts": bool(cfg.alerts.webhooks), "checkpoint": True}
-    return [o for o in OUTPUTS if on[o]]
 
 
 class Daemon:
@@ -71,7 +66,6 @@ class Daemon:
             for t in s.topics:
                 self.by_topic[t].append(self.pipelines[s.name])
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition, counted in state
-        self.committed: dict[tuple[str, int], int] = {}
         self.consistent = True  # False while a batch is half counted: never checkpoint that
         # One daemon per state dir: exit 5 if another holds it, 4 if it cannot be written.
         self.lock = acquire_state_dir(cfg.state.dir)
@@ -80,12 +74,12 @@ class Daemon:
         except BaseException:
             self.lock.release()
             raise
+        self.outputs = Outputs(cfg, self.metrics, self.dispatcher, self.sinks)
+        self.checkpointer = Checkpointer(self.store, self.metrics)
         # Kafka clients are built by run() (never here: a constructor must not wait for the broker)
-        self.dlq: DeadLetterProducer | None = None
         self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
         self.connector: Connector | None = None
         self.guard = OffsetGuard(self.offsets, cfg.kafka.auto_offset_reset, self.metrics.offset_out_of_range)
-        self._init_output_metrics()
         self.source: KafkaSource | None = None
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
@@ -94,14 +88,6 @@ class Daemon:
         self.worker: DecodeWorker | None = None  # kafka.decode_workers: 1, started by run()
         self._inflight: list[Polled] | None = None  # the poll the worker is decoding, not counted yet
         self._worker_lock = threading.RLock()  # on_revoke drains from kafka-python's thread
-
-    def _init_output_metrics(self) -> None:
-        """Output counters (and cut values per categorical feature) at 0 from the first scrape."""
-        self.metrics.init_outputs(_outputs(self.cfg), DROP_REASONS, DEAD_LETTER_OUTCOMES)
-        for s in self.cfg.streams:
-            for f in s.features:
-                if f.type == "categorical":
-                    self.metrics.count_truncated(s.name, f.name, 0)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -141,7 +127,8 @@ class Daemon:
         log.info("restored checkpoint: %d stream(s), %d partition offset(s)", len(streams), len(offsets))
 
     def checkpoint(self) -> bool:
-        """Make every output durable, write state + offsets atomically, then commit the offsets.
+        """Make every output durable, write state + offsets atomically, then commit the offsets
+        (:class:`~driftmon.service.checkpointer.Checkpointer`).
 
         Any output that cannot be made durable (results sink not written or not
         acknowledged, dead letters not acknowledged, outbox or firing alerts not
@@ -155,49 +142,12 @@ class Daemon:
             log.error("not checkpointing: a batch was only partly counted; the last checkpoint stays")
             return False
         self.last_checkpoint = time.monotonic()  # whatever happens, the next attempt is an interval away
-        vetoes = self._sync_outputs()
-        if vetoes:
-            log.warning("checkpoint postponed: %s", "; ".join(vetoes))
-            return False
-        try:
-            self.store.save({n: p.snapshot() for n, p in self.pipelines.items()}, self.offsets)
-        except OSError as exc:  # disk full, read-only, I/O error: the previous checkpoint stays valid
-            self.metrics.output_error("checkpoint")
-            log.error("checkpoint not written (%s); postponed, the previous checkpoint stays valid", exc)
-            return False
-        self.metrics.checkpoint_done()
-        self.last_checkpoint = time.monotonic()
-        todo = {tp: o for tp, o in self.offsets.items() if self.committed.get(tp) != o}
-        if todo and self.source is not None:
-            assigned = self.source.assignment()
-            todo = {tp: o for tp, o in todo.items() if tp in assigned}
-            try:
-                self.source.commit(todo)
-                self.committed.update(todo)
-            except Exception as exc:  # the checkpoint holds them; the next commit retries
-                log.warning("offset commit failed (%s); offsets stay in the checkpoint", exc)
-        return True
-
-    def _sync_outputs(self) -> list[str]:
-        """Make what the state to be checkpointed produced durable, every output in turn
-        (all are tried, so each makes progress); returns why the checkpoint must wait."""
-        vetoes = []
-        if self.dlq is not None:  # dead letters of the records this checkpoint covers: acknowledged first
-            try:
-                self.dlq.flush(timeout=10.0)
-            except Exception as exc:  # counted by the producer
-                vetoes.append(f"dead letters not acknowledged ({exc})")
-        for sink in self.sinks:  # results of the counted events are durable before the state that produced them
-            try:
-                sink.sync()
-            except Exception as exc:  # counted by the sink
-                vetoes.append(f"results sink not synced ({exc})")
-        try:  # alerts kept in memory by a failing disk are on disk before the checkpoint moves past them
-            self.dispatcher.sync()
-        except OSError as exc:
-            self.metrics.output_error(getattr(exc, "output", "outbox"))
-            vetoes.append(f"alerts not written ({exc})")
-        return vetoes
+        written = self.checkpointer.checkpoint(
+            self.outputs.participants(), lambda: {n: p.snapshot() for n, p in self.pipelines.items()},
+            self.offsets, self.source)
+        if written:
+            self.last_checkpoint = time.monotonic()
+        return written
 
     # -- processing -------------------------------------------------------------------------
 
@@ -273,46 +223,12 @@ class Daemon:
 
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
              partitions: np.ndarray, decoded: PreparedBatch | None = None) -> None:
-        name = pipe.cfg.name
         parts = partitions + (partition_id(pipe, recs[0].topic, 0) if recs else 0)
         if decoded is None:
             out = pipe.process(values, parts, time.monotonic())
         else:
             out = pipe.count(decoded, parts, time.monotonic())
-        m = self.metrics
-        m.count_events(name, len(values))
-        m.count_decoded(name, len(values) - len(out.rejected))
-        reasons: dict[str, int] = defaultdict(int)
-        for i, reason in out.rejected:
-            reasons[reason] += 1
-            if self.dlq is not None:
-                self.dlq.send(recs[i], reason)
-        for reason, n in reasons.items():
-            m.count_rejected(name, reason, n)
-        for feature, n in zip(pipe.cfg.features, out.truncated):
-            if n:
-                m.count_truncated(name, feature.name, n)
-        if out.late_total:
-            m.count_late(name, out.late_total)
-            m.count_rejected(name, LATE, out.late_total)
-            if self.dlq is not None:
-                for i in out.late:
-                    self.dlq.send(recs[i], LATE)
-        self._emit(name, out)
-
-    def _emit(self, name: str, out: StepOutput) -> None:
-        for end in out.closed_ends:
-            self.metrics.window_closed(name, end)
-        for series in out.retired:
-            self.metrics.forget(*series)
-        for r in out.results:
-            self.metrics.observe_result(r)
-            self.dispatcher.handle(r)
-            if r.transition != "none":
-                log.warning("drift %s: %s/%s/%s %s=%.4g %s p=%s window_end=%s", r.transition, r.stream, r.feature,
-                            r.segment or "-", r.metric, r.divergence or 0.0, r.unit, r.p_value, r.window_end)
-        for sink in self.sinks:
-            sink.write(out.results)
+        self.outputs.step(pipe.cfg, recs, len(values), out)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -367,7 +283,7 @@ class Daemon:
         cfg = self.cfg
         if self.server is None:
             self.start_http()
-        self.dispatcher.start()
+        self.outputs.start()
         if cfg.kafka.decode_workers and self.worker is None:
             try:
                 self.worker = DecodeWorker(cfg.streams)
@@ -399,7 +315,7 @@ class Daemon:
                     self._check_offsets()
                     self._update_lag()
                     self.metrics.set_ready(self.ready()[0])
-                    for receiver, n in self.dispatcher.pending().items():
+                    for receiver, n in self.outputs.pending_alerts().items():
                         self.metrics.set_outbox_size(receiver, n)
                     self.last_lag = now
         finally:
@@ -413,15 +329,16 @@ class Daemon:
         kafka, sinks = self.cfg.kafka, self.cfg.sinks
         conn = self.connector = Connector(self.stop_event, ",".join(kafka.bootstrap_servers))
         dlq_topic = kafka.dead_letter_topic
-        if dlq_topic and self.dlq is None:
-            self.dlq = conn.build("dead-letter producer", lambda: DeadLetterProducer(kafka, dlq_topic, metrics=self.metrics))
-            if self.dlq is None:
+        if dlq_topic and self.outputs.dlq is None:
+            self.outputs.dlq = conn.build("dead-letter producer",
+                                          lambda: DeadLetterProducer(kafka, dlq_topic, metrics=self.metrics))
+            if self.outputs.dlq is None:
                 return None
         if self._results_topic_pending:
             made = conn.build("results producer", lambda: make_sinks(replace(sinks, jsonl=None), kafka, self.metrics))
             if made is None:
                 return None
-            self.sinks.extend(made)
+            self.outputs.sinks.extend(made)
             self._results_topic_pending = False
         if not dlq_topic and not sinks.kafka_topic:  # a failed consumer constructor leaks a thread: probe first
             if conn.build("cluster probe", lambda: probe_cluster(kafka)) is None:
@@ -455,7 +372,7 @@ class Daemon:
                             self.cfg.sinks.kafka_topic)
             else:
                 for name, pipe in self.pipelines.items():
-                    self._emit(name, pipe.flush())
+                    self.outputs.emit(name, pipe.flush())
         try:
             self.checkpoint()
         except Exception:
@@ -463,12 +380,7 @@ class Daemon:
         self.closing = True
         if self.source is not None:
             self.source.close()
-        self.dispatcher.flush(max(0.0, deadline - time.monotonic() - 1.0))
-        self.dispatcher.close(max(0.1, deadline - time.monotonic()))
-        if self.dlq is not None:
-            self.dlq.close(timeout=max(0.1, deadline - time.monotonic()))
-        for sink in self.sinks:
-            sink.close()
+        self.outputs.close(deadline)
         if self.worker is not None:
             self.worker.close()
             self.worker = None
@@ -486,26 +398,3 @@ def _unwritable(what: str, path: str, key: str) -> Iterator[None]:
     except OSError as exc:
         raise UnwritablePathError(f"{what} {path} cannot be written ({describe_os_error(exc, path)}); "
                                   f"check {key} and the permissions of its directory") from None
-
-
-class NoAlerts:
-    """The dispatcher when no webhook is configured: nothing to deliver, nothing written
-    to the state dir (no ``alerts/`` or ``outbox/`` directories)."""
-
-    def handle(self, result: object) -> None:
-        return None
-
-    def start(self) -> None:
-        return None
-
-    def pending(self) -> dict[str, int]:
-        return {}
-
-    def flush(self, timeout: float) -> bool:
-        return True
-
-    def sync(self) -> None:
-        return None
-
-    def close(self, timeout: float = 5.0) -> bool:
-        return True

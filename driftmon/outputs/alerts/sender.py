@@ -298,3 +298,26 @@ class AlertDispatcher:
             w.stop()
         deadline = time.monotonic() + timeout
         return all([w.join(max(0.0, deadline - time.monotonic())) for w in self._workers])
+
+
+class NoAlerts:
+    """The dispatcher when no webhook is configured: nothing to deliver, nothing written
+    to the state dir (no ``alerts/`` or ``outbox/`` directories)."""
+
+    def handle(self, result: object) -> None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+    def pending(self) -> dict[str, int]:
+        return {}
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def sync(self) -> None:
+        return None
+
+    def close(self, timeout: float = 5.0) -> bool:
+        return True
