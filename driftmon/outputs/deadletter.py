@@ -41,7 +41,7 @@ import hashlib
 import logging
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.record.default_records import DefaultRecordBatchBuilder
@@ -49,6 +49,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from driftmon.config import KafkaConfig
 from driftmon.outputs.failures import RETRY, FailureLog, HeldBack, classify
 from driftmon.outputs.metrics import Metrics
+from driftmon.source.base import RecordLike
 from driftmon.source.kafka import client_kwargs
 from driftmon.util.secrets import redact_kwargs
 
@@ -70,17 +71,6 @@ _MARGIN = 64  # bytes of slack under max_request_size for varint growth
 
 class DeadLetterError(RuntimeError):
     """Dead letters not acknowledged yet; the checkpoint waits for them."""
-
-
-class RecordLike(Protocol):
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes | None: ...
 
 
 def dead_letter_headers(record: RecordLike, reason: str) -> list[tuple[str, bytes]]:

@@ -25,10 +25,11 @@ from typing import Any
 from driftmon.config import Config, StreamConfig
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.outputs.alerts.sender import NoAlerts
-from driftmon.outputs.deadletter import DeadLetterProducer, RecordLike
+from driftmon.outputs.deadletter import DeadLetterProducer
 from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import ResultSink
 from driftmon.pipeline import StepOutput
+from driftmon.source.base import RecordLike
 from driftmon.vocabulary import DEAD_LETTER_OUTCOMES, DROP_REASONS, LATE, OUTPUTS
 
 log = logging.getLogger("driftmon.outputs")

@@ -32,7 +32,7 @@ from driftmon.decode.prepare import PreparedBatch
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.outputs.alerts.sender import NoAlerts
-from driftmon.outputs.deadletter import DeadLetterProducer, RecordLike
+from driftmon.outputs.deadletter import DeadLetterProducer
 from driftmon.outputs.fanout import Outputs
 from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import make_sinks
@@ -43,6 +43,7 @@ from driftmon.service.connect import Connector
 from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
 from driftmon.service.statedir import acquire_state_dir, describe_os_error
+from driftmon.source.base import RecordLike
 from driftmon.source.kafka import KafkaSource, probe_cluster
 from driftmon.source.offsets import OffsetGuard
 from driftmon.source.partitions import Polled, group_poll, partition_id
@@ -223,7 +224,7 @@ class Daemon:
 
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
              partitions: np.ndarray, decoded: PreparedBatch | None = None) -> None:
-        parts = partitions + (partition_id(pipe, recs[0].topic, 0) if recs else 0)
+        parts = partitions + (partition_id(pipe.cfg.topics, recs[0].topic, 0) if recs else 0)
         if decoded is None:
             out = pipe.process(values, parts, time.monotonic())
         else:
@@ -259,7 +260,7 @@ class Daemon:
         for topic, partition in partitions:  # they hold the watermark back until they deliver or idle
             self.metrics.init_partition(topic, partition)
             for pipe in self.by_topic.get(topic, ()):
-                pipe.register_partitions([partition_id(pipe, topic, partition)], now)
+                pipe.register_partitions([partition_id(pipe.cfg.topics, topic, partition)], now)
         log.info("partitions assigned: %s (%d resumed from this state's offsets)", partitions, len(known))
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
@@ -270,7 +271,7 @@ class Daemon:
         for t, p in partitions:
             self.metrics.forget_partition(t, p)
             for pipe in self.by_topic.get(t, ()):
-                pipe.forget_partitions([partition_id(pipe, t, p)])
+                pipe.forget_partitions([partition_id(pipe.cfg.topics, t, p)])
 
     def start_http(self) -> StatusServer:
         http = self.cfg.http

@@ -20,6 +20,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 Partition = tuple[str, int]  # (topic, partition)
+
+
+class RecordLike(Protocol):
+    """What any source's record has (kafka-python's ConsumerRecord, Record, LineRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+
 _VALUE = operator.attrgetter("value")
 
 

@@ -42,7 +42,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from driftmon.outputs.deadletter import RecordLike
+from driftmon.source.base import RecordLike
 from driftmon.vocabulary import OFFSET_BEFORE_START, OFFSET_BEYOND_END
 
 log = logging.getLogger("driftmon.source.offsets")

@@ -11,9 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from driftmon.outputs.deadletter import RecordLike
-from driftmon.pipeline import StreamPipeline
-from driftmon.source.base import values_of
+from driftmon.source.base import RecordLike, values_of
 
 # One topic's share of a poll: (topic, [(partition, records)], records, values, partition id per value)
 Polled = tuple[str, list[tuple[int, Sequence[RecordLike]]], Sequence[RecordLike], list[bytes], np.ndarray]
@@ -34,6 +32,6 @@ def group_poll(batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[
     return polled
 
 
-def partition_id(pipe: StreamPipeline, topic: str, partition: int) -> int:
-    """A stable id per (topic, partition) of a stream, for per-partition watermarks."""
-    return pipe.cfg.topics.index(topic) * 1_000_000 + partition
+def partition_id(topics: Sequence[str], topic: str, partition: int) -> int:
+    """A stable id per (topic, partition) of a stream reading ``topics``, for per-partition watermarks."""
+    return topics.index(topic) * 1_000_000 + partition
