@@ -99,6 +99,19 @@ def unpack(text: str, dtype: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
 
 
+def add_sparse(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
+               counts_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sum of two sparse count vectors (sorted distinct keys, counts per key)."""
+    if keys_b.size == 0:
+        return keys_a, counts_a
+    if keys_a.size == 0:
+        return keys_b, counts_b
+    keys, inv = np.unique(np.concatenate([keys_a, keys_b]), return_inverse=True)
+    counts = np.zeros(keys.size, dtype=np.int64)
+    np.add.at(counts, inv.reshape(-1), np.concatenate([counts_a, counts_b]))
+    return keys, counts
+
+
 def check_version(d: dict[str, Any], kind: str) -> None:
     if d.get("kind") != kind or d.get("v") != FORMAT_VERSION:
         raise ValueError(f"not a version-{FORMAT_VERSION} {kind} summary: kind={d.get('kind')!r} v={d.get('v')!r}")

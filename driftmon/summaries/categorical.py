@@ -36,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from driftmon.summaries.base import FORMAT_VERSION, MISSING, OTHER, RESERVED, check_version, pack, unpack
+from driftmon.summaries.base import (
+    FORMAT_VERSION,
+    MISSING,
+    OTHER,
+    RESERVED,
+    add_sparse,
+    check_version,
+    pack,
+    unpack,
+)
 from driftmon.summaries.hashing import hash_one, stable_hash
 
 DEFAULT_CAP = 5000
@@ -72,14 +81,7 @@ class CategoricalSummary:
     def __add__(self, other: CategoricalSummary) -> CategoricalSummary:
         if (other.cap, other.tail_size) != (self.cap, self.tail_size):
             raise ValueError("cannot add categorical summaries with different caps")
-        if other.keys.size == 0:
-            keys, counts = self.keys, self.counts
-        elif self.keys.size == 0:
-            keys, counts = other.keys, other.counts
-        else:
-            keys, inv = np.unique(np.concatenate([self.keys, other.keys]), return_inverse=True)
-            counts = np.zeros(keys.size, dtype=np.int64)
-            np.add.at(counts, inv.reshape(-1), np.concatenate([self.counts, other.counts]))
+        keys, counts = add_sparse(self.keys, self.counts, other.keys, other.counts)
         names = {**self.names, **other.names}
         return _capped(self.cap, self.tail_size, keys, counts, names, self.tail + other.tail,
                        self.missing + other.missing)

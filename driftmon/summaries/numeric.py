@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from driftmon.summaries import exact
-from driftmon.summaries.base import FORMAT_VERSION, MISSING, Support, check_version, pack, unpack
+from driftmon.summaries.base import FORMAT_VERSION, MISSING, Support, add_sparse, check_version, pack, unpack
 
 DEFAULT_ACCURACY = 0.01
 OFFSET = 1 << 40  # positive codes are OFFSET + i, negative ones -(OFFSET + i)
@@ -98,14 +98,7 @@ class NumericSummary:
     def __add__(self, other: NumericSummary) -> NumericSummary:
         if other.accuracy != self.accuracy:
             raise ValueError("cannot add numeric summaries of different accuracy")
-        if other.keys.size == 0:
-            keys, counts = self.keys, self.counts
-        elif self.keys.size == 0:
-            keys, counts = other.keys, other.counts
-        else:
-            keys, inv = np.unique(np.concatenate([self.keys, other.keys]), return_inverse=True)
-            counts = np.zeros(keys.size, dtype=np.int64)
-            np.add.at(counts, inv.reshape(-1), np.concatenate([self.counts, other.counts]))
+        keys, counts = add_sparse(self.keys, self.counts, other.keys, other.counts)
         return NumericSummary(self.accuracy, keys, counts, self.missing + other.missing, self.sum + other.sum,
                               self.sumsq + other.sumsq, self.sumsq_overflow or other.sumsq_overflow)
 
