@@ -17,9 +17,11 @@ than :data:`MAX_VALUE_CHARS` (256) characters is cut to 255 characters plus
 :data:`TRUNCATION_MARKER` ("…"), and the event is counted as usual (its other
 features are fine); ``DecodedBatch.truncated`` counts the cut values per
 feature (``driftmon_values_truncated_total``).  Long values that share their
-first 255 characters therefore share a bin.  For a feature whose declared
-``categories`` include longer names the cap is one more than the longest, so a
-declared category is never cut.  Segment values are cut to 64 characters.
+first 255 characters therefore share a bin.  This applies to open-vocabulary
+(``top_k``) features, whose values are kept in window state; a feature with
+declared ``categories`` keeps only bin counts (anything it does not declare is
+``__other__``), so its values are never cut.  Segment values are cut to 64
+characters.
 """
 
 from __future__ import annotations
@@ -130,7 +132,9 @@ class Decoder:
         self.seg_paths = [_path(s) for s in stream.segment_by]
         self.feature_paths = [_path(f.field) for f in stream.features]
         self.converters = [_categorical if f.type == "categorical" else _numeric for f in stream.features]
-        self.caps = [value_cap(f.categories) if f.type == "categorical" else None for f in stream.features]
+        # Open vocabularies keep values in window state, so their values are capped; a declared
+        # vocabulary keeps only bin counts (a value it does not declare is __other__, cut or not).
+        self.caps = [MAX_VALUE_CHARS if f.top_k is not None else None for f in stream.features]
         self.clock = clock
         self._extract = _compile_extractor([self.ts_path, *self.feature_paths, *self.seg_paths])
 
@@ -275,13 +279,6 @@ class Decoder:
         )
 
 
-def value_cap(categories: Sequence[str] | None) -> int:
-    """The length cap of a categorical feature's values: :data:`MAX_VALUE_CHARS`, or one more
-    than its longest declared category (so that no declared category is ever cut)."""
-    longest = max(map(len, categories), default=0) if categories else 0
-    return max(MAX_VALUE_CHARS, longest + 1)
-
-
 def cap_value(value: str, cap: int = MAX_VALUE_CHARS) -> str:
     """``value`` if it has at most ``cap`` characters, else its first ``cap - 1`` and the marker."""
     return value if len(value) <= cap else value[: cap - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
@@ -290,7 +287,13 @@ def cap_value(value: str, cap: int = MAX_VALUE_CHARS) -> str:
 def _cap_column(col: list[Any], cap: int) -> int:
     """Cut the values of a categorical column (str or None) longer than ``cap``, in place;
     returns how many were cut.  One C-level pass when none is too long (the usual case)."""
-    if not col or max(map(len, filter(None, col)), default=0) <= cap:
+    if not col:
+        return 0
+    try:  # no None in the column: one C-level pass
+        longest = max(map(len, col))
+    except TypeError:
+        longest = max(map(len, filter(None, col)), default=0)
+    if longest <= cap:
         return 0
     n = 0
     for i, v in enumerate(col):
@@ -324,8 +327,7 @@ def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg
             return list(map(float, col))
         if not seg or not col:
             return list(col)
-        lengths = list(map(len, col))
-        if 0 < min(lengths) and max(lengths) <= 64:
+        if "" not in col and max(map(len, col)) <= 64:
             return list(col)
     out: list[Any] = []
     append = out.append

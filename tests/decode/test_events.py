@@ -88,11 +88,15 @@ def test_long_category_values_are_cut_with_a_marker_and_counted_on_both_decode_p
     assert slow.rejected == [(5, "invalid_json")]
 
 
-def test_a_declared_category_longer_than_the_cap_is_never_cut():
+def test_a_declared_vocabulary_is_never_cut_and_long_undeclared_values_count_as_other():
     long_cat = "L" * 400
-    batch = Decoder(stream(["a", long_cat]), clock=lambda: 2e9).decode(value_events([long_cat, "L" * 500]))
-    assert batch.features[0][0] == long_cat
-    assert len(batch.features[0][1]) == 401 and batch.truncated == [1, 0]
+    batch = Decoder(stream(["a", long_cat]), clock=lambda: 2e9).decode(value_events([long_cat, "L" * 500, HUGE]))
+    assert batch.features[0][:2] == [long_cat, "L" * 500] and batch.truncated == [0, 0]
+    pipe = StreamPipeline(stream(["a", long_cat]))
+    out = pipe.process(value_events([long_cat, "L" * 500, HUGE, "a"]))
+    (row,) = [r for r in out.results if r.feature == "c"]
+    assert row.counts == (1, 1, 2, 0) and row.bins[0] == "a" and row.bins[2:] == ("__other__", "__missing__")
+    assert len(row.bins[1]) <= MAX_LABEL_CHARS  # the declared name, as a bounded label
 
 
 def test_rows_from_2_mib_values_stay_small():
