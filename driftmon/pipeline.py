@@ -32,7 +32,7 @@ from driftmon.config import StreamConfig
 from driftmon.decode.prepare import PreparedBatch, Preparer
 from driftmon.detect.detector import Detector
 from driftmon.detect.result import DriftResult
-from driftmon.windows import ClosedWindow, Windows, make_windows
+from driftmon.windows import ClosedWindow, EventTimeWindows, Windows, make_windows
 
 
 @dataclass
@@ -124,7 +124,7 @@ class StreamPipeline:
                                    segment=w.segment, overlap=overlap)
                     self.detectors[(f.name, w.segment)] = det
                 out.results.append(det.update(w.index, w.start, w.end, w.summaries[j]))
-        if closed:
+        if closed and isinstance(self.windows, EventTimeWindows):  # (count windows number each lane apart)
             self._retire(max(w.index for w in closed) - overlap, out)
 
     def _retire(self, before: int, out: StepOutput) -> None:

@@ -396,3 +396,21 @@ def test_segment_cap_keeps_the_same_keys_whatever_the_order_and_batch_cuts():
     assert _segments_seen(keys, [(i, i + 1) for i in range(6)]) == one_batch
     assert _segments_seen(keys[::-1], [(0, 2), (2, 6)]) == one_batch
     assert len(one_batch) == 4 and one_batch[OTHER_SEGMENT] == 2 and one_batch[None] == 6
+
+
+def test_count_window_segments_keep_their_detectors_whatever_the_batch_size():
+    """Count windows number each lane on its own, so a segment's window index says nothing
+    about the stream's: its detector must not be retired as if it had vanished."""
+    cfg = parse_config({"streams": [{"name": "s", "window": {"count": 50}, "segment_by": ["p"], "features": [
+        {"name": "c", "type": "categorical", "categories": ["a", "b"]}]}], "detector": {"min_count": 10}}).streams[0]
+    events = [orjson.dumps({"ts": 1.7e9 + i, "p": "x" if i % 10 else "y", "c": "a" if i % 3 else "b"})
+              for i in range(3000)]
+
+    def rows(batch: int) -> list[dict]:
+        pipe = StreamPipeline(cfg, clock=lambda: NOW)
+        out = _results(pipe, [events[i:i + batch] for i in range(0, len(events), batch)])
+        return sorted(out, key=lambda r: (str(r["segment"]), r["window_start"]))  # lanes interleave by batch
+
+    whole = rows(3000)
+    assert rows(100) == whole == rows(7)
+    assert sum(r["state"] == "no_reference" for r in whole) == 3  # one per lane: whole stream, x, y
