@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from driftmon.config import Smoothing
-from driftmon.detect.divergence import compare
+from driftmon.detect.divergence import check_values, compare
 
 MODES = ("per_row", "all")
 
@@ -46,11 +46,7 @@ def _checked(x, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 0 or a.shape[-1] == 0:
         raise ValueError(f"{name} must have at least one dimension with at least one bin, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if np.any(a < 0):
-        raise ValueError(f"{name} contains negative values")
-    return a
+    return check_values(a, name)
 
 
 def kldiv(p, q, mode: str = "per_row", unit: str = "nats", smoothing: None | float | Smoothing = None):

@@ -80,16 +80,21 @@ _SUM_TOL = 1e-6  # how far a probability row may stray from summing to 1
 # --------------------------------------------------------------------------- validation
 
 
-def _as_rows(x, name: str) -> np.ndarray:
-    """Float64 array of shape (K,) or (R, K), finite and non-negative."""
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim not in (1, 2) or a.shape[-1] == 0:
-        raise ValueError(f"{name} must have shape (K,) or (R, K) with K >= 1, got shape {a.shape}")
+def check_values(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` if every entry is finite and non-negative (counts or probabilities), else ValueError."""
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or infinite values")
     if np.any(a < 0):
         raise ValueError(f"{name} contains negative values")
     return a
+
+
+def _as_rows(x, name: str) -> np.ndarray:
+    """Float64 array of shape (K,) or (R, K), finite and non-negative."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim not in (1, 2) or a.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape (K,) or (R, K) with K >= 1, got shape {a.shape}")
+    return check_values(a, name)
 
 
 def _pair(p, q, pname: str, qname: str) -> tuple[np.ndarray, np.ndarray]:

@@ -14,11 +14,8 @@ daemon's construction, and after the daemon serves /metrics and is consuming.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.service.test_daemon import daemon_cfg, http_get
+from tests.service.test_daemon import DaemonProcess, daemon_cfg, http_get
 
 pytestmark = pytest.mark.kafka
 
@@ -56,27 +53,11 @@ def _numpy_loaded(pid: int) -> bool:
         return "/numpy/" in fh.read()
 
 
-class Run:
-    """One ``driftmon run`` process and its stderr."""
+class Run(DaemonProcess):
+    """One ``driftmon run`` process and its stderr, from the instant it is spawned."""
 
     def __init__(self, config_file: Path):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "driftmon.cli", "run", "-c", str(config_file)],
-                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines: list[str] = []
-        self.address: str | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            self.lines.append(line)
-            m = re.search(r"serving /metrics /healthz /readyz on http://([0-9.]+:[0-9]+)", line)
-            if m:
-                self.address = m.group(1)
+        super().__init__(config_file, wait_for_address=False)
 
     def wait_handler(self, timeout: float = 30.0) -> tuple[float, bool]:
         """Spin until the SIGTERM handler is installed: (seconds since spawn, numpy already mapped then)."""
@@ -88,10 +69,6 @@ class Run:
             time.sleep(0.0005)
         # read the maps after the handler was seen: numpy absent now means absent then too
         return time.monotonic() - self.started, _numpy_loaded(pid)
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines[-30:])
 
 
 def _case(config_file: Path, when: Any, out: dict[str, Any]) -> None:
