@@ -116,6 +116,8 @@ class DriftResult:
     bins: tuple[str, ...] = field(default=(), repr=False)  # bin labels for ``counts``
     smoothing: str = "additive(alpha=0.5)"
     p_value_method: str | None = None  # "chi2" | "permutation"
+    # scale-out: the source partitions missing from a window emitted at its timeout (None: complete)
+    partial: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         bins = _cap_labels(tuple(self.bins))
@@ -129,6 +131,13 @@ class DriftResult:
         return (self.stream, self.feature, self.segment)
 
     def to_dict(self) -> dict[str, Any]:
+        d = self._to_dict()
+        if self.partial is not None:  # only rows of scale-out windows emitted incomplete
+            d["partial"] = True
+            d["missing_partitions"] = list(self.partial)
+        return d
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "stream": self.stream,
             "feature": self.feature,

@@ -1,0 +1,157 @@
+"""The mapper stage: count each source partition into its own windows, send partials.
+
+Each source partition (event topic, partition) has its own event-time windows
+(:class:`~driftmon.windows.event_time.EventTimeWindows` over that partition
+alone), so a window closes when *that partition's* watermark passes its end.
+A closed window becomes one :class:`~driftmon.scale.records.Partial` per
+feature, then the partition's progress :class:`~driftmon.scale.records.Mark`
+(``through`` = the last window it closed).  Pure: the service sends what
+:meth:`StreamMapper.count` returns, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from driftmon.config import StreamConfig
+from driftmon.decode.prepare import CodedBatch, SegmentKeys
+from driftmon.scale.records import Mark, Partial, Source
+from driftmon.summaries.base import Summarizer
+from driftmon.windows.base import ClosedWindow, WindowState
+from driftmon.windows.event_time import EventTimeWindows
+
+
+class PartitionWindows(EventTimeWindows):
+    """Event-time windows of one source partition that hand over the closed
+    windows' raw states (to be merged elsewhere) instead of emitting them."""
+
+    def __init__(self, cfg: StreamConfig, summarizers: Sequence[Summarizer]):
+        super().__init__(cfg.window, summarizers, cfg.max_segments, bool(cfg.segment_by), cfg.include_overall)
+        self.done: list[tuple[int, WindowState]] = []
+
+    def _close(self, due: Callable[[int], bool]) -> list[ClosedWindow]:
+        for idx in sorted(i for i in self.open if due(i)):
+            self.done.append((idx, self.open.pop(idx)))
+        return []
+
+    def take_done(self) -> list[tuple[int, WindowState]]:
+        done, self.done = self.done, []
+        return done
+
+
+def subset(batch: CodedBatch, summarizers: Sequence[Summarizer], sel: np.ndarray) -> CodedBatch:
+    """The events at positions ``sel`` of ``batch``."""
+    segs = None if batch.segments is None else SegmentKeys(batch.segments.keys, batch.segments.inverse[sel])
+    return CodedBatch(batch.ts[sel], segs, [s.take(c, sel) for s, c in zip(summarizers, batch.codes)])
+
+
+def split_features(st: WindowState, n: int) -> list[WindowState]:
+    """One single-feature WindowState per feature (the partials of one series each)."""
+    out = []
+    for j in range(n):
+        s = WindowState()
+        s.segments = {k: [parts[j]] for k, parts in st.segments.items()}
+        s.t_min, s.t_max = st.t_min, st.t_max
+        out.append(s)
+    return out
+
+
+class StreamMapper:
+    """One stream's mapper over the source partitions this replica owns."""
+
+    def __init__(self, cfg: StreamConfig, summarizers: Sequence[Summarizer]):
+        if cfg.window.count is not None:
+            raise ValueError(f"stream {cfg.name!r}: scale-out needs event-time windows (count windows close "
+                             "in arrival order, which partitions do not share)")
+        self.cfg = cfg
+        self.summarizers = list(summarizers)
+        self.parts: dict[Source, PartitionWindows] = {}
+        self.first_offset: dict[Source, int] = {}  # first offset counted since the partition's last partials
+        self.last_offset: dict[Source, int] = {}
+        self.marked: dict[Source, int] = {}  # last ``through`` marked
+        self.idle: dict[Source, bool] = {}
+        self.seen: dict[Source, float] = {}  # processing time of the last event (or of the assignment)
+
+    def windows(self, src: Source) -> PartitionWindows:
+        pw = self.parts.get(src)
+        if pw is None:
+            pw = self.parts[src] = PartitionWindows(self.cfg, self.summarizers)
+        return pw
+
+    def through(self, src: Source) -> int:
+        return self.windows(src).closed_below - 1
+
+    def count(self, topic: str, of: int, batch: CodedBatch, partitions: np.ndarray, offsets: np.ndarray,
+              now: float | None = None) -> tuple[np.ndarray, list[Partial | Mark]]:
+        """Count accepted events of ``topic`` (``partitions``/``offsets``: per event); returns the
+        late mask and the records to send, in order (partials, then their partition's mark)."""
+        late = np.zeros(len(batch), dtype=bool)
+        out: list[Partial | Mark] = []
+        for p in np.unique(partitions).tolist():
+            sel = np.flatnonzero(partitions == p)
+            src = (topic, int(p))
+            pw = self.windows(src)
+            self.first_offset.setdefault(src, int(offsets[sel[0]]))
+            self.last_offset[src] = int(offsets[sel[-1]])
+            _, late[sel] = pw.add(subset(batch, self.summarizers, sel))
+            if now is not None:
+                self.seen[src] = now
+            out.extend(self._emit(src, of))
+            if self.idle.get(src):  # back from idleness: say so at once
+                self.idle[src] = False
+                out.append(Mark(topic, int(p), of, self.through(src), False))
+                self.marked[src] = self.through(src)
+        return late, out
+
+    def _emit(self, src: Source, of: int) -> list[Partial | Mark]:
+        pw = self.windows(src)
+        done = pw.take_done()
+        out: list[Partial | Mark] = []
+        rng = (self.first_offset.pop(src, -1), self.last_offset.get(src, -1))
+        for idx, st in done:
+            for f, fst in zip(self.cfg.features, split_features(st, len(self.summarizers))):
+                out.append(Partial(self.cfg.name, f.name, idx, src[0], src[1], rng, fst))
+        through = self.through(src)
+        if through > self.marked.get(src, -(2**62)):
+            out.append(Mark(src[0], src[1], of, through, False))
+            self.marked[src] = through
+        return out
+
+    def tick(self, now: float, of: dict[str, int]) -> list[Mark]:
+        """Marks for partitions that delivered nothing for ``idle_timeout`` (processing
+        time): they stop holding the reducers back until they deliver again."""
+        out = []
+        for src in list(self.parts):
+            seen = self.seen.setdefault(src, now)
+            if not self.idle.get(src) and now - seen > self.cfg.window.idle_timeout:
+                self.idle[src] = True
+                out.append(Mark(src[0], src[1], of[src[0]], self.through(src), True))
+        return out
+
+    def marks(self, of: dict[str, int]) -> list[Mark]:
+        """The current mark of every owned partition (sent again after an assignment)."""
+        return [Mark(t, p, of[t], self.through((t, p)), bool(self.idle.get((t, p)))) for t, p in self.parts]
+
+    def forget(self, src: Source) -> None:
+        for d in (self.parts, self.first_offset, self.last_offset, self.marked, self.idle, self.seen):
+            d.pop(src, None)  # type: ignore[attr-defined]
+
+    def snapshot(self, src: Source) -> dict[str, Any]:
+        return {"windows": self.windows(src).snapshot(), "first_offset": self.first_offset.get(src),
+                "marked": self.marked.get(src)}
+
+    def restore(self, src: Source, d: dict[str, Any]) -> None:
+        pw = self.windows(src)
+        pw.restore(d["windows"])
+        pw.done = []
+        self.seen.pop(src, None)
+        self.idle.pop(src, None)
+        if d.get("first_offset") is not None:
+            self.first_offset[src] = int(d["first_offset"])
+        if d.get("marked") is not None:
+            self.marked[src] = int(d["marked"])
+
+

@@ -1,0 +1,198 @@
+"""The reducer stage: merge partial window summaries, detect once per window.
+
+Pure (no Kafka): :meth:`Reducer.add` takes decoded partials-topic records in
+any order, any number of times; :meth:`Reducer.emit` returns the results of
+every window that is complete.
+
+* ``partials[(stream, feature, window)][source partition]`` keeps one partial
+  per source partition; a repeat (a partial re-sent after a crash or a
+  rebalance) overwrites, so it is counted once.
+* ``through[source partition]`` is the largest progress mark seen.  A window
+  ``w`` of a stream is complete when every source partition of the stream's
+  topics has ``through >= w``: every partial of ``w`` has then arrived (a
+  mapper sends a window's partials before its mark, on the same partials
+  partition, in order).
+* An idle source partition (its mark says ``idle``) does not hold windows
+  back; each window emitted past one is counted in ``idle_advances`` (the
+  only path that depends on the wall clock).
+* A window held back longer than ``partial_timeout`` (seconds of processing
+  time, counted from the first :meth:`emit` that saw it blocked) is emitted
+  with what has arrived, its results marked ``partial`` with the missing
+  source partitions listed; partials arriving for a window already emitted
+  are dropped and counted in ``dropped_after_emit``.
+
+Windows are merged with :meth:`WindowState.merge` in source order and turned
+into closed windows by the series' own emitter; detection is
+``StreamPipeline.detect`` on a one-feature pipeline per series, so results
+equal those of one process counting every event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from driftmon.config import StreamConfig
+from driftmon.pipeline import StepOutput, StreamPipeline
+from driftmon.scale.records import Mark, Partial, Source
+from driftmon.windows.base import WindowState
+from driftmon.windows.event_time import EventTimeWindows
+from driftmon.windows.segments import SegmentCap
+
+NEVER = -(2**62)
+
+
+def series_pipelines(streams: Iterable[StreamConfig], clock: Callable[[], float] | None = None
+                     ) -> dict[tuple[str, str], StreamPipeline]:
+    """One one-feature pipeline per (stream, feature): the reducer's detectors."""
+    out = {}
+    for s in streams:
+        for f in s.features:
+            sub = dataclasses.replace(s, features=(f,))
+            out[(s.name, f.name)] = StreamPipeline(sub) if clock is None else StreamPipeline(sub, clock)
+    return out
+
+
+class Reducer:
+    """Merges the partials of the series on one partials partition (see the module docstring)."""
+
+    def __init__(self, streams: Iterable[StreamConfig], partial_timeout: float):
+        self.streams = {s.name: s for s in streams}
+        self.partial_timeout = partial_timeout
+        self.pipes: dict[tuple[str, str], StreamPipeline] = {}
+        self.through: dict[Source, int] = {}
+        self.idle: dict[Source, bool] = {}
+        self.of: dict[str, int] = {}
+        self.partials: dict[tuple[str, str, int], dict[Source, WindowState]] = {}
+        self.done_below: dict[str, int] = {}  # per stream: every window below was emitted
+        self.blocked: dict[str, tuple[int, float]] = {}  # per stream: (window, since)
+        self.idle_advances = 0
+        self.partial_windows = 0
+        self.dropped_after_emit = 0
+
+    def pipe(self, stream: str, feature: str) -> StreamPipeline:
+        p = self.pipes.get((stream, feature))
+        if p is None:
+            s = self.streams[stream]
+            f = next(f for f in s.features if f.name == feature)
+            p = self.pipes[(stream, feature)] = StreamPipeline(dataclasses.replace(s, features=(f,)))
+        return p
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def add(self, rec: Partial | Mark) -> None:
+        if isinstance(rec, Mark):
+            self.of[rec.topic] = max(self.of.get(rec.topic, 0), rec.of)
+            src = rec.source
+            self.through[src] = max(self.through.get(src, NEVER), rec.through)
+            self.idle[src] = rec.idle
+            return
+        if rec.stream not in self.streams:
+            return
+        if rec.window < self.done_below.get(rec.stream, NEVER):
+            self.dropped_after_emit += 1
+            return
+        self.partials.setdefault((rec.stream, rec.feature, rec.window), {})[rec.source] = rec.state
+
+    # -- output --------------------------------------------------------------------------------
+
+    def sources(self, stream: str) -> list[Source] | None:
+        """Every source partition of the stream's topics, once each topic's size is known."""
+        s = self.streams[stream]
+        if any(t not in self.of for t in s.topics):
+            return None
+        return [(t, p) for t in s.topics for p in range(self.of[t])]
+
+    def emit(self, now: float) -> list[tuple[str, StepOutput]]:
+        """Results of every window that is complete (or timed out), per stream, in window order."""
+        out = []
+        for name in self.streams:
+            step = self._emit_stream(name, now)
+            if step is not None:
+                out.append((name, step))
+        return out
+
+    def _emit_stream(self, name: str, now: float) -> StepOutput | None:
+        srcs = self.sources(name)
+        if srcs is None:
+            return None
+        thr = {src: self.through.get(src, NEVER) for src in srcs}
+        active = [src for src in srcs if not self.idle.get(src)]
+        ready = min((thr[s] for s in active), default=min(thr.values(), default=NEVER))
+        pending = sorted({w for (s, _, w) in self.partials if s == name})
+        step: StepOutput | None = None
+        for w in pending:
+            missing: list[Source] = []
+            if w > ready:
+                missing = [s for s in active if thr[s] < w]
+                blocked = self.blocked.get(name)
+                if blocked is None or blocked[0] != w:
+                    self.blocked[name] = (w, now)
+                    break
+                if now - blocked[1] < self.partial_timeout:
+                    break
+                self.partial_windows += 1
+            self.idle_advances += sum(1 for s in srcs if self.idle.get(s) and thr[s] < w)
+            step = step or StepOutput()
+            self._emit_window(name, w, missing, step)
+            self.done_below[name] = w + 1
+            self.blocked.pop(name, None)
+        if ready >= self.done_below.get(name, NEVER):
+            self.done_below[name] = ready + 1
+        return step
+
+    def _emit_window(self, name: str, w: int, missing: list[Source], step: StepOutput) -> None:
+        cfg = self.streams[name]
+        size = cfg.window.size or 0.0
+        slide = cfg.window.slide or size
+        start = w * slide
+        step.closed_ends.append(start + size)
+        cap = SegmentCap(cfg.max_segments) if cfg.segment_by else None
+        for f in cfg.features:
+            parts = self.partials.pop((name, f.name, w), {})
+            merged = WindowState()
+            for src in sorted(parts):
+                merged.merge(parts[src], cap)
+            pipe = self.pipe(name, f.name)
+            assert isinstance(pipe.windows, EventTimeWindows)
+            closed = pipe.windows.emitter.emit(merged, w, start, start + size)
+            o = pipe.detect(closed)
+            results = o.results
+            if missing:
+                label = tuple(f"{t}:{p}" for t, p in missing)
+                results = [dataclasses.replace(r, partial=label) for r in results]
+            step.results.extend(results)
+            step.retired.extend(o.retired)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "through": [[t, p, w] for (t, p), w in sorted(self.through.items())],
+            "idle": [[t, p] for (t, p), v in sorted(self.idle.items()) if v],
+            "of": dict(self.of),
+            "partials": [[s, f, w, [[t, p, st.to_dict()] for (t, p), st in sorted(parts.items())]]
+                         for (s, f, w), parts in sorted(self.partials.items())],
+            "done_below": dict(self.done_below),
+            "pipes": [[s, f, p.snapshot()] for (s, f), p in sorted(self.pipes.items())],
+            "counters": [self.idle_advances, self.partial_windows, self.dropped_after_emit],
+        }
+
+    def restore(self, d: dict[str, Any]) -> None:
+        self.through = {(t, int(p)): int(w) for t, p, w in d["through"]}
+        self.idle = {(t, int(p)): True for t, p in d["idle"]}
+        self.of = {t: int(n) for t, n in d["of"].items()}
+        self.partials = {}
+        for s, f, w, parts in d["partials"]:
+            if s not in self.streams:
+                continue
+            summ = self.pipe(s, f).summarizers
+            self.partials[(s, f, int(w))] = {(t, int(p)): WindowState.from_dict(st, summ) for t, p, st in parts}
+        self.done_below = {s: int(w) for s, w in d["done_below"].items()}
+        for s, f, snap in d["pipes"]:
+            if s in self.streams:
+                self.pipe(s, f).restore(snap)
+        self.idle_advances, self.partial_windows, self.dropped_after_emit = (int(x) for x in d["counters"])
+        self.blocked = {}
+

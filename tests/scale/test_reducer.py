@@ -1,0 +1,145 @@
+"""The reducer: any order and any repetition of partials and marks gives the windows
+of one process counting everything (StreamPipeline over the same events)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from driftmon.detect.result import rfc3339
+from driftmon.scale.records import Mark, Partial, decode, encode
+from driftmon.scale.reducer import Reducer, series_pipelines
+from tests.scale.helpers import events, key, map_partitions, replay, stream_cfg
+
+CFG = stream_cfg()
+EVENTS = events(900, seed=7)
+P = 3
+MAPPED = map_partitions(CFG, EVENTS, P)
+SUMMARIZERS = {k: p.summarizers for k, p in series_pipelines([CFG]).items()}
+
+
+def _expected(cfg=CFG, evs=EVENTS, partitions=P) -> list[dict]:
+    ts = [json.loads(e)["ts"] for e in evs]
+    low = min(max(ts[p::partitions]) for p in range(partitions))  # the slowest partition's watermark
+    return sorted((r for r in replay(cfg, evs) if r["window_end"] <= rfc3339(low)), key=key)
+
+
+EXPECTED = _expected()
+
+
+def _run(records, now_step: bool, reducer: Reducer | None = None) -> list[dict]:
+    red = reducer or Reducer([CFG], partial_timeout=1e9)
+    rows = []
+    for i, rec in enumerate(records):
+        red.add(decode(encode(rec), SUMMARIZERS))  # through the wire format
+        if now_step:
+            rows.extend(r.to_dict() for _, o in red.emit(float(i)) for r in o.results)
+    rows.extend(r.to_dict() for _, o in red.emit(1e6) for r in o.results)
+    return sorted(rows, key=key)
+
+
+def test_one_in_order_pass_equals_one_process():
+    recs = [r for p in range(P) for r in MAPPED[p]]
+    assert len(EXPECTED) >= 40 and any(r["state"] in ("warn", "critical") for r in EXPECTED)
+    assert _run(recs, now_step=False) == EXPECTED
+    assert any(isinstance(r, Partial) for r in recs) and any(isinstance(r, Mark) for r in recs)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False), st.integers(0, 40))
+def test_interleavings_with_repeats_equal_one_process(rnd: random.Random, repeats: int):
+    """Each source's records keep their order (one producer, one partials partition);
+    sources interleave arbitrarily; re-sends of earlier records (crash, rebalance)
+    appear anywhere later.  Windows are emitted as soon as they are complete."""
+    queues = [list(MAPPED[p]) for p in range(P)]
+    merged: list = []
+    while any(queues):
+        q = rnd.choice([q for q in queues if q])
+        merged.append(q.pop(0))
+    for _ in range(repeats):
+        i = rnd.randrange(len(merged))
+        merged.insert(rnd.randrange(i, len(merged)) + 1, merged[i])
+    assert _run(merged, now_step=True) == EXPECTED
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False))
+def test_any_permutation_with_duplicates_emitted_at_the_end_equals_one_process(rnd: random.Random):
+    recs = [r for p in range(P) for r in MAPPED[p]]
+    recs += rnd.sample(recs, len(recs) // 3)
+    rnd.shuffle(recs)
+    assert _run(recs, now_step=False) == EXPECTED
+
+
+def test_hopping_windows_and_more_partitions_equal_one_process():
+    cfg = stream_cfg(size=20.0, slide=10.0, max_segments=5)
+    evs = events(700, seed=11)
+    mapped = map_partitions(cfg, evs, 5)
+    summ = {k: p.summarizers for k, p in series_pipelines([cfg]).items()}
+    red = Reducer([cfg], partial_timeout=1e9)
+    rows = []
+    for rec in [r for p in sorted(mapped, reverse=True) for r in mapped[p]]:
+        red.add(decode(encode(rec), summ))
+        rows.extend(r.to_dict() for _, o in red.emit(0.0) for r in o.results)
+    assert sorted(rows, key=key) == _expected(cfg, evs, 5)
+
+
+def test_snapshot_restore_midway_continues_exactly():
+    recs = [r for p in range(P) for r in MAPPED[p]]
+    rnd = random.Random(3)
+    rnd.shuffle(recs)
+    half = len(recs) // 2
+    red = Reducer([CFG], partial_timeout=1e9)
+    rows = []
+    for rec in recs[:half]:
+        red.add(rec)
+    rows.extend(r.to_dict() for _, o in red.emit(0.0) for r in o.results)
+    snap = json.loads(json.dumps(red.snapshot()))
+    red2 = Reducer([CFG], partial_timeout=1e9)
+    red2.restore(snap)
+    for rec in recs[half:]:
+        red2.add(rec)
+    rows.extend(r.to_dict() for _, o in red2.emit(0.0) for r in o.results)
+    assert sorted(rows, key=key) == EXPECTED
+
+
+def test_a_missing_partition_holds_windows_back_until_the_timeout_then_marks_them_partial():
+    red = Reducer([CFG], partial_timeout=30.0)
+    for p in (0, 1):
+        for rec in MAPPED[p]:
+            red.add(rec)
+    red.add(Mark("events", 2, P, -(2**62), False))  # partition 2 known, never progressed
+    assert red.emit(0.0) == []
+    assert red.emit(29.0) == []
+    (_, out), = red.emit(30.0)  # one window, at the timeout
+    rows = [r.to_dict() for r in out.results]
+    assert rows and all(r["partial"] is True and r["missing_partitions"] == ["events:2"] for r in rows)
+    assert red.partial_windows == 1
+    # the late partition's partial for that window is dropped, counted
+    late = next(r for r in MAPPED[2] if isinstance(r, Partial))
+    red.add(late)
+    assert red.dropped_after_emit == 1
+
+
+def test_an_idle_partition_does_not_hold_windows_back_and_is_counted():
+    red = Reducer([CFG], partial_timeout=1e9)
+    for p in (0, 1):
+        for rec in MAPPED[p]:
+            red.add(rec)
+    red.add(Mark("events", 2, P, -(2**62), True))  # idle: no events at all
+    rows = [r for _, o in red.emit(0.0) for r in o.results]
+    assert rows and all(r.partial is None for r in rows)
+    assert red.idle_advances > 0
+
+
+@pytest.mark.parametrize("bad", [b"not json", b'{"v": 2, "type": "mark"}', b'{"v": 1, "type": "x"}',
+                                 b'{"v": 1, "type": "mark", "topic": "t", "partition": 7, "of": 3, "through": 1, "idle": false}',
+                                 b'{"v": 1, "type": "partial", "stream": "nope", "feature": "f"}',
+                                 b'{"v": 1, "type": "mark", "topic": 1}'])
+def test_malformed_records_are_value_errors(bad):
+    with pytest.raises(ValueError):
+        decode(bad, SUMMARIZERS)
