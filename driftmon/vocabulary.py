@@ -79,3 +79,17 @@ DROP_REASONS = ("too_large", "rejected", "buffer_full")
 # truncated copy (headers ``driftmon-truncated``, ``driftmon-original-size``,
 # ``driftmon-original-sha256``) because the original was over the producer's size limit.
 DEAD_LETTER_OUTCOMES = ("delivered", "truncated")
+
+# Scale-out (driftmon/scale, docs/scaling.md).  ``outcome`` of
+# ``driftmon_scale_partials_total``: sent by a mapper; merged by a reducer (a repeat
+# overwrites the same source partition's partial); dropped_after_emit = arrived for a
+# window already emitted (a re-send after a crash, or a source partition that missed
+# the timeout); invalid = not a partials record of this config (counted, logged, skipped).
+SCALE_PARTIAL_OUTCOMES = ("sent", "merged", "dropped_after_emit", "invalid")
+# ``kind`` of ``driftmon_scale_windows_total``: emitted with every source partition;
+# partial = emitted at ``scale.partial_timeout`` without some source partitions (rows
+# carry ``partial: true`` and ``missing_partitions``); idle_advance = a window emitted
+# past an idle source partition (the one wall-clock-dependent path).
+SCALE_WINDOW_KINDS = ("complete", "partial", "idle_advance")
+# ``stage`` of ``driftmon_scale_changelog_writes_total`` and the changelog topic's keys.
+SCALE_STAGES = ("map", "reduce")

@@ -135,6 +135,32 @@ def _check_output_topics(cfg: c.Config) -> None:
                                                "(results and rejected input would be mixed)")
 
 
+def _scale(node: _Node, cfg: c.Config) -> c.ScaleConfig:
+    """``scale:``: the partials topic (required), the changelog topic and the reducers' group."""
+    if not node.has("partials_topic"):
+        raise ConfigError("scale.partials_topic", "expected the partials topic (scale-out needs one)")
+    sc = _simple(c.ScaleConfig, node, {"partials_topic": {"nonempty": True}, "partial_timeout": _POSITIVE,
+                                       "changelog_quiet": _POSITIVE})
+    sc = dataclasses.replace(sc, changelog_topic=sc.changelog_topic or f"{sc.partials_topic}-changelog",
+                             reduce_group_id=sc.reduce_group_id or f"{cfg.kafka.group_id}-reduce")
+    inputs = {t for s in cfg.streams for t in s.topics}
+    outputs = {cfg.kafka.dead_letter_topic, cfg.sinks.kafka_topic}
+    for key in ("partials_topic", "changelog_topic"):
+        topic = getattr(sc, key)
+        check_topic(topic, f"scale.{key}")
+        if topic in inputs or topic in outputs:
+            raise ConfigError(f"scale.{key}", f"{topic!r} is already an input or output topic: expected its own topic")
+    if sc.partials_topic == sc.changelog_topic:
+        raise ConfigError("scale.changelog_topic", "expected a topic other than scale.partials_topic")
+    if sc.reduce_group_id == cfg.kafka.group_id:
+        raise ConfigError("scale.reduce_group_id", "expected a group other than kafka.group_id")
+    for i, s in enumerate(cfg.streams):
+        if s.window.count is not None:
+            raise ConfigError(f"streams[{i}].window.count", "scale-out needs event-time windows (count windows "
+                                                            "close in arrival order, which partitions do not share)")
+    return sc
+
+
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
     """Validate a loaded YAML document and build the immutable Config."""
     root = _Node(data, "", env or {})
@@ -174,6 +200,8 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
         notices=tuple(notices),
     )
     _check_output_topics(cfg)
+    if root.has("scale"):
+        cfg = dataclasses.replace(cfg, scale=_scale(root.node("scale"), cfg))
     root.done()
     return cfg
 

@@ -198,6 +198,17 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
+class ScaleConfig:
+    """Scale-out over several replicas (docs/scaling.md); ``Config.scale`` is None without it."""
+
+    partials_topic: str = ""  # partial window summaries and progress marks, keyed by series
+    changelog_topic: str | None = None  # per-partition stage state (compacted); default <partials_topic>-changelog
+    reduce_group_id: str | None = None  # consumer group on the partials topic; default <kafka.group_id>-reduce
+    partial_timeout: float = 300.0  # a window waiting this long for a source partition is emitted partial
+    changelog_quiet: float = 1.0  # reading the changelog ends after this long without a new record
+
+
+@dataclass(frozen=True)
 class Config:
     streams: tuple[StreamConfig, ...]
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -209,6 +220,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     notices: tuple[str, ...] = ()  # deprecations etc., logged at start (never errors)
+    scale: ScaleConfig | None = None  # scale-out: mapper + reducer stages (driftmon/scale)
 
     def stream(self, name: str) -> StreamConfig:
         for s in self.streams:

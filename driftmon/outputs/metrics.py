@@ -386,6 +386,41 @@ class Metrics:
         """Dead letters acknowledged; ``outcome`` in :data:`driftmon.vocabulary.DEAD_LETTER_OUTCOMES`."""
         self._dead_letters.labels(outcome).inc(n)
 
+    # -- scale-out (driftmon/scale) -----------------------------------------
+
+    def init_scale(self, streams: list[str] | tuple[str, ...]) -> None:
+        """The scale-out counters (created only in scale-out mode), at 0."""
+        from driftmon.vocabulary import SCALE_PARTIAL_OUTCOMES, SCALE_STAGES, SCALE_WINDOW_KINDS
+
+        self._scale_partials = Counter(
+            "driftmon_scale_partials_total",
+            "Partial window records of the partials topic, by outcome (sent by this mapper; merged, "
+            "dropped_after_emit or invalid at this reducer).", ["outcome"], registry=self.registry)
+        self._scale_windows = Counter(
+            "driftmon_scale_windows_total",
+            "Windows emitted by this reducer: complete, partial (a source partition missing at "
+            "scale.partial_timeout), idle_advance (past an idle source partition).",
+            ["stream", "kind"], registry=self.registry)
+        self._scale_changelog = Counter(
+            "driftmon_scale_changelog_writes_total",
+            "Per-partition stage states written to the changelog topic.", ["stage"], registry=self.registry)
+        for o in SCALE_PARTIAL_OUTCOMES:
+            self._scale_partials.labels(o).inc(0)
+        for s in streams:
+            for k in SCALE_WINDOW_KINDS:
+                self._scale_windows.labels(s, k).inc(0)
+        for st in SCALE_STAGES:
+            self._scale_changelog.labels(st).inc(0)
+
+    def scale_partials(self, outcome: str, n: int = 1) -> None:
+        self._scale_partials.labels(outcome).inc(n)
+
+    def scale_windows(self, stream: str, kind: str, n: int = 1) -> None:
+        self._scale_windows.labels(stream, kind).inc(n)
+
+    def scale_changelog_write(self, stage: str, n: int = 1) -> None:
+        self._scale_changelog.labels(stage).inc(n)
+
     # -- process ------------------------------------------------------------
 
     def checkpoint_done(self, ts: float | None = None) -> None:

@@ -11,7 +11,7 @@ feature, then the partition's progress :class:`~driftmon.scale.records.Mark`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,18 +84,20 @@ class StreamMapper:
     def through(self, src: Source) -> int:
         return self.windows(src).closed_below - 1
 
-    def count(self, topic: str, of: int, batch: CodedBatch, partitions: np.ndarray, offsets: np.ndarray,
-              now: float | None = None) -> tuple[np.ndarray, list[Partial | Mark]]:
-        """Count accepted events of ``topic`` (``partitions``/``offsets``: per event); returns the
-        late mask and the records to send, in order (partials, then their partition's mark)."""
+    def count(self, topic: str, of: int, batch: CodedBatch, partitions: np.ndarray,
+              ranges: Mapping[int, tuple[int, int]], now: float | None = None) -> tuple[np.ndarray, list[Partial | Mark]]:
+        """Count accepted events of ``topic`` (``partitions``: per event; ``ranges``: per partition,
+        the first and last offset of the records polled); returns the late mask and the records
+        to send, in order (partials, then their partition's mark)."""
         late = np.zeros(len(batch), dtype=bool)
         out: list[Partial | Mark] = []
+        for p, (first, last) in ranges.items():
+            self.first_offset.setdefault((topic, p), first)
+            self.last_offset[(topic, p)] = last
         for p in np.unique(partitions).tolist():
             sel = np.flatnonzero(partitions == p)
             src = (topic, int(p))
             pw = self.windows(src)
-            self.first_offset.setdefault(src, int(offsets[sel[0]]))
-            self.last_offset[src] = int(offsets[sel[-1]])
             _, late[sel] = pw.add(subset(batch, self.summarizers, sel))
             if now is not None:
                 self.seen[src] = now

@@ -21,7 +21,7 @@ for windows up to ``through`` was sent before the mark.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +84,7 @@ def encode(rec: Partial | Mark) -> bytes:
                          "of": rec.of, "through": rec.through, "idle": rec.idle})
 
 
-def decode(data: bytes, summarizers: dict[tuple[str, str], Sequence[Summarizer]]) -> Partial | Mark:
+def decode(data: bytes, summarizers: Mapping[tuple[str, str], Sequence[Summarizer]]) -> Partial | Mark:
     """Parse one record; ``summarizers[(stream, feature)]`` is the one-feature summarizer list.
     Raises ValueError on anything malformed or of an unknown version or series."""
     try:

@@ -30,6 +30,7 @@ equal those of one process counting every event.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -67,8 +68,9 @@ class Reducer:
         self.partials: dict[tuple[str, str, int], dict[Source, WindowState]] = {}
         self.done_below: dict[str, int] = {}  # per stream: every window below was emitted
         self.blocked: dict[str, tuple[int, float]] = {}  # per stream: (window, since)
-        self.idle_advances = 0
-        self.partial_windows = 0
+        self.idle_advances: Counter[str] = Counter()  # per stream
+        self.partial_windows: Counter[str] = Counter()
+        self.complete_windows: Counter[str] = Counter()
         self.dropped_after_emit = 0
 
     def pipe(self, stream: str, feature: str) -> StreamPipeline:
@@ -132,8 +134,11 @@ class Reducer:
                     break
                 if now - blocked[1] < self.partial_timeout:
                     break
-                self.partial_windows += 1
-            self.idle_advances += sum(1 for s in srcs if self.idle.get(s) and thr[s] < w)
+                self.partial_windows[name] += 1
+            idle = sum(1 for s in srcs if self.idle.get(s) and thr[s] < w)
+            self.idle_advances[name] += idle
+            if not missing:
+                self.complete_windows[name] += 1
             step = step or StepOutput()
             self._emit_window(name, w, missing, step)
             self.done_below[name] = w + 1
@@ -176,7 +181,8 @@ class Reducer:
                          for (s, f, w), parts in sorted(self.partials.items())],
             "done_below": dict(self.done_below),
             "pipes": [[s, f, p.snapshot()] for (s, f), p in sorted(self.pipes.items())],
-            "counters": [self.idle_advances, self.partial_windows, self.dropped_after_emit],
+            "counters": {"idle_advances": dict(self.idle_advances), "partial_windows": dict(self.partial_windows),
+                         "complete_windows": dict(self.complete_windows), "dropped_after_emit": self.dropped_after_emit},
         }
 
     def restore(self, d: dict[str, Any]) -> None:
@@ -193,6 +199,10 @@ class Reducer:
         for s, f, snap in d["pipes"]:
             if s in self.streams:
                 self.pipe(s, f).restore(snap)
-        self.idle_advances, self.partial_windows, self.dropped_after_emit = (int(x) for x in d["counters"])
+        c = d["counters"]
+        self.idle_advances = Counter(c["idle_advances"])
+        self.partial_windows = Counter(c["partial_windows"])
+        self.complete_windows = Counter(c["complete_windows"])
+        self.dropped_after_emit = int(c["dropped_after_emit"])
         self.blocked = {}
 

@@ -104,8 +104,13 @@ def run_daemon(cfg: Config, reset_state: bool = False, stop: StopRequest | None 
     from driftmon.service.daemon import Daemon
     from driftmon.service.errors import StartupError
 
+    make: type[Daemon] = Daemon
+    if cfg.scale is not None:  # scale-out: mapper and reducer stages (driftmon/scale, docs/scaling.md)
+        from driftmon.scale.service import ScaledDaemon
+
+        make = ScaledDaemon
     try:
-        daemon = Daemon(cfg, reset_state=reset_state)
+        daemon = make(cfg, reset_state=reset_state)
     except StartupError as exc:  # bad checkpoint (3), unwritable path (4), state dir in use (5)
         log.error("%s", exc)
         return exc.exit_code

@@ -49,9 +49,8 @@ def map_partitions(cfg, evs: list[bytes], partitions: int, topic: str = "events"
         recs: list[Partial | Mark] = []
         for i in range(0, len(vals), batch):
             prep = pipe.preparer.prepare(vals[i:i + batch])
-            offs = np.arange(i, i + len(vals[i:i + batch]), dtype=np.int64)[prep.accepted]
-            late, sent = mapper.count(topic, partitions, prep.coded,
-                                      np.full(len(prep.coded), p, dtype=np.int64), offs)
+            late, sent = mapper.count(topic, partitions, prep.coded, np.full(len(prep.coded), p, dtype=np.int64),
+                                      {p: (i, i + len(vals[i:i + batch]) - 1)})
             assert not late.any()
             recs.extend(sent)
         out[p] = recs

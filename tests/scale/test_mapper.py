@@ -18,8 +18,8 @@ CFG = stream_cfg()
 
 def _count(mapper, pipe, vals, p, first_offset=0, now=None):
     prep = pipe.preparer.prepare(vals)
-    offs = np.arange(first_offset, first_offset + len(vals), dtype=np.int64)[prep.accepted]
-    return mapper.count("events", 2, prep.coded, np.full(len(prep.coded), p, dtype=np.int64), offs, now)
+    return mapper.count("events", 2, prep.coded, np.full(len(prep.coded), p, dtype=np.int64),
+                        {p: (first_offset, first_offset + len(vals) - 1)}, now)
 
 
 def test_each_partial_precedes_its_partitions_mark_and_marks_only_advance():

@@ -118,7 +118,7 @@ def test_a_missing_partition_holds_windows_back_until_the_timeout_then_marks_the
     (_, out), = red.emit(30.0)  # one window, at the timeout
     rows = [r.to_dict() for r in out.results]
     assert rows and all(r["partial"] is True and r["missing_partitions"] == ["events:2"] for r in rows)
-    assert red.partial_windows == 1
+    assert red.partial_windows == {"interactions": 1}
     # the late partition's partial for that window is dropped, counted
     late = next(r for r in MAPPED[2] if isinstance(r, Partial))
     red.add(late)
@@ -133,7 +133,7 @@ def test_an_idle_partition_does_not_hold_windows_back_and_is_counted():
     red.add(Mark("events", 2, P, -(2**62), True))  # idle: no events at all
     rows = [r for _, o in red.emit(0.0) for r in o.results]
     assert rows and all(r.partial is None for r in rows)
-    assert red.idle_advances > 0
+    assert red.idle_advances["interactions"] > 0
 
 
 @pytest.mark.parametrize("bad", [b"not json", b'{"v": 2, "type": "mark"}', b'{"v": 1, "type": "x"}',
