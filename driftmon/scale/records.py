@@ -71,8 +71,9 @@ class Mark:
 
 
 def series_key(stream: str, feature: str) -> bytes:
-    """The partials-topic key of a series (what decides its partials partition)."""
-    return orjson.dumps([stream, feature])
+    """The partials-topic key of a series, ``stream/feature`` (what decides its partials
+    partition, by Kafka's default murmur2 partitioner; the record names its series itself)."""
+    return f"{stream}/{feature}".encode()
 
 
 def encode(rec: Partial | Mark) -> bytes:

@@ -155,7 +155,9 @@ class Reducer:
         step.closed_ends.append(start + size)
         cap = SegmentCap(cfg.max_segments) if cfg.segment_by else None
         for f in cfg.features:
-            parts = self.partials.pop((name, f.name, w), {})
+            if (name, f.name, w) not in self.partials:  # a series another partials partition holds
+                continue
+            parts = self.partials.pop((name, f.name, w))
             merged = WindowState()
             for src in sorted(parts):
                 merged.merge(parts[src], cap)

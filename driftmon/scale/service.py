@@ -53,7 +53,7 @@ from driftmon.source.kafka import KafkaSource, client_kwargs
 log = logging.getLogger("driftmon.scale.service")
 FLUSH_TIMEOUT = 30.0
 TICK_INTERVAL = 1.0
-REDUCE_POLL_MS = 50
+REDUCE_POLL_MS = 100
 
 
 class PartialsProducer:
@@ -148,6 +148,9 @@ class ScaledDaemon(Daemon):
         self.reduce_checkpointer = Checkpointer(_StageStore(self, "reduce"), self.metrics)
         self.restoring = False
         self.last_tick = 0.0
+        self._reduce_stop = threading.Event()
+        self._reduce_thread: threading.Thread | None = None
+        self.mapped: set[tuple[str, int]] = set()  # event partitions whose state was restored
 
     def _restore(self) -> None:
         log.info("scale-out: state comes from the changelog topic %r, not from %s",
@@ -174,6 +177,8 @@ class ScaledDaemon(Daemon):
             return None
         log.info("scale-out: mapper in group %r -> %s (%d partitions); reducer in group %r",
                  self.cfg.kafka.group_id, sc.partials_topic, self.producer.n, sc.reduce_group_id)
+        self._reduce_thread = threading.Thread(target=self._reduce_loop, name="driftmon-reducer", daemon=True)
+        self._reduce_thread.start()
         return base
 
     def _partitions_of(self, topic: str) -> int:
@@ -222,9 +227,13 @@ class ScaledDaemon(Daemon):
             self.restoring = True
             try:
                 assert self.changelog is not None and self.source is not None
+                partitions = [tp for tp in partitions if tp not in self.mapped]
+                if not partitions:
+                    return
                 self.changelog.catch_up()
                 seeks = {}
                 for topic, partition in partitions:
+                    self.mapped.add((topic, partition))
                     self.metrics.init_partition(topic, partition)
                     got = self.changelog.get("map", topic, partition)
                     for s in self.cfg.streams:
@@ -252,6 +261,7 @@ class ScaledDaemon(Daemon):
             log.info("mapper: partitions revoked %s; checkpointing", partitions)
             self._checkpoint_map()
             for topic, partition in partitions:
+                self.mapped.discard((topic, partition))
                 self.metrics.forget_partition(topic, partition)
                 self.offsets.pop((topic, partition), None)
                 for m in self.mappers.values():
@@ -269,6 +279,9 @@ class ScaledDaemon(Daemon):
             self.restoring = True
             try:
                 assert self.changelog is not None and self.reduce_source is not None
+                partitions = [tq for tq in partitions if tq not in self.reducers]
+                if not partitions:
+                    return
                 self.changelog.catch_up()
                 seeks = {}
                 for tq in partitions:
@@ -298,6 +311,9 @@ class ScaledDaemon(Daemon):
 
     def _reduce(self, batches: Mapping[tuple[str, int], Sequence[Any]]) -> None:
         merged = invalid = 0
+        fresh = [tq for tq, recs in batches.items() if recs and tq not in self.reducers]
+        if fresh:  # records before their assignment callback ran: restore their state first
+            self._on_assign_reduce(fresh)
         for tq, recs in batches.items():
             red = self.reducers.get(tq)
             if red is None or not recs:
@@ -340,6 +356,9 @@ class ScaledDaemon(Daemon):
     # -- the loop -------------------------------------------------------------------------------
 
     def handle_poll(self, batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> None:
+        fresh = [tp for tp, recs in batches.items() if recs and tp not in self.mapped]
+        if fresh:  # records before their assignment callback ran: restore their state first, so
+            self._on_assign(fresh)  # the offset guard drops what that state already counted
         super().handle_poll(batches)
         now = time.monotonic()
         if now - self.last_tick >= TICK_INTERVAL and self.producer is not None:
@@ -347,18 +366,30 @@ class ScaledDaemon(Daemon):
             with self.scale_lock:
                 for m in self.mappers.values():
                     self._send(m.tick(now, self.of))
-        if self.reduce_source is None:
-            return
-        # joining the partials group needs a poll that waits; once assigned, take what is there
-        # (longer when the event poll came back empty, so an idle mapper does not spin)
-        wait = 0 if batches and self.reduce_source.assignment() else REDUCE_POLL_MS
-        try:
-            reduce_batches = self.reduce_source.poll_batches(wait)
-        except Exception as exc:  # broker trouble: the next round tries again
-            log.warning("partials poll failed: %s", exc)
-            return
-        with self.scale_lock:
-            self._reduce(reduce_batches)
+
+    def _reduce_loop(self) -> None:
+        """The reducer's own thread: poll the partials, merge, emit, checkpoint its stage.
+        (Its consumer is used from this thread only; shared state under ``scale_lock``.)"""
+        src = self.reduce_source
+        assert src is not None
+        last = time.monotonic()
+        while not self.stop_event.is_set() and not self._reduce_stop.is_set():
+            try:
+                batches = src.poll_batches(REDUCE_POLL_MS)
+            except Exception as exc:  # broker trouble: stay up, retry
+                log.warning("partials poll failed: %s", exc)
+                self._reduce_stop.wait(1.0)
+                continue
+            try:
+                with self.scale_lock:
+                    self._reduce(batches)
+                    if time.monotonic() - last >= self.cfg.state.checkpoint_interval:
+                        last = time.monotonic()
+                        self._checkpoint_reduce()
+            except Exception:  # never silently: the replica stops reducing, so say so and stop it
+                log.exception("reducer failed; stopping this replica (its partitions move to the others)")
+                self.stop_event.set()
+                return
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -392,7 +423,8 @@ class ScaledDaemon(Daemon):
         self.last_checkpoint = time.monotonic()
         with self.scale_lock:
             ok = self._checkpoint_map()
-            ok = self._checkpoint_reduce() and ok
+            if self._reduce_thread is None or not self._reduce_thread.is_alive():  # else that thread does it
+                ok = self._checkpoint_reduce() and ok
         self.last_checkpoint = time.monotonic()
         return ok
 
@@ -414,6 +446,9 @@ class ScaledDaemon(Daemon):
         return ok, why
 
     def _shutdown(self) -> None:
+        self._reduce_stop.set()
+        if self._reduce_thread is not None:
+            self._reduce_thread.join(timeout=self.cfg.lifecycle.grace_period / 2)
         try:
             super()._shutdown()
         finally:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftmon.detect.result import rfc3339
-from driftmon.scale.records import Mark, Partial, decode, encode
+from driftmon.scale.records import Mark, Partial, decode, encode, series_key
 from driftmon.scale.reducer import Reducer, series_pipelines
 from tests.scale.helpers import events, key, map_partitions, replay, stream_cfg
 
@@ -86,6 +87,19 @@ def test_hopping_windows_and_more_partitions_equal_one_process():
         red.add(decode(encode(rec), summ))
         rows.extend(r.to_dict() for _, o in red.emit(0.0) for r in o.results)
     assert sorted(rows, key=key) == _expected(cfg, evs, 5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_series_spread_over_partials_partitions_each_reducer_emits_only_its_own(n):
+    """As on the partials topic: a partial goes to its series' partition, a mark to every one."""
+    reducers = [Reducer([CFG], partial_timeout=1e9) for _ in range(n)]
+    rows = []
+    for rec in [r for p in range(P) for r in MAPPED[p]]:
+        targets = reducers if isinstance(rec, Mark) else [reducers[zlib.crc32(series_key(*rec.series)) % n]]
+        for red in targets:
+            red.add(rec)
+            rows.extend(r.to_dict() for _, o in red.emit(0.0) for r in o.results)
+    assert sorted(rows, key=key) == EXPECTED
 
 
 def test_snapshot_restore_midway_continues_exactly():
