@@ -15,6 +15,7 @@ expression.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -722,3 +723,35 @@ def test_live_rules_load_and_evaluate_against_the_target(prometheus):
 
     assert poll(lambda: expected - active()) == set()
     assert active() == expected
+
+
+# --------------------------------------------------------------------- kubernetes, scaled variant
+
+def test_k8s_scaled_variant_runs_several_replicas_with_the_partials_topic_and_both_stages_ready():
+    scaled = K8S / "scaled"
+    kust = yaml.safe_load((scaled / "kustomization.yaml").read_text())
+    assert "../" in kust["resources"] and "topics-job.yaml" in kust["resources"]
+    patches = {p["path"] for p in kust["patches"]}
+    assert patches == {"deployment-patch.yaml", "configmap-patch.yaml"}
+    dep = yaml.safe_load((scaled / "deployment-patch.yaml").read_text())
+    base = k8s_docs()
+    assert dep["metadata"]["name"] == base["Deployment"]["metadata"]["name"]
+    assert dep["spec"]["replicas"] > 1
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"  # state moves with the partition
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["name"] == base["Deployment"]["spec"]["template"]["spec"]["containers"][0]["name"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+    cm = yaml.safe_load((scaled / "configmap-patch.yaml").read_text())
+    assert cm["metadata"]["name"] == base["ConfigMap"]["metadata"]["name"]
+    env = {"DRIFTMON_WEBHOOK_SECRET": "s"}
+    cfg = parse_config(yaml.safe_load(cm["data"]["driftmon.yaml"]), env)
+    base_cfg = parse_config(yaml.safe_load(base["ConfigMap"]["data"]["driftmon.yaml"]), env)
+    assert cfg.scale is not None and base_cfg.scale is None
+    assert dataclasses.replace(cfg, scale=None) == base_cfg  # only scale: differs from the base config
+
+    job = yaml.safe_load((scaled / "topics-job.yaml").read_text())
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert f"--topic {cfg.scale.partials_topic} " in script
+    assert f"--topic {cfg.scale.changelog_topic} " in script and "cleanup.policy=compact" in script
+    assert cfg.kafka.bootstrap_servers[0] in script
