@@ -268,9 +268,10 @@ class ScaledDaemon(Daemon):
                     m.forget((topic, partition))
 
     def _map_state(self) -> dict[Any, Any]:
-        owned = self.source.assignment() if self.source is not None else set()
+        # the partitions whose state this replica restored and holds (during a revocation
+        # kafka-python may already have cleared its assignment)
         return {src: {name: m.snapshot(src) for name, m in self.mappers.items() if src in m.parts}
-                for src in owned}
+                for src in sorted(self.mapped)}
 
     # -- reducer --------------------------------------------------------------------------------
 
