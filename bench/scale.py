@@ -72,7 +72,7 @@ def make_config(bootstrap: str, topic: str, work: Path, scale: bool) -> dict:
            "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "session_timeout_ms": 6000,
                      "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200, "max_poll_records": 5000},
            "http": {"listen": "127.0.0.1:0"}, "state": {"dir": str(work / "state"), "checkpoint_interval": "5s"},
-           "logging": {"level": "WARNING"}}
+           "logging": {"level": "INFO"}}
     if scale:
         partials = f"{group}-partials"
         create_topics(bootstrap, [partials], partitions=3)
