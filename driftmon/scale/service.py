@@ -382,11 +382,14 @@ class ScaledDaemon(Daemon):
                 self._reduce_stop.wait(1.0)
                 continue
             try:
+                reduced = None
                 with self.scale_lock:
                     self._reduce(batches)
                     if time.monotonic() - last >= self.cfg.state.checkpoint_interval:
                         last = time.monotonic()
-                        self._checkpoint_reduce()
+                        reduced = self._checkpoint_reduce(commit=False)
+                if reduced:  # outside the lock (see checkpoint())
+                    self.reduce_checkpointer.commit(reduced, src)
             except Exception:  # never silently: the replica stops reducing, so say so and stop it
                 log.exception("reducer failed; stopping this replica (its partitions move to the others)")
                 self.stop_event.set()
@@ -400,17 +403,29 @@ class ScaledDaemon(Daemon):
             out.append(Participant("partials not acknowledged", self.producer.flush))
         return out
 
-    def _checkpoint_map(self) -> bool:
+    def _checkpoint_map(self, commit: bool = True) -> dict[tuple[str, int], int] | None:
+        """Outputs and partials durable -> states to the changelog -> (with ``commit``) the
+        offsets committed.  Returns the offsets the written states cover (None: postponed).
+        Callers hold ``scale_lock``; one that must not wait on the consumer while holding it
+        passes ``commit=False`` and commits those offsets after releasing the lock."""
         if self.changelog is None or self.source is None:
-            return False
-        return self.map_checkpointer.checkpoint(self._participants(), self._map_state,
-                                                {tp: o for tp, o in self.offsets.items()}, self.source)
+            return None
+        offsets = dict(self.offsets)
+        if not self.map_checkpointer.checkpoint(self._participants(), self._map_state, offsets, None):
+            return None
+        if commit:
+            self.map_checkpointer.commit(offsets, self.source)
+        return offsets
 
-    def _checkpoint_reduce(self) -> bool:
+    def _checkpoint_reduce(self, commit: bool = True) -> dict[tuple[str, int], int] | None:
         if self.changelog is None or self.reduce_source is None:
-            return False
-        return self.reduce_checkpointer.checkpoint(
-            self._participants(), self._reduce_state, dict(self.reduce_offsets), self.reduce_source)
+            return None
+        offsets = dict(self.reduce_offsets)
+        if not self.reduce_checkpointer.checkpoint(self._participants(), self._reduce_state, offsets, None):
+            return None
+        if commit:
+            self.reduce_checkpointer.commit(offsets, self.reduce_source)
+        return offsets
 
     def _reduce_state(self) -> dict[Any, Any]:
         return {tq: red.snapshot() for tq, red in self.reducers.items()}
@@ -422,12 +437,16 @@ class ScaledDaemon(Daemon):
             log.error("not checkpointing: a batch was only partly counted; the last checkpoint stays")
             return False
         self.last_checkpoint = time.monotonic()
-        with self.scale_lock:
-            ok = self._checkpoint_map()
-            if self._reduce_thread is None or not self._reduce_thread.is_alive():  # else that thread does it
-                ok = self._checkpoint_reduce() and ok
+        reduce_here = self._reduce_thread is None or not self._reduce_thread.is_alive()  # else that thread does
+        with self.scale_lock:  # (a blocking commit waits on kafka-python's thread, whose rebalance
+            mapped = self._checkpoint_map(commit=False)  # callbacks take this lock: commit after it)
+            reduced = self._checkpoint_reduce(commit=False) if reduce_here else {}
+        if mapped is not None:
+            self.map_checkpointer.commit(mapped, self.source)
+        if reduced and self.reduce_source is not None:
+            self.reduce_checkpointer.commit(reduced, self.reduce_source)
         self.last_checkpoint = time.monotonic()
-        return ok
+        return mapped is not None and reduced is not None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
