@@ -205,7 +205,7 @@ class ScaleConfig:
     changelog_topic: str | None = None  # per-partition stage state (compacted); default <partials_topic>-changelog
     reduce_group_id: str | None = None  # consumer group on the partials topic; default <kafka.group_id>-reduce
     partial_timeout: float = 300.0  # a window waiting this long for a source partition is emitted partial
-    changelog_quiet: float = 1.0  # reading the changelog ends after this long without a new record
+    changelog_quiet: float = 1.0  # no marker back from the changelog: stop reading after max(this, 5 s) of silence
 
 
 @dataclass(frozen=True)
