@@ -80,3 +80,26 @@ def test_with_cluster_by_a_population_shift_is_caught_within_two_windows():
         hits = flagged(res, f)
         assert any(shift <= w <= shift + 1 for w in hits), f"{f}: flagged {hits}"
         assert not [w for w in hits if w < shift], f"{f}: false alarms before the shift: {hits}"
+
+
+def test_cluster_tables_survive_a_checkpoint_and_do_not_depend_on_batching():
+    import json
+
+    ev = dr.clustered_stream(6, 2_000, seed=3)
+    cfg = parse_config({"streams": [{"name": "s", "window": {"count": 2_000}, "cluster_by": "user_id",
+                                     "cluster_max_pairs": 300, "features": [
+                                         {"name": "category", "type": "categorical", "top_k": 20},
+                                         {"name": "score", "type": "numeric", "bins": "quantile"}]}]})
+    batches = list(ev.json_batches(1_000))
+    whole = StreamPipeline(cfg.streams[0])
+    expected = [r for b in batches for r in whole.process(b).results] + whole.flush().results
+    first = StreamPipeline(cfg.streams[0])
+    got = [r for b in batches[:5] for r in first.process(b).results]
+    second = StreamPipeline(cfg.streams[0])
+    second.restore(json.loads(json.dumps(first.snapshot())))
+    got += [r for b in batches[5:] for r in second.process(b).results] + second.flush().results
+    assert [r.to_dict() for r in got] == [r.to_dict() for r in expected]
+    assert any(r.design_effect is not None and r.design_effect > 1 for r in got)
+    other = StreamPipeline(cfg.streams[0])  # other batch boundaries
+    rebatched = [r for b in ev.json_batches(777) for r in other.process(b).results] + other.flush().results
+    assert [r.to_dict() for r in rebatched] == [r.to_dict() for r in expected]
