@@ -228,7 +228,8 @@ def stream(node: _Node, det: c.DetectorConfig, notices: list[str]) -> c.StreamCo
         segment_by=segment_by,
         max_segments=node.integer("max_segments", 20, minimum=1, maximum=MAX_SEGMENTS),
         include_overall=include_overall,
-        **({} if cluster_by is None else {"cluster_by": cluster_by, "cluster_max_pairs": cluster_pairs}),
+        cluster_by=cluster_by,
+        cluster_max_pairs=cluster_pairs,
     )
     if node.has("learn_events"):  # bins are no longer learned: accepted so old configs keep working
         node.integer("learn_events", None, minimum=0, nullable=True)

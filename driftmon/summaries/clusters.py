@@ -136,8 +136,7 @@ class ClusterTable:
                 == (other.cap, other.limit, other.singles, other.n)
                 and np.array_equal(self.cluster, other.cluster) and np.array_equal(self.key, other.key)
                 and np.array_equal(self.count, other.count)
-                and (self.sketch is None) == (other.sketch is None)
-                and (self.sketch is None or np.array_equal(self.sketch, other.sketch)))
+                and _same_sketch(self.sketch, other.sketch))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -167,6 +166,10 @@ class ClusterTable:
                 and 0 <= singles <= n and int(count.sum()) + singles <= n):
             raise ValueError("inconsistent cluster table")
         return cls(cap, cluster, key, count, limit, sketch, singles, n)
+
+
+def _same_sketch(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is None and b is None or a is not None and b is not None and np.array_equal(a, b)
 
 
 def _normalized(cap: int, cluster: np.ndarray, key: np.ndarray, count: np.ndarray, limit: int,
