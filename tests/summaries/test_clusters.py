@@ -129,3 +129,12 @@ def test_summaries_delegate_to_the_feature_summary():
     assert x.mean == pytest.approx(2.0) and x.count == 3
     labels, (counts,) = s.bins([x])
     assert labels == s.inner.bins([x.inner])[0] and counts.sum() == 3
+
+
+def test_module_doctests():
+    import doctest
+
+    from driftmon.summaries import clusters
+
+    result = doctest.testmod(clusters)
+    assert result.attempted > 0 and result.failed == 0
