@@ -231,11 +231,14 @@ def window_covariance(stats: Any, p: np.ndarray) -> np.ndarray:
     cluster = np.asarray(stats.cluster, dtype=np.int64)
     if cluster.size:
         count = np.asarray(stats.count, dtype=np.float64)
-        c = int(cluster.max()) + 1
-        mat = sparse.csr_matrix((count, (cluster, np.asarray(stats.bin, dtype=np.int64))), shape=(c, k))
-        m = np.asarray(mat.sum(axis=1)).reshape(-1)
-        mtm = np.asarray((mat.T @ mat).todense())
-        mtm_m = np.asarray(mat.T @ m).reshape(-1)
+        bins = np.asarray(stats.bin, dtype=np.int64)
+        m = np.bincount(cluster, weights=count)
+        order = np.argsort(cluster, kind="stable")  # (cluster_stats gives them in cluster order already)
+        cluster, bins, count = cluster[order], bins[order], count[order]
+        indptr = np.searchsorted(cluster, np.arange(m.size + 1))
+        mat = sparse.csr_matrix((count, bins, indptr), shape=(m.size, k))  # repeated cells add up in products
+        mtm = (mat.T @ mat).toarray()  # sum_i m_ik m_il
+        mtm_m = np.bincount(bins, weights=count * m[cluster], minlength=k)  # sum_i m_ik m_i
         sq = float(np.dot(m, m))
         exact = mtm - np.outer(mtm_m, p) - np.outer(p, mtm_m) + sq * np.outer(p, p)
         cov = cov + exact * (1.0 + float(stats.tail_sq) / sq)  # sketched clusters: as heterogeneous as exact

@@ -82,7 +82,8 @@ def _mix(h: np.ndarray, seed: np.uint64) -> np.ndarray:
 
 
 def sketch_add(sketch: np.ndarray, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """``sketch`` plus the sizes of ``clusters`` (distinct uint64 hashes), row by row."""
+    """``sketch`` plus ``sizes[j]`` events of cluster ``clusters[j]`` (uint64 hashes; a cluster
+    may repeat: the sketch is linear), row by row."""
     out = sketch.copy()
     depth, width = out.shape
     for r in range(depth):
@@ -113,6 +114,7 @@ class ClusterTable:
     singles: int  # events without a cluster value
     n: int  # every event
     kind: str = "clusters"
+    raw: bool = False  # True: one count per event, not yet sorted, added up or capped (see ClusteredSummary)
 
     @property
     def pairs(self) -> int:
@@ -123,13 +125,7 @@ class ClusterTable:
         return self.n
 
     def __add__(self, other: ClusterTable) -> ClusterTable:
-        if other.cap != self.cap:
-            raise ValueError("cannot add cluster tables with different caps")
-        sketch = self.sketch if other.sketch is None else other.sketch if self.sketch is None \
-            else self.sketch + other.sketch
-        return _normalized(self.cap, np.concatenate([self.cluster, other.cluster]),
-                           np.concatenate([self.key, other.key]), np.concatenate([self.count, other.count]),
-                           min(self.limit, other.limit), sketch, self.singles + other.singles, self.n + other.n)
+        return add_tables([self, other])
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ClusterTable) and (self.cap, self.limit, self.singles, self.n)
@@ -168,6 +164,20 @@ class ClusterTable:
         return cls(cap, cluster, key, count, limit, sketch, singles, n)
 
 
+def add_tables(tables: Sequence[ClusterTable]) -> ClusterTable:
+    """The sum of several tables with one normalization (the n-ary ``+``)."""
+    if len(tables) == 1 and not tables[0].raw:
+        return tables[0]
+    cap = tables[0].cap
+    if any(t.cap != cap for t in tables):
+        raise ValueError("cannot add cluster tables with different caps")
+    sketches = [t.sketch for t in tables if t.sketch is not None]
+    sketch = None if not sketches else sketches[0] if len(sketches) == 1 else np.sum(sketches, axis=0)
+    return _normalized(cap, np.concatenate([t.cluster for t in tables]), np.concatenate([t.key for t in tables]),
+                       np.concatenate([t.count for t in tables]), min(t.limit for t in tables), sketch,
+                       sum(t.singles for t in tables), sum(t.n for t in tables))
+
+
 def _same_sketch(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a is None and b is None or a is not None and b is not None and np.array_equal(a, b)
 
@@ -176,24 +186,37 @@ def _normalized(cap: int, cluster: np.ndarray, key: np.ndarray, count: np.ndarra
                 sketch: np.ndarray | None, singles: int, n: int) -> ClusterTable:
     """Aggregate equal pairs, then move every cluster at or past the limit (the given
     one, or the first whose pairs overflow ``cap``) from the exact part to the sketch."""
+    out_c: list[np.ndarray] = []
+    out_n: list[np.ndarray] = []
+    if limit < NO_LIMIT and cluster.size:  # past the limit already: straight to the sketch, unsorted
+        below = cluster < np.uint64(limit)
+        if not below.all():
+            out_c.append(cluster[~below])
+            out_n.append(count[~below])
+            cluster, key, count = cluster[below], key[below], count[below]
     if cluster.size:
-        order = np.lexsort((key, cluster))
-        cluster, key, count = cluster[order], key[order], count[order]
-        new = np.ones(cluster.size, dtype=bool)
-        new[1:] = (cluster[1:] != cluster[:-1]) | (key[1:] != key[:-1])
-        if not new.all():
-            starts = np.flatnonzero(new)
-            cluster, key, count = cluster[starts], key[starts], np.add.reduceat(count, starts)
-    kept = cluster.size if limit >= NO_LIMIT else int(np.searchsorted(cluster, np.uint64(limit), side="left"))
+        # sort by (cluster, key) and add up equal pairs: ranks of each, one int64 per pair
+        # (three quicksorts; np.lexsort on two 64-bit keys is several times slower)
+        uc, ci = np.unique(cluster, return_inverse=True)
+        uk, ki = np.unique(key, return_inverse=True)
+        pair, inv = np.unique(ci.reshape(-1) * np.int64(uk.size) + ki.reshape(-1), return_inverse=True)
+        if pair.size != cluster.size:
+            count = np.bincount(inv.reshape(-1), weights=count, minlength=pair.size).astype(np.int64)
+        else:
+            placed = np.empty_like(count)
+            placed[inv.reshape(-1)] = count
+            count = placed
+        cluster, key = uc[pair // uk.size], uk[pair % uk.size]
+    kept = cluster.size
     if kept > cap:
         limit = int(cluster[cap])
         kept = int(np.searchsorted(cluster, cluster[cap], side="left"))
-    if kept < cluster.size:
-        out_c, out_n = cluster[kept:], count[kept:]
-        starts = np.flatnonzero(np.concatenate([[True], out_c[1:] != out_c[:-1]]))
-        base = np.zeros((SKETCH_DEPTH, SKETCH_WIDTH), dtype=np.int64) if sketch is None else sketch
-        sketch = sketch_add(base, out_c[starts], np.add.reduceat(out_n, starts))
+        out_c.append(cluster[kept:])
+        out_n.append(count[kept:])
         cluster, key, count = cluster[:kept], key[:kept], count[:kept]
+    if out_c:
+        base = np.zeros((SKETCH_DEPTH, SKETCH_WIDTH), dtype=np.int64) if sketch is None else sketch
+        sketch = sketch_add(base, np.concatenate(out_c), np.concatenate(out_n))
     if limit < NO_LIMIT and sketch is None:
         sketch = np.zeros((SKETCH_DEPTH, SKETCH_WIDTH), dtype=np.int64)
     return ClusterTable(cap, cluster, key, count.astype(np.int64), limit, sketch, singles, n)
@@ -266,15 +289,26 @@ class ClusterStats:
 
 
 class ClusteredSummary:
-    """A feature's summary and its :class:`ClusterTable`; adds both, delegates the rest."""
+    """A feature's summary and its :class:`ClusterTable`; adds both, delegates the rest.
+
+    Added tables (and a batch's raw per-event table) are kept as parts and summed (one
+    sort) when read, or as soon as the parts hold more than ``2 cap`` pairs, so a window that gains a batch at a time does
+    not re-sort its table for every batch; the sum does not depend on when that happens."""
 
     kind = "clustered"
 
-    def __init__(self, inner: Any, clusters: ClusterTable):
-        self.inner, self.clusters = inner, clusters
+    def __init__(self, inner: Any, clusters: ClusterTable | Sequence[ClusterTable]):
+        self.inner = inner
+        self._parts: tuple[ClusterTable, ...] = (clusters,) if isinstance(clusters, ClusterTable) else tuple(clusters)
+
+    @property
+    def clusters(self) -> ClusterTable:
+        if len(self._parts) > 1 or self._parts[0].raw:
+            self._parts = (add_tables(self._parts),)
+        return self._parts[0]
 
     def __getattr__(self, name: str) -> Any:  # mean, variance, count, ... of the feature's summary
-        if name in ("inner", "clusters") or name.startswith("__"):
+        if name in ("inner", "_parts") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
@@ -283,7 +317,10 @@ class ClusteredSummary:
         return int(self.inner.total)
 
     def __add__(self, other: ClusteredSummary) -> ClusteredSummary:
-        return ClusteredSummary(self.inner + other.inner, self.clusters + other.clusters)
+        out = ClusteredSummary(self.inner + other.inner, self._parts + other._parts)
+        if sum(t.pairs for t in out._parts) > 2 * out._parts[0].cap:  # memory: at most ~2 cap pairs
+            out._parts = (add_tables(out._parts),)
+        return out
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ClusteredSummary) and self.inner == other.inner and self.clusters == other.clusters
@@ -331,9 +368,10 @@ class ClusteredSummarizer:
         keys = fine_keys(self.inner, codes.inner)
         p = codes.present
         n = int(p.size)
-        table = _normalized(self.cap, codes.cluster[p], keys[p], np.ones(int(p.sum()), dtype=np.int64), NO_LIMIT,
-                            None, n - int(p.sum()), n)
-        return ClusteredSummary(self.inner.summarize(codes.inner), table)
+        k = int(p.sum())
+        raw = ClusterTable(self.cap, codes.cluster[p], keys[p], np.ones(k, dtype=np.int64), NO_LIMIT, None, n - k, n,
+                           raw=True)  # sorted and capped when read or when the parts grow past the cap
+        return ClusteredSummary(self.inner.summarize(codes.inner), raw if k <= self.cap else add_tables([raw]))
 
     def empty(self) -> ClusteredSummary:
         z = np.zeros(0, dtype=np.int64)
