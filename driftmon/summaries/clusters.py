@@ -295,8 +295,6 @@ class ClusteredSummary:
     sort) when read, or as soon as the parts hold more than ``2 cap`` pairs, so a window that gains a batch at a time does
     not re-sort its table for every batch; the sum does not depend on when that happens."""
 
-    kind = "clustered"
-
     def __init__(self, inner: Any, clusters: ClusterTable | Sequence[ClusterTable]):
         self.inner = inner
         self._parts: tuple[ClusterTable, ...] = (clusters,) if isinstance(clusters, ClusterTable) else tuple(clusters)
@@ -311,6 +309,10 @@ class ClusteredSummary:
         if name in ("inner", "_parts") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    @property
+    def kind(self) -> str:  # the feature's (metrics such as gaussian_kl check it); to_dict says "clustered"
+        return str(self.inner.kind)
 
     @property
     def total(self) -> int:
@@ -328,7 +330,7 @@ class ClusteredSummary:
     __hash__ = None  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "v": FORMAT_VERSION, "summary": self.inner.to_dict(),
+        return {"kind": "clustered", "v": FORMAT_VERSION, "summary": self.inner.to_dict(),
                 "clusters": self.clusters.to_dict()}
 
 

@@ -133,3 +133,15 @@ def test_movielens_p_values_with_cluster_by_user():
     switch = [i for i, r in enumerate(plain) if r.window_start == 1049760000.0]  # 2003-04-08: half stars
     assert len(switch) == 1
     assert plain[switch[0]].p_value < 1e-100 and 1e-3 < clustered[switch[0]].p_value < 0.05  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("metric", ["gaussian_kl", "wasserstein", "js"])
+def test_summary_metrics_work_with_cluster_by(metric):
+    """Metrics computed from the summaries themselves see the feature's summary."""
+    ev = dr.clustered_stream(4, 2_000, seed=1)
+    cfg = parse_config({"streams": [{"name": "s", "window": {"count": 2_000}, "cluster_by": "user_id", "features": [
+        {"name": "score", "type": "numeric", "bins": "quantile", "detector": {"metric": metric}}]}]})
+    p = StreamPipeline(cfg.streams[0])
+    res = [r for b in ev.json_batches(4_000) for r in p.process(b).results] + p.flush().results
+    compared = [r for r in res if r.divergence is not None]
+    assert len(compared) == 3 and all(r.design_effect is not None for r in compared)
