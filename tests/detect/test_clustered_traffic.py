@@ -145,3 +145,28 @@ def test_summary_metrics_work_with_cluster_by(metric):
     res = [r for b in ev.json_batches(4_000) for r in p.process(b).results] + p.flush().results
     compared = [r for r in res if r.divergence is not None]
     assert len(compared) == 3 and all(r.design_effect is not None for r in compared)
+
+
+def test_event_time_windows_with_cluster_by_do_not_depend_on_arrival_order():
+    import json
+    import random
+
+    ev = dr.clustered_stream(5, 2_000, seed=2)
+    lines = [json.dumps(d) for d in ev]
+    cfg = parse_config({"streams": [{"name": "s", "window": {"size": "20s", "allowed_lateness": "1h"},
+                                     "segment_by": ["category"], "max_segments": 3,
+                                     "cluster_by": "user_id", "cluster_max_pairs": 500, "features": [
+                                         {"name": "category", "type": "categorical", "top_k": 20},
+                                         {"name": "score", "type": "numeric", "bins": "quantile"}]}]})
+
+    def rows(order: list[str], batch: int) -> list[dict[str, Any]]:
+        p = StreamPipeline(cfg.streams[0], clock=lambda: 2e9)
+        out = [r for i in range(0, len(order), batch) for r in p.process(order[i:i + batch]).results]
+        return sorted((r.to_dict() for r in out + p.flush().results),
+                      key=lambda d: (d["window_start"], d["feature"], str(d["segment"])))
+
+    shuffled = lines[:]
+    random.Random(5).shuffle(shuffled)
+    expected = rows(lines, 1_000)
+    assert rows(shuffled, 333) == expected
+    assert sum(r["design_effect"] is not None for r in expected) >= 8
