@@ -128,6 +128,8 @@ class ClusterTable:
         return add_tables([self, other])
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, ClusterTable) and (self.raw or other.raw):
+            return add_tables([self]) == add_tables([other])
         return (isinstance(other, ClusterTable) and (self.cap, self.limit, self.singles, self.n)
                 == (other.cap, other.limit, other.singles, other.n)
                 and np.array_equal(self.cluster, other.cluster) and np.array_equal(self.key, other.key)
@@ -137,6 +139,8 @@ class ClusterTable:
     __hash__ = None  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
+        if self.raw:
+            return add_tables([self]).to_dict()
         return {"kind": self.kind, "v": FORMAT_VERSION, "cap": self.cap, "cluster": pack(self.cluster, "u8"),
                 "key": pack(self.key, "i8"), "count": pack(self.count, "i8"), "limit": str(self.limit),
                 "sketch": None if self.sketch is None else pack(self.sketch.reshape(-1), "i8"),

@@ -138,3 +138,14 @@ def test_module_doctests():
 
     result = doctest.testmod(clusters)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_raw_batch_table_reads_like_its_sorted_sum():
+    s = ClusteredSummarizer(FixedSummarizer(CategoricalSpec(("a", "b"))), cap=10)
+    x = s.summarize(s.codes(["u2", "u1", "u2", "u3"], ["a", "b", "a", "a"]))
+    raw = x._parts[0]
+    assert raw.raw and raw.pairs == 4
+    settled = x.clusters
+    assert not settled.raw and settled.pairs == 3 and sorted(settled.count.tolist()) == [1, 1, 2]
+    assert raw == settled and raw.to_dict() == settled.to_dict()
+    assert ClusterTable.from_dict(raw.to_dict()) == settled
