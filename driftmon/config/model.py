@@ -113,6 +113,8 @@ class StreamConfig:
     segment_by: tuple[str, ...] = ()
     max_segments: int = 20
     include_overall: bool = True
+    cluster_by: str | None = None  # events of one value are one cluster: p-values get a design effect
+    cluster_max_pairs: int = 20_000  # distinct (cluster, value) pairs kept exactly per window and feature
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ MAX_VALUES = 1_000_000  # distinct values counted exactly per open-vocabulary su
 MAX_SEGMENTS = 10_000  # segment values per stream
 MAX_WINDOWS_PER_EVENT = 1_000  # size / slide of a hopping window: each event is counted into that many
 MIN_SLIDE = 0.001  # 1 ms: window indices are event time / slide in int64
+MAX_CLUSTER_PAIRS = 10_000_000  # (cluster, value) pairs kept exactly per window summary
 MAX_ALPHA = 1e6  # additive smoothing pseudo-count: bins * alpha must stay far from float overflow
 
 
@@ -174,6 +175,17 @@ def _distinct(values: tuple[str, ...], path: str, what: str) -> None:
         seen.add(v)
 
 
+def _cluster(node: _Node) -> tuple[str | None, int]:
+    """``cluster_by`` (a field path, or null) and ``cluster_max_pairs``."""
+    raw = node.raw("cluster_by", None)
+    cluster_by = None if raw is None else check_field_path(node.text("cluster_by", nonempty=True),
+                                                           node.sub("cluster_by"))
+    pairs = node.integer("cluster_max_pairs", 20_000, minimum=1, maximum=MAX_CLUSTER_PAIRS)
+    if cluster_by is None and node.has("cluster_max_pairs"):
+        raise ConfigError(node.sub("cluster_max_pairs"), "only applies with `cluster_by` (a field)")
+    return cluster_by, pairs
+
+
 def stream(node: _Node, det: c.DetectorConfig, notices: list[str]) -> c.StreamConfig:
     name = node.text("name", nonempty=True)
     if node.has("topic") and node.has("topics"):
@@ -206,6 +218,7 @@ def stream(node: _Node, det: c.DetectorConfig, notices: list[str]) -> c.StreamCo
         check_field_path(s, f"{node.sub('segment_by')}[{i}]")
     _distinct(segment_by, node.sub("segment_by"), "segment fields")
     include_overall = node.flag("include_overall", True)
+    cluster_by, cluster_pairs = _cluster(node)
     out = c.StreamConfig(
         name=name,
         topics=topics,
@@ -215,6 +228,8 @@ def stream(node: _Node, det: c.DetectorConfig, notices: list[str]) -> c.StreamCo
         segment_by=segment_by,
         max_segments=node.integer("max_segments", 20, minimum=1, maximum=MAX_SEGMENTS),
         include_overall=include_overall,
+        cluster_by=cluster_by,
+        cluster_max_pairs=cluster_pairs,
     )
     if node.has("learn_events"):  # bins are no longer learned: accepted so old configs keep working
         node.integer("learn_events", None, minimum=0, nullable=True)

@@ -11,6 +11,7 @@ indices).  The daemon runs it in-process or in the decode worker
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from driftmon.config import StreamConfig
+from driftmon.config import FeatureConfig, StreamConfig
 from driftmon.decode.events import Decoder
 from driftmon.summaries import summarizer_for
+from driftmon.summaries.clusters import ClusteredSummarizer, cluster_codes
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,41 @@ class Preparer:
 
     def __init__(self, cfg: StreamConfig, clock: Callable[[], float] = time.time):
         self.decoder = Decoder(cfg, clock)
-        self.summarizers = [summarizer_for(f) for f in cfg.features]
+        self.summarizers: list[Any] = [summarizer_for(f) for f in cfg.features]
+        self.clustered = cfg.cluster_by is not None
+        if self.clustered:
+            self.decoder = Decoder(with_cluster_column(cfg), clock)
+            self.summarizers = [ClusteredSummarizer(s, cfg.cluster_max_pairs) for s in self.summarizers]
 
     def prepare(self, values: Sequence[bytes | str]) -> PreparedBatch:
         batch = self.decoder.decode(values)
         seg = None if batch.segments is None else SegmentKeys.of(batch.segments)
-        codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
+        if self.clustered:
+            codes, truncated = clustered_codes(self.summarizers, batch.features, batch.truncated)
+        else:
+            codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
+            truncated = batch.truncated
         return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,
-                             CodedBatch(batch.ts, seg, codes), tuple(batch.truncated))
+                             CodedBatch(batch.ts, seg, codes), tuple(truncated))
+
+
+CLUSTER_COLUMN = "\x00cluster_by"  # the decoded cluster field: an extra, last categorical column
+
+
+def with_cluster_column(cfg: StreamConfig) -> StreamConfig:
+    """The stream with its ``cluster_by`` field decoded as one more categorical column
+    (values are stringified like categories and cut to 256 characters; an object or
+    list there rejects the event as ``bad_type``; a missing one is a cluster of one)."""
+    assert cfg.cluster_by is not None
+    column = FeatureConfig(name=CLUSTER_COLUMN, field=cfg.cluster_by, type="categorical",
+                           detector=cfg.features[0].detector, top_k=1)
+    return dataclasses.replace(cfg, features=(*cfg.features, column))
+
+
+def clustered_codes(summarizers: Sequence[Any], columns: Sequence[Sequence[Any]],
+                    truncated: Sequence[int]) -> tuple[list[Any], list[int]]:
+    """Per feature, its codes plus each event's cluster hash (one XXH3-64 per distinct
+    cluster value, C-level passes); the truncation counts without the cluster column."""
+    h, present = cluster_codes(columns[-1])
+    codes = [s.wrap(h, present, s.inner.codes(col)) for s, col in zip(summarizers, columns[:-1])]
+    return codes, list(truncated[:-1])

@@ -127,7 +127,9 @@ class Detector:
         if math.isnan(div):  # a summary metric over a window with no finite value
             return DriftResult(**base, divergence=None, p_value=None, state="insufficient_data",
                                transition="none", severity=self.severity)
-        test = significance.g_test(counts, ref, permutations=cfg.permutations)
+        deff = significance.design_effect(self.summarizer.cluster_stats([summary, ref_summary]), [counts, ref]) \
+            if hasattr(self.summarizer, "cluster_stats") else None  # streams[].cluster_by
+        test = significance.g_test(counts, ref, permutations=cfg.permutations, design_effect=deff or 1.0)
         significant = cfg.max_p_value is None or test.p_value <= cfg.max_p_value
         level = "ok"
         if significant and div >= cfg.thresholds.critical:
@@ -140,6 +142,7 @@ class Detector:
             **base, divergence=div, p_value=float(test.p_value), p_value_method=test.method, state=level,
             transition=transition, severity=active if transition == "resolved" else self.severity,
             top_bins=self._top_bins(labels, counts, ref, terms),
+            design_effect=None if deff is None else deff.mean,
         )
 
     def _hysteresis(self, level: str) -> str:

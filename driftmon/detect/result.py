@@ -118,6 +118,7 @@ class DriftResult:
     p_value_method: str | None = None  # "chi2" | "permutation"
     # scale-out: the source partitions missing from a window emitted at its timeout (None: complete)
     partial: tuple[str, ...] | None = None
+    design_effect: float | None = None  # streams[].cluster_by: the Rao-Scott design effect the p-value used
 
     def __post_init__(self) -> None:
         bins = _cap_labels(tuple(self.bins))
@@ -149,6 +150,7 @@ class DriftResult:
             "divergence": json_number(self.divergence),
             "p_value": json_number(self.p_value),
             "p_value_method": self.p_value_method,
+            "design_effect": json_number(self.design_effect),
             "smoothing": self.smoothing,
             "n_current": self.n_current,
             "n_reference": self.n_reference,

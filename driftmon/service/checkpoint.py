@@ -67,6 +67,7 @@ def config_fingerprint(cfg: Config) -> str:
          [[f.name, f.field, f.type, f.categories, f.edges, f.top_k, f.num_bins, f.detector.reference]
           + ([f.max_values] if f.top_k is not None else []) + ([f.relative_accuracy] if f.num_bins else [])
           for f in s.features]]
+        + ([["cluster_by", s.cluster_by, s.cluster_max_pairs]] if s.cluster_by is not None else [])
         for s in cfg.streams
     ]
     return hashlib.sha256(json.dumps(streams, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -32,7 +32,8 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CONTRACT_KEYS = ["stream", "feature", "segment", "window_start", "window_end", "metric", "unit", "divergence",
                  "p_value", "n_current", "n_reference", "state", "transition", "top_bins"]
 # Fields the implementation adds to the contract's row (documented additions).
-ADDED_KEYS = ["p_value_method", "smoothing", "severity", "warn_threshold", "critical_threshold", "bins", "counts"]
+ADDED_KEYS = ["p_value_method", "design_effect", "smoothing", "severity", "warn_threshold", "critical_threshold",
+              "bins", "counts"]
 
 
 def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

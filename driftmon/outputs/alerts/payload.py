@@ -113,7 +113,8 @@ def alert_annotations(result: DriftResult, status: str, severity: str) -> dict[s
     description = (
         f"{result.metric} divergence of {_where(result)} was {_short(result.divergence)} {result.unit} "
         f"(warn {result.warn_threshold:g}, critical {result.critical_threshold:g}, "
-        f"p={_short(result.p_value)}) over {rfc3339(result.window_start)} .. {rfc3339(result.window_end)}, "
+        f"p={_short(result.p_value)}{_clustered(result)}) over {rfc3339(result.window_start)} .. "
+        f"{rfc3339(result.window_end)}, "
         f"{result.n_current} events vs {result.n_reference} reference; smoothing {result.smoothing}."
     )
     if moves:
@@ -134,6 +135,11 @@ def alert_annotations(result: DriftResult, status: str, severity: str) -> dict[s
         "top_bins": json.dumps(top, separators=(",", ":"), ensure_ascii=False),
         "smoothing": result.smoothing,
     }
+
+
+def _clustered(result: DriftResult) -> str:
+    """With ``cluster_by``: the design effect the p-value was corrected by."""
+    return "" if result.design_effect is None else f" corrected for clustering, design effect {result.design_effect:.3g}"
 
 
 def _group_key(labels: Mapping[str, str]) -> str:
