@@ -21,6 +21,7 @@ import numpy as np
 from driftmon.config import StreamConfig
 from driftmon.decode.events import Decoder
 from driftmon.summaries import summarizer_for
+from driftmon.summaries.hashing import hash_one
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,21 @@ class CodedBatch:
 
 
 @dataclass(frozen=True)
+class EntityColumns:
+    """Per accepted event, for :mod:`driftmon.monitors.entities`: the entity key, its
+    stable 64-bit hash (:func:`driftmon.summaries.hashing.stable_hash`; 0 where the key is
+    missing) and the interest feature's value (None where missing)."""
+
+    keys: list[str | None]
+    hashes: np.ndarray  # uint64
+    values: list[str | None]
+
+
+def _hash_or_zero(key: str | None) -> int:
+    return 0 if key is None else hash_one(key)
+
+
+@dataclass(frozen=True)
 class PreparedBatch:
     """One batch of raw values after :meth:`Preparer.prepare`."""
 
@@ -58,6 +74,7 @@ class PreparedBatch:
     rejected: list[tuple[int, str]]  # (input index, reason)
     coded: CodedBatch
     truncated: tuple[int, ...] = ()  # per feature: categorical values cut to the length cap
+    entities: EntityColumns | None = None  # only when the stream configures ``entities``
 
 
 class Preparer:
@@ -71,5 +88,9 @@ class Preparer:
         batch = self.decoder.decode(values)
         seg = None if batch.segments is None else SegmentKeys.of(batch.segments)
         codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
+        ent = None
+        if batch.extras:
+            keys, vals = batch.extras
+            ent = EntityColumns(keys, np.fromiter(map(_hash_or_zero, keys), dtype=np.uint64, count=len(keys)), vals)
         return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,
-                             CodedBatch(batch.ts, seg, codes), tuple(batch.truncated))
+                             CodedBatch(batch.ts, seg, codes), tuple(batch.truncated), ent)

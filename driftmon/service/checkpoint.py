@@ -67,6 +67,9 @@ def config_fingerprint(cfg: Config) -> str:
          [[f.name, f.field, f.type, f.categories, f.edges, f.top_k, f.num_bins, f.detector.reference]
           + ([f.max_values] if f.top_k is not None else []) + ([f.relative_accuracy] if f.num_bins else [])
           for f in s.features]]
+        # per-entity state's shape (only when configured, so other streams' checkpoints stay valid)
+        + ([["entities", s.entities.key, s.entities.feature, s.entities.window_size, s.entities.last_events,
+             s.entities.categories, s.entities.max_categories]] if s.entities is not None else [])
         for s in cfg.streams
     ]
     return hashlib.sha256(json.dumps(streams, sort_keys=True, default=str).encode()).hexdigest()[:16]
