@@ -125,7 +125,7 @@ class EntitiesConfig:
     min_events: int = 20  # in each of the two windows compared
     threshold: float = 0.3  # on the adjusted divergence, nats
     max_p_value: float = 0.001  # per-entity G-test p-value
-    prior_strength: float = 10.0  # Dirichlet pseudo-events toward the population distribution
+    prior_strength: float | None = None  # Dirichlet pseudo-events toward the population (None: one per category)
     categories: tuple[str, ...] | None = None  # declared; otherwise learned up to max_categories
     max_categories: int = 64  # learned vocabulary size (further values count as __other__)
     max_entities: int = 1_000_000  # tracked at once; past it the least recently seen are evicted

@@ -191,7 +191,7 @@ def entities(node: _Node) -> c.EntitiesConfig:
         raise ConfigError(node.sub("min_events"), f"expected at most window.last_events ({last}), got {min_events}")
     threshold = node.number("threshold", 0.3, minimum=0.0)
     p = node.number("max_p_value", 0.001, above=0.0, maximum=1.0)
-    prior = node.number("prior_strength", 10.0, minimum=0.0, maximum=1e9)
+    prior = node.number("prior_strength", None, minimum=0.0, maximum=1e9, nullable=True)
     cats = None
     if node.has("categories"):
         cats = node.str_list("categories")

@@ -11,12 +11,16 @@ with 60 events over 20 categories, so light users would fire constantly.  Here a
 needs all of:
 
 * ``n >= min_events`` in the current window and ``m >= min_events`` in the reference;
-* the **adjusted divergence** ``D(P~ || Q~) >= threshold`` (nats), where each window's
-  distribution is shrunk toward the population's distribution ``pi`` by a Dirichlet prior
-  of ``a = prior_strength`` pseudo-events: ``P~ = (c + a pi) / (n + a)``, likewise ``Q~``
-  from the reference counts.  A light user's two windows are both pulled toward ``pi``,
-  so noise stays far below the threshold, while a heavy user's distribution is nearly
-  its own; the adjusted figure is also finite where the raw one is infinite;
+* the **adjusted divergence** ``>= threshold`` (nats).  Each window's distribution is first
+  shrunk toward the population's distribution ``pi`` by a Dirichlet prior of
+  ``a = prior_strength`` pseudo-events (default: one per category, ``K``), ``P~ = (c + a pi) / (n + a)`` (likewise ``Q~``
+  from the reference's ``m`` counts ``r``), which makes the divergence finite and pulls a
+  light user's two windows together; then the shrunk KL's expected value when nothing
+  changed, ``b = (K_u - 1)/2 (n/(n+a)^2 + m/(m+a)^2)`` (``K_u``: categories with an event
+  in either window; with ``a = 0`` the plug-in bias), is subtracted:
+  ``divergence = max(D(P~ || Q~) - b, 0)``.  So ``threshold`` is divergence *beyond
+  noise* at every activity level (with 50 events over 19 genres the shrunk KL of an
+  unchanged user is about 0.24 nats, the adjusted one about 0);
 * the per-entity **G-test** of the entity's two count vectors (a 2 x K contingency table,
   ``G = 2 sum O ln(O/E)``, Williams' correction, chi-square with (non-empty columns - 1)
   degrees of freedom): ``p <= max_p_value``.  This is the guard that makes the
@@ -24,10 +28,11 @@ needs all of:
   level (with a million users, 0.001 still means ~1,000 false shifts per window if the
   threshold did not also hold; see docs/quality.md for measured rates).
 
-Each record carries the adjusted ``divergence`` and the ``raw_divergence`` (plug-in KL of
-the two windows' shares, ``inf`` where the reference has no event in a category the
-current window has), the p-value and the categories that moved most (``top_bins``: shares
-before and after, adjusted, and each category's term of the adjusted KL).  The reference
+Each record carries the adjusted ``divergence``, the ``shrunk_divergence`` and the
+``shrunk_bias`` subtracted from it, the ``raw_divergence`` (plug-in KL of the two windows'
+shares, ``inf`` where the reference has no event in a category the current window has)
+with its bias ``raw_bias``, the p-value and the categories that moved most (``top_bins``:
+shrunk shares before and after, and each category's term of the shrunk KL).  The reference
 then becomes the window just closed, shifted or not: a shift resets the entity's
 baseline to its new distribution.
 
@@ -93,7 +98,9 @@ class EntityShift:
     entity: str
     window_start: float
     window_end: float
-    divergence: float  # adjusted (shrunk) KL, nats
+    divergence: float  # adjusted: shrunk KL minus its no-change expectation, nats
+    shrunk_divergence: float  # D(P~ || Q~) of the shrunk distributions, nats
+    shrunk_bias: float  # what was subtracted: the shrunk KL's expectation with no change, nats
     raw_divergence: float  # plug-in KL of the two windows' shares, nats (inf possible)
     p_value: float
     n_current: int
@@ -119,6 +126,8 @@ class EntityShift:
             "n_reference": self.n_reference,
             "top_bins": [b.to_dict() for b in self.top_bins],
             "metric": "kl",
+            "shrunk_divergence": json_number(self.shrunk_divergence),
+            "shrunk_bias": json_number(self.shrunk_bias),
             "raw_divergence": json_number(self.raw_divergence),
             "raw_bias": json_number(self.bias),
             "p_value": json_number(self.p_value),
@@ -137,15 +146,23 @@ class EntityShift:
 class Comparison:
     """Vectorised result of comparing E entities' current windows with their references."""
 
-    adjusted: np.ndarray  # (E,) nats
+    adjusted: np.ndarray  # (E,) nats: max(shrunk - bias, 0)
+    shrunk: np.ndarray  # (E,) nats: D(P~ || Q~) of the shrunk distributions
+    bias: np.ndarray  # (E,) nats: the shrunk KL's approximate expectation when nothing changed
     raw: np.ndarray  # (E,) nats, inf where q = 0 < p
     p_value: np.ndarray  # (E,)
     n: np.ndarray  # (E,) current counts
     m: np.ndarray  # (E,) reference counts
     terms: np.ndarray  # (E, K) per-category terms of the adjusted KL
     support: np.ndarray  # (E,) categories with an event in either window
+    g: np.ndarray  # (E,) G statistic of the 2 x K table (before Williams' correction)
+    williams: np.ndarray  # (E,) Williams' correction divisor q (>= 1)
     p_adj: np.ndarray  # (E, K) shrunk current distribution
     q_adj: np.ndarray  # (E, K) shrunk reference distribution
+
+    @property
+    def df(self) -> np.ndarray:
+        return np.maximum(self.support - 1, 0)
 
 
 def compare(cur: np.ndarray, ref: np.ndarray, population: np.ndarray, prior_strength: float) -> Comparison:
@@ -164,7 +181,7 @@ def compare(cur: np.ndarray, ref: np.ndarray, population: np.ndarray, prior_stre
         p_adj = (c + prior) / (n + a)[:, None]
         q_adj = (r + prior) / (m + a)[:, None]
         terms = rel_entr(p_adj, q_adj)
-        adjusted = terms.sum(axis=1)
+        shrunk = terms.sum(axis=1)
         raw = rel_entr(c / n[:, None], r / m[:, None]).sum(axis=1)
         # G-test of independence on the 2 x K table [c; r]
         t = c + r
@@ -173,6 +190,11 @@ def compare(cur: np.ndarray, ref: np.ndarray, population: np.ndarray, prior_stre
         e_r = t * (m / total)[:, None]
         g = 2.0 * (rel_entr(c, e_c).sum(axis=1) + rel_entr(r, e_r).sum(axis=1))
         cols = (t > 0).sum(axis=1)
+        # E[D(P~||Q~)] with no change, to first order: each of the (support - 1) free shares of
+        # P~ and Q~ varies by (n / (n + a))^2 theta (1 - theta) / n; with a = 0 this is the plug-in
+        # bias (K-1)/2 (1/n + 1/m)
+        bias = np.maximum(cols - 1, 0) / 2.0 * (n / (n + a) ** 2 + m / (m + a) ** 2)
+        adjusted = np.maximum(shrunk - bias, 0.0)
         df = np.maximum(cols - 1, 0)
         inv_t = np.where(t > 0, 1.0 / np.where(t > 0, t, 1.0), 0.0).sum(axis=1)
         williams = 1.0 + (total * (1.0 / n + 1.0 / m) - 1.0) * (total * inv_t - 1.0) / (6.0 * total * np.maximum(df, 1))
@@ -180,9 +202,13 @@ def compare(cur: np.ndarray, ref: np.ndarray, population: np.ndarray, prior_stre
         p = np.where(df > 0, chi2.sf(np.maximum(stat, 0.0), np.maximum(df, 1)), 1.0)
     bad = (n <= 0) | (m <= 0)
     if bad.any():
-        adjusted, raw, p = adjusted.copy(), raw.copy(), p.copy()
-        adjusted[bad] = raw[bad] = p[bad] = np.nan
-    return Comparison(adjusted, raw, p, n, m, terms, cols, p_adj, q_adj)
+        adjusted, shrunk, raw, p = adjusted.copy(), shrunk.copy(), raw.copy(), p.copy()
+        adjusted[bad] = shrunk[bad] = raw[bad] = p[bad] = np.nan
+    return Comparison(adjusted, shrunk, bias, raw, p, n, m, terms, cols, g, williams, p_adj, q_adj)
+
+
+def _order(r: EntityShift) -> tuple[float, str]:
+    return (r.window_end, r.entity)
 
 
 def _pack(a: np.ndarray) -> str:
@@ -232,6 +258,12 @@ class EntityMonitor:
         return int(self.index_hashes.size)
 
     @property
+    def prior_strength(self) -> float:
+        """``prior_strength``, or by default one pseudo-event per category (columns in use)."""
+        p = self.cfg.prior_strength
+        return float(max(len(self.labels), 1)) if p is None else float(p)
+
+    @property
     def k(self) -> int:
         return int(self.cur.shape[1])
 
@@ -255,6 +287,7 @@ class EntityMonitor:
                 [cols.keys[i] for i in sel.tolist()])
             self._count(ts[sel], cols.hashes[sel], keys, self._columns(values), step)
         step.tracked = self.tracked
+        step.records.sort(key=_order)  # (window end, entity): not slot numbers, which depend on batching
         return step
 
     def flush(self) -> MonitorStep:
@@ -264,6 +297,7 @@ class EntityMonitor:
         if self.window is not None and self.window >= 0:
             self._close_time_window(step)
         step.tracked = self.tracked
+        step.records.sort(key=_order)
         return step
 
     # -- categories ------------------------------------------------------------------------
@@ -487,6 +521,7 @@ class EntityMonitor:
         before = self.cur[us].sum(axis=1, dtype=np.int64)
         pos = before[group] + rank  # position of the event in its entity's run of windows
         rnd = pos // n_win
+        pi = self.prior()  # as of the start of the batch: the rounds below are not in time order
         for r in range(int(rnd.max()) + 1 if rnd.size else 0):
             mine = rnd == r
             idx = order[mine]
@@ -495,26 +530,34 @@ class EntityMonitor:
             if done.any():
                 closing = s_sorted[done]
                 ends = ts[order[done]]
-                self._close(closing, self.start[closing].copy(), ends, step)
+                self._close(closing, self.start[closing].copy(), ends, step, pi)
                 step.windows_closed += 1
 
-    def _close(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, step: MonitorStep) -> None:
+    def prior(self) -> np.ndarray:
+        """The population's distribution over the categories: the counts of all entity windows
+        closed so far plus 1/2 per category (so a category no closed window had yet, e.g. one
+        that just appeared, has some mass and the adjusted divergence stays finite)."""
+        return (self.population + 0.5) / (self.population.sum() + 0.5 * self.k)
+
+    def _close(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, step: MonitorStep,
+               pi: np.ndarray | None = None) -> None:
         """Compare these entities' current windows with their references, report shifts,
-        and make the current windows the references."""
+        and make the current windows the references.  ``pi``: the prior's mean (default: the
+        population of the windows closed before these)."""
         if slots.size == 0:
             return
         cur = self.cur[slots]
         ref = self.ref[slots]
-        counts = cur.sum(axis=0, dtype=np.float64)
-        self.population += counts
+        if pi is None:
+            pi = self.prior()
+        self.population += cur.sum(axis=0, dtype=np.float64)
         total = self.population.sum()
-        if total > 1e12:  # keep the decayed population counts far from float precision limits
+        if total > 1e12:  # keep the population counts far from float precision limits
             self.population *= 1e6 / total
-        pi = self.population / self.population.sum()
         has_ref = ref.sum(axis=1, dtype=np.int64) >= self.cfg.min_events
         if has_ref.any():
             rows = np.flatnonzero(has_ref)
-            cmp = compare(cur[rows], ref[rows], pi, self.cfg.prior_strength)
+            cmp = compare(cur[rows], ref[rows], pi, self.prior_strength)
             shifted = (cmp.n >= self.cfg.min_events) & (cmp.adjusted >= self.cfg.threshold) & \
                 (cmp.p_value <= self.cfg.max_p_value)
             step.compared += int(rows.size)
@@ -538,12 +581,13 @@ class EntityMonitor:
         n, m = float(cmp.n[i]), float(cmp.m[i])
         return EntityShift(
             stream=self.stream, entity=self.name_of(slot), window_start=start, window_end=end,
-            divergence=float(cmp.adjusted[i]), raw_divergence=float(cmp.raw[i]), p_value=float(cmp.p_value[i]),
+            divergence=float(cmp.adjusted[i]), shrunk_divergence=float(cmp.shrunk[i]),
+            shrunk_bias=float(cmp.bias[i]), raw_divergence=float(cmp.raw[i]), p_value=float(cmp.p_value[i]),
             n_current=int(n), n_reference=int(m),
             top_bins=tuple(BinShare(self.labels[j], float(cmp.q_adj[i, j]), float(cmp.p_adj[i, j]),
                                     float(terms[j])) for j in top.tolist()),
             threshold=self.cfg.threshold, max_p_value=self.cfg.max_p_value,
-            prior_strength=self.cfg.prior_strength, bias=(float(cmp.support[i]) - 1) / 2.0 * (1.0 / n + 1.0 / m),
+            prior_strength=self.prior_strength, bias=(float(cmp.support[i]) - 1) / 2.0 * (1.0 / n + 1.0 / m),
         )
 
     # -- checkpoint ------------------------------------------------------------------------

@@ -12,10 +12,13 @@ events is Poisson(activity).  Everything is generated with numpy, seeded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from driftmon.decode.prepare import CodedBatch, EntityColumns, PreparedBatch
+from driftmon.summaries.hashing import stable_hash
 from driftmon.testing.events import Categorical, Events
 
 
@@ -70,3 +73,19 @@ def population(users: int = 30_000, categories: int = 40, windows: int = 2, swit
         "category": Categorical(np.concatenate(cat_parts)[order], tuple(f"c{j:02d}" for j in range(categories))),
     }, {"dataset": "interests", "seed": seed})
     return Population(events, switchers, counts, start + switch_window * window, window, start)
+
+
+def prepared_batches(events: Events, key: str, feature: str, size: int = 100_000) -> Iterator[PreparedBatch]:
+    """``events`` as the :class:`~driftmon.decode.prepare.PreparedBatch` es the decoder would
+    give an entity monitor (no JSON round trip: for tests and benchmarks of the monitor alone)."""
+    keys_col, vals_col = events.columns[key], events.columns[feature]
+    assert isinstance(keys_col, Categorical) and isinstance(vals_col, Categorical)
+    key_labels = np.array([str(v) for v in keys_col.labels] + [None], dtype=object)
+    val_labels = np.array([str(v) for v in vals_col.labels] + [None], dtype=object)
+    key_hashes = np.append(stable_hash(key_labels[:-1].tolist()), np.uint64(0))
+    for lo in range(0, len(events), size):
+        sl = slice(lo, lo + size)
+        kc, vc = keys_col.codes[sl], vals_col.codes[sl]  # -1 (missing) picks the trailing None
+        ts = events.ts[sl]
+        yield PreparedBatch(ts.size, np.arange(ts.size, dtype=np.int64), [], CodedBatch(ts, None, []), (),
+                            EntityColumns(key_labels[kc].tolist(), key_hashes[kc], val_labels[vc].tolist()))
