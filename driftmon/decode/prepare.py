@@ -21,7 +21,7 @@ import numpy as np
 from driftmon.config import StreamConfig
 from driftmon.decode.events import Decoder
 from driftmon.summaries import summarizer_for
-from driftmon.summaries.hashing import hash_one
+from driftmon.summaries.hashing import hash_one, stable_hash
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ class Preparer:
         ent = None
         if batch.extras:
             keys, vals = batch.extras
-            ent = EntityColumns(keys, np.fromiter(map(_hash_or_zero, keys), dtype=np.uint64, count=len(keys)), vals)
+            try:  # no missing key (the usual case): C-level maps
+                hashes = stable_hash(keys)  # type: ignore[arg-type]
+            except TypeError:
+                hashes = np.fromiter(map(_hash_or_zero, keys), dtype=np.uint64, count=len(keys))
+            ent = EntityColumns(keys, hashes, vals)
         return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,
                              CodedBatch(batch.ts, seg, codes), tuple(batch.truncated), ent)

@@ -45,7 +45,7 @@ entity's window at each N-th event of that entity.
 State and scale (docs/benchmarks.md): per entity a row of two dense ``uint16`` count
 matrices (current, reference; ``(slots, K)``, K grows as categories appear, at most
 ``max_categories`` + ``__other__``), the first-event time of the current window and the
-last time seen (``uint32`` seconds), the key (a fixed-width byte string up to 64 bytes,
+last time seen (``uint32`` whole seconds), the key (a fixed-width byte string up to 64 bytes,
 longer keys in a dict), and a sorted index of the keys' XXH3-64 hashes (``uint64`` +
 ``int32`` slot): about ``4K + 20 + len(key)`` bytes per entity.  A count that would
 pass 65,535 in one window stays at 65,535 (counted in ``saturated``).  Everything is
@@ -84,6 +84,7 @@ KIND = "interest_shift"
 UNIT = "nats"
 OTHER = "__other__"
 COUNT_MAX = np.iinfo(np.uint16).max
+CHUNK = 32_768  # entities compared at once (bounds the (entities x categories) float temporaries)
 NAME_BYTES = 64  # keys up to this many UTF-8 bytes are stored in a fixed-width array
 EVICT_REASONS = ("idle", "capacity")
 P_VALUE_METHOD = "g_test_williams"
@@ -211,15 +212,39 @@ def _order(r: EntityShift) -> tuple[float, str]:
     return (r.window_end, r.entity)
 
 
-def _pack(a: np.ndarray) -> str:
-    return base64.b64encode(zlib.compress(np.ascontiguousarray(a).tobytes(), 1)).decode()
+def _pack(a: np.ndarray, compress: bool = True) -> str:
+    """Base64 of the array's bytes (zlib-compressed unless ``compress`` is False: random hashes)."""
+    raw = np.ascontiguousarray(a).tobytes()
+    return base64.b64encode(zlib.compress(raw, 1) if compress else raw).decode()
 
 
-def _unpack(s: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-    a = np.frombuffer(zlib.decompress(base64.b64decode(s)), dtype=dtype)
+def _unpack(s: str, dtype: Any, shape: tuple[int, ...], compressed: bool = True) -> np.ndarray:
+    raw = base64.b64decode(s)
+    a = np.frombuffer(zlib.decompress(raw) if compressed else raw, dtype=dtype)
     if a.size != math.prod(shape):
         raise ValueError(f"entities snapshot: expected {math.prod(shape)} values of {np.dtype(dtype)}, got {a.size}")
     return a.reshape(shape).copy()
+
+
+def _pack_counts(m: np.ndarray) -> dict[str, str]:
+    """A count matrix as its non-zero cells (flat index, value): users touch few categories."""
+    flat = m.reshape(-1)
+    idx = np.flatnonzero(flat)
+    wide = flat.size > np.iinfo(np.uint32).max
+    return {"idx": _pack(idx.astype(np.uint64 if wide else np.uint32), compress=False),
+            "val": _pack(flat[idx], compress=False), "nnz": str(idx.size)}
+
+
+def _unpack_counts(d: dict[str, str], shape: tuple[int, int]) -> np.ndarray:
+    nnz, size = int(d["nnz"]), math.prod(shape)
+    wide = size > np.iinfo(np.uint32).max
+    idx = _unpack(d["idx"], np.uint64 if wide else np.uint32, (nnz,), compressed=False).astype(np.int64)
+    val = _unpack(d["val"], np.uint16, (nnz,), compressed=False)
+    if nnz and (idx.min() < 0 or idx.max() >= size or not bool(np.all(np.diff(idx) > 0))):
+        raise ValueError("entities snapshot: count cells out of range or out of order")
+    out = np.zeros(size, dtype=np.uint16)
+    out[idx] = val
+    return out.reshape(shape)
 
 
 class EntityMonitor:
@@ -238,7 +263,7 @@ class EntityMonitor:
         cap = max(1, min(capacity, cfg.max_entities))
         self.cur = np.zeros((cap, k), dtype=np.uint16)
         self.ref = np.zeros((cap, k), dtype=np.uint16)
-        self.start = np.zeros(cap, dtype=np.float64)  # first event time of the current window (0: empty)
+        self.start = np.zeros(cap, dtype=np.uint32)  # first event time of the current window, s (0: empty)
         self.last = np.zeros(cap, dtype=np.uint32)  # last event time seen, whole seconds (0: free slot)
         self.names = np.zeros(cap, dtype="S8")
         self.long_names: dict[int, str] = {}
@@ -249,6 +274,7 @@ class EntityMonitor:
         self.population = np.zeros(k, dtype=np.float64)  # decayed counts of closed windows
         self.watermark = -math.inf
         self.window = None if cfg.window_size is None else -1  # index of the open event-time window
+        self._swept = -math.inf  # watermark at the last idle sweep
         self.counters: Counter[str] = Counter()  # events, missing_key, missing_value, saturated, ...
 
     # -- public ----------------------------------------------------------------------------
@@ -384,26 +410,32 @@ class EntityMonitor:
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def _grow(self, rows: int) -> None:
-        cap = min(max(rows, int(self.cur.shape[0] * 1.25) + 1), max(rows, self.cfg.max_entities))
+        cap = min(max(rows, int(self.cur.shape[0] * 1.5) + 1), max(rows, self.cfg.max_entities))
         extra = cap - self.cur.shape[0]
         self.cur = np.concatenate([self.cur, np.zeros((extra, self.k), dtype=np.uint16)])
         self.ref = np.concatenate([self.ref, np.zeros((extra, self.k), dtype=np.uint16)])
-        self.start = np.concatenate([self.start, np.zeros(extra)])
+        self.start = np.concatenate([self.start, np.zeros(extra, dtype=np.uint32)])
         self.last = np.concatenate([self.last, np.zeros(extra, dtype=np.uint32)])
         self.names = np.concatenate([self.names, np.zeros(extra, dtype=self.names.dtype)])
 
     def _set_names(self, slots: np.ndarray, keys: list[str]) -> None:
-        enc = [k.encode("utf-8", "surrogatepass") for k in keys]
-        short = np.array([len(b) <= NAME_BYTES and not b.endswith(b"\0") for b in enc], dtype=bool)
+        try:
+            enc = list(map(str.encode, keys))  # C-level
+        except UnicodeEncodeError:  # a lone surrogate
+            enc = [k.encode("utf-8", "surrogatepass") for k in keys]
+        lens = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
+        nul = np.fromiter(map(bytes.endswith, enc, repeat(b"\0")), dtype=bool, count=len(enc))
+        short = (lens <= NAME_BYTES) & ~nul  # the rest in a dict: fixed-width bytes drop trailing NULs
         if not short.all():
             for i in np.flatnonzero(~short).tolist():
                 self.long_names[int(slots[i])] = keys[i]
-        width = max((len(b) for b, s in zip(enc, short.tolist()) if s), default=0)
+            enc = [enc[i] for i in np.flatnonzero(short).tolist()]
+        if not enc:
+            return
+        width = int(lens[short].max())
         if width > self.names.dtype.itemsize:
             self.names = self.names.astype(f"S{width}")
-        if short.any():
-            self.names[slots[short]] = np.array([b for b, s in zip(enc, short.tolist()) if s],
-                                                dtype=self.names.dtype)
+        self.names[slots[short]] = np.array(enc, dtype=self.names.dtype)
 
     def name_of(self, slot: int) -> str:
         long = self.long_names.get(slot)
@@ -442,8 +474,11 @@ class EntityMonitor:
         self._evict(live[order], "capacity", step)
 
     def _evict_idle(self, step: MonitorStep) -> None:
-        if not math.isfinite(self.watermark):
+        """Evict the entities unseen for ``idle_ttl``; the O(entities) sweep runs each time the
+        watermark has moved on by an eighth of ``idle_ttl`` (so an entity goes at most 1/8 late)."""
+        if not math.isfinite(self.watermark) or self.watermark - self._swept < self.cfg.idle_ttl / 8:
             return
+        self._swept = self.watermark
         cutoff = self.watermark - self.cfg.idle_ttl
         if cutoff <= 0:
             return
@@ -467,7 +502,7 @@ class EntityMonitor:
         view[u] = total
         us, first = np.unique(slots, return_index=True)
         empty = self.start[us] == 0
-        self.start[us[empty]] = ts[first[empty]]
+        self.start[us[empty]] = np.clip(np.floor(ts[first[empty]]), 1, np.iinfo(np.uint32).max)
 
     def _count(self, ts: np.ndarray, hashes: np.ndarray, keys: Sequence[str], cols: np.ndarray,
                step: MonitorStep) -> None:
@@ -507,7 +542,7 @@ class EntityMonitor:
         if live.size:
             n = self.cur[live].sum(axis=1, dtype=np.int64)
             closing = live[n >= self.cfg.min_events]
-            starts = np.floor(self.start[closing] / size) * size
+            starts = np.floor(self.start[closing] / size) * size  # the window the entity's began in
             self._close(closing, starts, np.full(closing.size, end), step)
         step.windows_closed += 1
 
@@ -530,7 +565,7 @@ class EntityMonitor:
             if done.any():
                 closing = s_sorted[done]
                 ends = ts[order[done]]
-                self._close(closing, self.start[closing].copy(), ends, step, pi)
+                self._close(closing, self.start[closing].astype(np.float64), ends, step, pi)
                 step.windows_closed += 1
 
     def prior(self) -> np.ndarray:
@@ -543,17 +578,26 @@ class EntityMonitor:
                pi: np.ndarray | None = None) -> None:
         """Compare these entities' current windows with their references, report shifts,
         and make the current windows the references.  ``pi``: the prior's mean (default: the
-        population of the windows closed before these)."""
+        population of the windows closed before these).  In chunks of :data:`CHUNK` entities,
+        so the float temporaries stay small with a million entities closing at once."""
         if slots.size == 0:
             return
-        cur = self.cur[slots]
-        ref = self.ref[slots]
         if pi is None:
             pi = self.prior()
-        self.population += cur.sum(axis=0, dtype=np.float64)
+        added = np.zeros(self.k)
+        for lo in range(0, slots.size, CHUNK):
+            sl = slice(lo, lo + CHUNK)
+            added += self._close_chunk(slots[sl], starts[sl], ends[sl], step, pi)
+        self.population += added
         total = self.population.sum()
         if total > 1e12:  # keep the population counts far from float precision limits
             self.population *= 1e6 / total
+        self.counters["windows"] += int(slots.size)
+
+    def _close_chunk(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, step: MonitorStep,
+                     pi: np.ndarray) -> np.ndarray:
+        cur = self.cur[slots]
+        ref = self.ref[slots]
         has_ref = ref.sum(axis=1, dtype=np.int64) >= self.cfg.min_events
         if has_ref.any():
             rows = np.flatnonzero(has_ref)
@@ -561,6 +605,7 @@ class EntityMonitor:
             shifted = (cmp.n >= self.cfg.min_events) & (cmp.adjusted >= self.cfg.threshold) & \
                 (cmp.p_value <= self.cfg.max_p_value)
             step.compared += int(rows.size)
+            self.counters["compared"] += int(rows.size)
             step.divergences = np.concatenate([step.divergences, cmp.adjusted])
             hits = np.flatnonzero(shifted)
             step.shifts += int(hits.size)
@@ -570,8 +615,7 @@ class EntityMonitor:
         self.ref[slots] = cur
         self.cur[slots] = 0
         self.start[slots] = 0
-        self.counters["compared"] += int(has_ref.sum())
-        self.counters["windows"] += int(slots.size)
+        return cur.sum(axis=0, dtype=np.float64)
 
     def _record(self, slot: int, start: float, end: float, cmp: Comparison, i: int) -> EntityShift:
         self.counters["shifts"] += 1
@@ -599,7 +643,8 @@ class EntityMonitor:
             "v": FORMAT_VERSION, "labels": list(self.labels), "k": self.k,
             "population": self.population.tolist(), "watermark": self.watermark, "window": self.window,
             "counters": dict(self.counters), "n": int(live.size), "name_width": int(self.names.dtype.itemsize),
-            "hashes": _pack(self.index_hashes), "cur": _pack(self.cur[live]), "ref": _pack(self.ref[live]),
+            "hashes": _pack(self.index_hashes, compress=False),
+            "cur": _pack_counts(self.cur[live]), "ref": _pack_counts(self.ref[live]),
             "start": _pack(self.start[live]), "last": _pack(self.last[live]), "names": _pack(names),
             "long_names": [[i, self.long_names[int(s)]] for i, s in enumerate(live.tolist())
                            if int(s) in self.long_names],
@@ -618,15 +663,15 @@ class EntityMonitor:
         cap = max(n, 1)
         self.cur = np.zeros((cap, k), dtype=np.uint16)
         self.ref = np.zeros((cap, k), dtype=np.uint16)
-        self.cur[:n] = _unpack(d["cur"], np.uint16, (n, k))
-        self.ref[:n] = _unpack(d["ref"], np.uint16, (n, k))
-        self.start = np.zeros(cap)
-        self.start[:n] = _unpack(d["start"], np.float64, (n,))
+        self.cur[:n] = _unpack_counts(d["cur"], (n, k))
+        self.ref[:n] = _unpack_counts(d["ref"], (n, k))
+        self.start = np.zeros(cap, dtype=np.uint32)
+        self.start[:n] = _unpack(d["start"], np.uint32, (n,))
         self.last = np.zeros(cap, dtype=np.uint32)
         self.last[:n] = _unpack(d["last"], np.uint32, (n,))
         self.names = np.zeros(cap, dtype=f"S{max(width, 1)}")
         self.names[:n] = _unpack(d["names"], f"S{max(width, 1)}", (n,))
-        hashes = _unpack(d["hashes"], np.uint64, (n,))
+        hashes = _unpack(d["hashes"], np.uint64, (n,), compressed=False)
         if n > 1 and not bool(np.all(hashes[1:] > hashes[:-1])):
             raise ValueError("entities snapshot: key hashes are not strictly increasing")
         self.index_hashes = hashes
@@ -640,6 +685,7 @@ class EntityMonitor:
         self.counters = Counter({str(a): int(b) for a, b in d["counters"].items()})
         self.free = []
         self.high = n
+        self._swept = -math.inf
 
     # -- introspection (tests, benchmarks) ---------------------------------------------------
 

@@ -419,12 +419,13 @@ def test_movielens_100k_users_who_change_genres_and_none_after_shuffling():
     between genres over their rating history; with each user's genres shuffled in time (same
     counts, no order) nothing is reported (docs/quality.md)."""
     ev = realdata.movielens_100k()
-    c = cfg(key="user_id", feature="genre", window_size=None, last_events=50, min_events=50)
+    c = cfg(key="user_id", feature="genre", window_size=None, last_events=50, min_events=50,
+            idle_ttl=366 * DAY)  # users come back after weeks: keep their history (the data span 7 months)
 
     def shifts(events: Events) -> tuple[list, int]:
         mon = EntityMonitor("ml", c)
         recs, compared = [], 0
-        for b in prepared_batches(events, "user_id", "genre", 50_000):
+        for b in prepared_batches(events, "user_id", "genre", 10_000):  # replay's batch size
             step = mon.feed(b)
             recs += step.records
             compared += step.compared
