@@ -84,7 +84,7 @@ KIND = "interest_shift"
 UNIT = "nats"
 OTHER = "__other__"
 COUNT_MAX = np.iinfo(np.uint16).max
-CHUNK = 32_768  # entities compared at once (bounds the (entities x categories) float temporaries)
+CHUNK = 8192  # entities compared at once (bounds the (entities x categories) float temporaries)
 NAME_BYTES = 64  # keys up to this many UTF-8 bytes are stored in a fixed-width array
 EVICT_REASONS = ("idle", "capacity")
 P_VALUE_METHOD = "g_test_williams"
@@ -252,7 +252,7 @@ class EntityMonitor:
 
     name = "entities"
 
-    def __init__(self, stream: str, cfg: EntitiesConfig, capacity: int = 1024):
+    def __init__(self, stream: str, cfg: EntitiesConfig, capacity: int | None = None):
         self.stream = stream
         self.cfg = cfg
         # a declared vocabulary has its __other__ column from the start; a learned one adds it when
@@ -260,7 +260,9 @@ class EntityMonitor:
         self.labels: list[str] = [*cfg.categories, OTHER] if cfg.categories else []
         self.vocab: dict[str, int] = {v: i for i, v in enumerate(self.labels)}
         k = max(len(self.labels), 1)
-        cap = max(1, min(capacity, cfg.max_entities))
+        # Rows for max_entities up front: np.zeros maps untouched zero pages, so memory is only
+        # taken as entities arrive, and nothing is ever copied to grow (a copy would touch it all).
+        cap = max(1, min(capacity or cfg.max_entities, cfg.max_entities))
         self.cur = np.zeros((cap, k), dtype=np.uint16)
         self.ref = np.zeros((cap, k), dtype=np.uint16)
         self.start = np.zeros(cap, dtype=np.uint32)  # first event time of the current window, s (0: empty)
@@ -354,9 +356,15 @@ class EntityMonitor:
         self.labels.append(label)
         grow = len(self.labels) - self.k
         if grow > 0:
-            self.cur = np.pad(self.cur, ((0, 0), (0, grow)))
-            self.ref = np.pad(self.ref, ((0, 0), (0, grow)))
+            self.cur = self._widen(self.cur, grow)
+            self.ref = self._widen(self.ref, grow)
             self.population = np.pad(self.population, (0, grow))
+
+    def _widen(self, m: np.ndarray, grow: int) -> np.ndarray:
+        """``m`` with ``grow`` more (zero) columns; only the rows in use are copied (and touched)."""
+        out = np.zeros((m.shape[0], m.shape[1] + grow), dtype=m.dtype)
+        out[: self.high, : m.shape[1]] = m[: self.high]
+        return out
 
     # -- slots -----------------------------------------------------------------------------
 
@@ -434,7 +442,9 @@ class EntityMonitor:
             return
         width = int(lens[short].max())
         if width > self.names.dtype.itemsize:
-            self.names = self.names.astype(f"S{width}")
+            wider = np.zeros(self.names.shape[0], dtype=f"S{width}")
+            wider[: self.high] = self.names[: self.high]
+            self.names = wider
         self.names[slots[short]] = np.array(enc, dtype=self.names.dtype)
 
     def name_of(self, slot: int) -> str:
@@ -660,7 +670,7 @@ class EntityMonitor:
             raise ValueError("entities snapshot: categories do not match the configured ones")
         self.labels = labels
         self.vocab = {v: i for i, v in enumerate(labels)}
-        cap = max(n, 1)
+        cap = max(n, self.cfg.max_entities, 1)
         self.cur = np.zeros((cap, k), dtype=np.uint16)
         self.ref = np.zeros((cap, k), dtype=np.uint16)
         self.cur[:n] = _unpack_counts(d["cur"], (n, k))
@@ -690,6 +700,9 @@ class EntityMonitor:
     # -- introspection (tests, benchmarks) ---------------------------------------------------
 
     def state_bytes(self) -> int:
-        """Bytes held by the per-entity arrays and the index (the long-key dict excluded)."""
-        arrays = (self.cur, self.ref, self.start, self.last, self.names, self.index_hashes, self.index_slots)
-        return int(sum(a.nbytes for a in arrays)) + sum(len(v) + 60 for v in self.long_names.values())
+        """Bytes of state in use: the rows of the slots used so far (the rest of the preallocated rows
+        are untouched zero pages), the index, and ~60 bytes + the key per key in the long-key dict."""
+        row = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1)
+                  for a in (self.cur, self.ref, self.start, self.last, self.names))
+        index = self.index_hashes.nbytes + self.index_slots.nbytes
+        return int(row * self.high + index) + sum(len(v) + 60 for v in self.long_names.values())
