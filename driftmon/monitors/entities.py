@@ -702,7 +702,6 @@ class EntityMonitor:
     def state_bytes(self) -> int:
         """Bytes of state in use: the rows of the slots used so far (the rest of the preallocated rows
         are untouched zero pages), the index, and ~60 bytes + the key per key in the long-key dict."""
-        row = sum(a.itemsize * (a.shape[1] if a.ndim == 2 else 1)
-                  for a in (self.cur, self.ref, self.start, self.last, self.names))
+        row = 2 * self.k * self.cur.itemsize + self.start.itemsize + self.last.itemsize + self.names.itemsize
         index = self.index_hashes.nbytes + self.index_slots.nbytes
         return int(row * self.high + index) + sum(len(v) + 60 for v in self.long_names.values())
