@@ -548,10 +548,9 @@ class EntityMonitor:
         (the others keep counting into the next window)."""
         size = float(self.cfg.window_size or 0.0)
         end = (self.window + 1) * size  # type: ignore[operator]
-        live = np.flatnonzero(self.start[: self.high] > 0)
-        if live.size:
-            n = self.cur[live].sum(axis=1, dtype=np.int64)
-            closing = live[n >= self.cfg.min_events]
+        n = self.cur[: self.high].sum(axis=1, dtype=np.int64)  # (a view: no copy of the counts)
+        closing = np.flatnonzero((self.start[: self.high] > 0) & (n >= self.cfg.min_events))
+        if closing.size:
             starts = np.floor(self.start[closing] / size) * size  # the window the entity's began in
             self._close(closing, starts, np.full(closing.size, end), step)
         step.windows_closed += 1
