@@ -86,3 +86,25 @@ def test_interest_shifts_reach_the_entities_topic_keyed_by_entity(kafka_broker, 
     replayed = [json.loads(x) for x in out.getvalue().splitlines()]
     assert sorted((r for r in replayed if r.get("kind") == "interest_shift"), key=lambda r: r["entity"]) == \
         sorted(values, key=lambda r: r["entity"])
+
+
+def test_entity_state_survives_a_restart_through_the_checkpoint(kafka_broker, fresh_topic, tmp_path):
+    """Users' previous windows are in the checkpoint: a daemon stopped after the first window of
+    each user and started again on the same state dir reports the shift of the second."""
+    topic, shifts_topic = fresh_topic(partitions=1), fresh_topic(partitions=1, prefix="shifts")
+    t0 = math.floor((time.time() - 3600) / 60) * 60 + 1
+    events = user_events(t0)
+    half = 3 * N  # every user's first window (the events interleave the three users)
+    doc = daemon_cfg(kafka_broker.bootstrap, topic, tmp_path / "state", segmented=False)
+    doc["streams"][0]["entities"] = {"key": "user_id", "feature": "item.category", "window": {"last_events": N},
+                                     "min_events": N, "topic": shifts_topic}
+    with running(doc) as daemon:
+        send(kafka_broker.bootstrap, topic, events[:half])
+        wait_until(lambda: processed(daemon, half), 60, f"{half} events consumed")
+    with running(doc) as daemon:  # same group and state dir: resumes from the checkpoint
+        assert daemon.pipelines["interactions"].monitors[0].tracked == 3
+        send(kafka_broker.bootstrap, topic, events[half:])
+        wait_until(lambda: (lambda sc: sc.get("driftmon_entity_shifts_total", stream="interactions") >= 2)(
+            scrape(daemon.server.address)), 60, "two shifts after the restart")
+    rows = results_rows(tmp_path / "state" / "results.jsonl")
+    assert sorted(r["entity"] for r in rows if r.get("kind") == "interest_shift") == ["alice", "carol"]
