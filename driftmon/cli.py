@@ -52,19 +52,36 @@ def _text_row(r: DriftResult) -> str:
     )
 
 
+def _text_record(r: Any) -> str:
+    """A monitor's record (interest_shift) as a text row."""
+    from driftmon.detect.result import rfc3339
+
+    top = r.top_bins[0] if r.top_bins else None
+    driver = f"{top.bin} {top.p_reference:.3f}->{top.p_current:.3f}" if top else "-"
+    return (f"{rfc3339(r.window_end) or '-':24} {r.stream:12} {r.kind:14} {r.entity[:10]:10} "
+            f"kl={_fmt(r.divergence, '.4f'):>8} {r.unit:5} p={_fmt(r.p_value, '.2g'):>7} "
+            f"n={r.n_current:>6}/{r.n_reference:<6} {'shifted':17} {'none':8} {driver}")
+
+
 def replay(cfg: Config, source: str, fmt: str, streams: list[str] | None, flush: bool, out: IO[str]) -> dict[str, Any]:
     """Run the daemon's exact pipeline over a JSON-lines file; print results."""
     from driftmon.detect.result import json_line
-    from driftmon.pipeline import StreamPipeline
+    from driftmon.pipeline import StepOutput, StreamPipeline
     from driftmon.source.base import values_of
     from driftmon.source.file import FileSource
 
     names = streams or [cfg.streams[0].name]
     pipes = [StreamPipeline(cfg.stream(n)) for n in names]
 
-    def emit(results: list[DriftResult]) -> None:
-        for r in results:
+    shifts = 0
+
+    def emit(step: StepOutput) -> None:
+        nonlocal shifts
+        for r in step.results:
             out.write(json_line(r.to_dict()).decode() if fmt == "json" else _text_row(r) + "\n")
+        for rec in step.records:  # monitors' records (interest_shift), after the aggregate rows
+            out.write(json_line(rec.to_dict()).decode() if fmt == "json" else _text_record(rec) + "\n")
+        shifts += len(step.records)
 
     if fmt == "text":
         out.write(f"{'window_end':24} {'stream':12} {'feature':14} {'segment':10} divergence     unit  p-value  "
@@ -74,10 +91,10 @@ def replay(cfg: Config, source: str, fmt: str, streams: list[str] | None, flush:
             for lines in batches.values():
                 values = values_of(lines)
                 for p in pipes:
-                    emit(p.process(values).results)
+                    emit(p.process(values))
     if flush:
         for p in pipes:
-            emit(p.flush().results)
+            emit(p.flush())
     rejected: Counter[str] = Counter()
     for p in pipes:
         rejected.update(p.rejected)
@@ -87,6 +104,8 @@ def replay(cfg: Config, source: str, fmt: str, streams: list[str] | None, flush:
         "late": sum(p.late for p in pipes),
         "windows": sum(p.windows_closed for p in pipes),
     }
+    if any(p.monitors for p in pipes):  # (only then: the summary of other configs keeps its shape)
+        summary["interest_shifts"] = shifts
     if fmt == "json":
         out.write(json.dumps({"summary": summary}) + "\n")
     else:

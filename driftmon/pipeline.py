@@ -32,6 +32,7 @@ from driftmon.config import StreamConfig
 from driftmon.decode.prepare import PreparedBatch, Preparer
 from driftmon.detect.detector import Detector
 from driftmon.detect.result import DriftResult
+from driftmon.monitors.base import Monitor, MonitorStep, make_monitors
 from driftmon.windows import ClosedWindow, EventTimeWindows, Windows, make_windows
 
 
@@ -47,6 +48,8 @@ class StepOutput:
     closed_ends: list[float] = field(default_factory=list)  # end of each window closed, in order
     retired: list[tuple[str, str, str | None]] = field(default_factory=list)  # series whose detector was dropped
     truncated: tuple[int, ...] = ()  # per feature: categorical values cut to the length cap (decode/events.py)
+    records: list[Any] = field(default_factory=list)  # monitors' records (e.g. interest_shift), not aggregate rows
+    monitors: list[MonitorStep] = field(default_factory=list)  # each monitor's aggregate statistics of this step
 
     @property
     def windows_closed(self) -> int:
@@ -62,6 +65,7 @@ class StreamPipeline:
         self.summarizers = self.preparer.summarizers
         self.windows: Windows = make_windows(cfg, self.summarizers)
         self.detectors: dict[tuple[str, str | None], Detector] = {}
+        self.monitors: list[Monitor] = make_monitors(cfg)  # e.g. per-entity interest drift (monitors/)
         self.events = 0
         self.rejected: Counter[str] = Counter()
         self.late = 0
@@ -109,7 +113,14 @@ class StreamPipeline:
             out.late_total = n_late
             out.late = batch.accepted[np.flatnonzero(late)].tolist()
         self._detect(closed, out)
+        for m in self.monitors:
+            self._monitor_step(m.feed(batch), out)
         return out
+
+    @staticmethod
+    def _monitor_step(step: MonitorStep, out: StepOutput) -> None:
+        out.records.extend(step.records)
+        out.monitors.append(step)
 
     def _detect(self, closed: list[ClosedWindow], out: StepOutput) -> None:
         ends = sorted({(w.index, w.end) for w in closed})
@@ -145,16 +156,22 @@ class StreamPipeline:
 
     def flush(self) -> StepOutput:
         """Close everything still open (end of input)."""
-        return self.detect(self.windows.flush())
+        out = self.detect(self.windows.flush())
+        for m in self.monitors:
+            self._monitor_step(m.flush(), out)
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         """All state as JSON-able data."""
-        return {
+        snap = {
             "windows": self.windows.snapshot(),
             "detectors": [[f, s, d.snapshot()] for (f, s), d in self.detectors.items()],
             "counters": {"events": self.events, "rejected": dict(self.rejected), "late": self.late,
                          "windows_closed": self.windows_closed},
         }
+        if self.monitors:  # (absent otherwise: the snapshot of a stream without monitors is unchanged)
+            snap["monitors"] = {m.name: m.snapshot() for m in self.monitors}
+        return snap
 
     def restore(self, d: dict[str, Any]) -> None:
         c = d["counters"]
@@ -170,3 +187,7 @@ class StreamPipeline:
                            segment=seg, overlap=overlap)
             det.restore(snap)
             self.detectors[(fname, seg)] = det
+        monitors = d.get("monitors", {})
+        for m in self.monitors:
+            if m.name in monitors:
+                m.restore(monitors[m.name])

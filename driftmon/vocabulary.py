@@ -64,8 +64,9 @@ OFFSET_DIRECTIONS = (OFFSET_BEYOND_END, OFFSET_BEFORE_START)
 # The outputs whose failures driftmon counts (``output`` label of
 # ``driftmon_output_errors_total`` and ``driftmon_output_dropped_total``): the results
 # sinks, named by their ``sinks`` keys, the dead-letter topic, the webhook outbox, the
-# firing-alert tracker (``alerts/firing.json``) and the checkpoint itself.
-OUTPUTS = ("jsonl", "kafka_topic", "dead_letter", "outbox", "firing_alerts", "checkpoint")
+# firing-alert tracker (``alerts/firing.json``) and the checkpoint itself; ``entities_topic`` is
+# the per-stream ``streams[].entities.topic`` of interest_shift records.
+OUTPUTS = ("jsonl", "kafka_topic", "dead_letter", "outbox", "firing_alerts", "checkpoint", "entities_topic")
 
 # Why an output gave a record up for good (``reason`` of ``driftmon_output_dropped_total``):
 # too_large = over the producer's ``max_request_size`` (a dead letter is first cut to fit, see

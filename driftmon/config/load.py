@@ -125,8 +125,10 @@ def _alerts(node: _Node) -> c.AlertsConfig:
 def _check_output_topics(cfg: c.Config) -> None:
     """Writing dead letters or results into a topic the daemon reads would feed it its own output."""
     inputs = {t: s.name for s in cfg.streams for t in s.topics}
-    for path, topic in (("kafka.dead_letter_topic", cfg.kafka.dead_letter_topic),
-                        ("sinks.kafka_topic", cfg.sinks.kafka_topic)):
+    outputs = [("kafka.dead_letter_topic", cfg.kafka.dead_letter_topic), ("sinks.kafka_topic", cfg.sinks.kafka_topic)]
+    outputs += [(f"streams[{i}].entities.topic", s.entities.topic) for i, s in enumerate(cfg.streams)
+                if s.entities is not None]
+    for path, topic in outputs:
         if topic is not None and topic in inputs:
             raise ConfigError(path, f"{topic!r} is also an input topic of stream {inputs[topic]!r}: "
                                     "the daemon would read its own output")

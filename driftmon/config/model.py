@@ -104,6 +104,37 @@ class WindowConfig:
 
 
 @dataclass(frozen=True)
+class EntitiesConfig:
+    """Per-entity (e.g. per-user) interest drift (``streams[].entities``,
+    :mod:`driftmon.monitors.entities`): each entity's distribution over the
+    categories of ``feature`` in its current window against its previous window.
+
+    Windows are event-time (``window_size`` seconds, aligned like the stream's
+    windows; an entity with fewer than ``min_events`` keeps counting into the next
+    one) or per entity (``last_events``: every N events of that entity).  A shift
+    is ``adjusted divergence >= threshold`` (KL in nats between the two windows'
+    distributions, each shrunk toward the population's by a Dirichlet prior of
+    ``prior_strength`` pseudo-events) **and** the G-test p-value of the entity's two
+    count vectors ``<= max_p_value``, with at least ``min_events`` in both windows.
+    """
+
+    key: str  # dotted path of the entity key, e.g. "user_id"
+    feature: str  # dotted path of the categorical interest field, e.g. "item.category"
+    window_size: float | None = 86400.0  # event-time window, seconds (None: last_events)
+    last_events: int | None = None  # per-entity count windows of this many events
+    min_events: int = 20  # in each of the two windows compared
+    threshold: float = 0.3  # on the adjusted divergence, nats
+    max_p_value: float = 0.001  # per-entity G-test p-value
+    prior_strength: float | None = None  # Dirichlet pseudo-events toward the population (None: one per category)
+    categories: tuple[str, ...] | None = None  # declared; otherwise learned up to max_categories
+    max_categories: int = 64  # learned vocabulary size (further values count as __other__)
+    max_entities: int = 1_000_000  # tracked at once; past it the least recently seen are evicted
+    idle_ttl: float = 7 * 86400.0  # entities unseen this long (event time) are evicted
+    topic: str | None = None  # Kafka topic for interest_shift records, keyed by entity
+    top_bins: int = 3
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     name: str
     topics: tuple[str, ...]
@@ -115,6 +146,7 @@ class StreamConfig:
     include_overall: bool = True
     cluster_by: str | None = None  # events of one value are one cluster: p-values get a design effect
     cluster_max_pairs: int = 20_000  # distinct (cluster, value) pairs kept exactly per window and feature
+    entities: EntitiesConfig | None = None  # per-entity interest drift (driftmon/monitors/entities.py)
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,56 @@ def _window(node: _Node) -> c.WindowConfig:
     return c.WindowConfig(size=size, slide=slide, allowed_lateness=lateness, idle_timeout=idle)
 
 
+MAX_ENTITIES = 50_000_000  # tracked entities per stream (each holds ~2 x categories x 2 bytes of counts)
+MAX_ENTITY_CATEGORIES = 4096  # columns of the per-entity count matrices
+MAX_LAST_EVENTS = 1_000_000
+
+
+def entities(node: _Node) -> c.EntitiesConfig:
+    """``streams[].entities``: per-entity interest drift (:class:`~driftmon.config.model.EntitiesConfig`)."""
+    key = check_field_path(node.text("key", nonempty=True), node.sub("key"))
+    feature = check_field_path(node.text("feature", nonempty=True), node.sub("feature"))
+    if key == feature:
+        raise ConfigError(node.sub("feature"), f"expected a field other than the entity key ({key!r})")
+    w = node.node("window")
+    if w.has("size") == w.has("last_events"):
+        raise ConfigError(w.path, "expected exactly one of `size` (a duration) or `last_events` (an integer)")
+    size, last = None, None
+    if w.has("size"):
+        size = w.duration("size", None, minimum=MIN_SLIDE)
+    else:
+        last = w.integer("last_events", None, minimum=2, maximum=MAX_LAST_EVENTS)
+    w.done("an entity window")
+    min_events = node.integer("min_events", 20, minimum=1, maximum=MAX_LAST_EVENTS)
+    if last is not None and min_events > last:
+        raise ConfigError(node.sub("min_events"), f"expected at most window.last_events ({last}), got {min_events}")
+    threshold = node.number("threshold", 0.3, minimum=0.0)
+    p = node.number("max_p_value", 0.001, above=0.0, maximum=1.0)
+    prior = node.number("prior_strength", None, minimum=0.0, maximum=1e9, nullable=True)
+    cats = None
+    if node.has("categories"):
+        cats = node.str_list("categories")
+        if not cats or len(set(cats)) != len(cats):
+            raise ConfigError(node.sub("categories"), "expected a non-empty list of distinct strings")
+        if len(cats) > MAX_ENTITY_CATEGORIES - 1:
+            raise ConfigError(node.sub("categories"), f"expected at most {MAX_ENTITY_CATEGORIES - 1} categories, "
+                                                      f"got {len(cats)}")
+    max_cats = node.integer("max_categories", 64, minimum=1, maximum=MAX_ENTITY_CATEGORIES - 1)
+    max_entities = node.integer("max_entities", 1_000_000, minimum=1, maximum=MAX_ENTITIES)
+    ttl = node.duration("idle_ttl", 7 * 86400.0, above=0.0)
+    topic = node.text("topic", None)
+    if topic == "":
+        topic = None
+    if topic is not None:
+        check_topic(topic, node.sub("topic"))
+    top_bins = node.integer("top_bins", 3, minimum=0, maximum=100)
+    node.done("entities")
+    return c.EntitiesConfig(key=key, feature=feature, window_size=size, last_events=last, min_events=min_events,
+                            threshold=threshold, max_p_value=p, prior_strength=prior, categories=cats,
+                            max_categories=max_cats, max_entities=max_entities, idle_ttl=ttl, topic=topic,
+                            top_bins=top_bins)
+
+
 def _distinct(values: tuple[str, ...], path: str, what: str) -> None:
     seen: set[str] = set()
     for v in values:
@@ -230,6 +280,7 @@ def stream(node: _Node, det: c.DetectorConfig, notices: list[str]) -> c.StreamCo
         include_overall=include_overall,
         cluster_by=cluster_by,
         cluster_max_pairs=cluster_pairs,
+        entities=entities(node.node("entities")) if node.has("entities") else None,
     )
     if node.has("learn_events"):  # bins are no longer learned: accepted so old configs keep working
         node.integer("learn_events", None, minimum=0, nullable=True)

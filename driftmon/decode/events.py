@@ -62,6 +62,9 @@ class DecodedBatch:
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (input index, reason)
     accepted: list[int] = field(default_factory=list)  # input index of each accepted event
     truncated: list[int] = field(default_factory=list)  # per feature: values cut to the length cap
+    # Extra categorical columns read for the stream's monitors (``entities``: the entity key and
+    # its feature, in that order), decoded like categorical features; [] when none is configured.
+    extras: list[list[Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.ts.size)
@@ -135,6 +138,15 @@ class Decoder:
         # Open vocabularies keep values in window state, so their values are capped; a declared
         # vocabulary keeps only bin counts (a value it does not declare is __other__, cut or not).
         self.caps = [MAX_VALUE_CHARS if f.top_k is not None else None for f in stream.features]
+        # Monitors' columns (the entity key and interest feature) ride along as extra categorical
+        # columns of the same extractor, so a stream without them pays nothing.
+        self.n_extras = 0
+        if stream.entities is not None:
+            extra = [_path(stream.entities.key), _path(stream.entities.feature)]
+            self.n_extras = len(extra)
+            self.feature_paths += extra
+            self.converters += [_categorical] * len(extra)
+            self.caps += [MAX_VALUE_CHARS] * len(extra)
         self.clock = clock
         self._extract = _compile_extractor([self.ts_path, *self.feature_paths, *self.seg_paths])
 
@@ -165,6 +177,10 @@ class Decoder:
         Then categorical values over the length cap are cut (and counted)."""
         batch = self._decode(values)
         batch.truncated = [0 if cap is None else _cap_column(col, cap) for col, cap in zip(batch.features, self.caps)]
+        if self.n_extras:
+            cut = len(batch.features) - self.n_extras
+            batch.extras, batch.features, batch.truncated = batch.features[cut:], batch.features[:cut], \
+                batch.truncated[:cut]
         return batch
 
     def _decode(self, values: Sequence[bytes | str]) -> DecodedBatch:

@@ -23,6 +23,7 @@ from driftmon.config import FeatureConfig, StreamConfig
 from driftmon.decode.events import Decoder
 from driftmon.summaries import summarizer_for
 from driftmon.summaries.clusters import ClusteredSummarizer, cluster_codes
+from driftmon.summaries.hashing import hash_one, stable_hash
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,21 @@ class CodedBatch:
 
 
 @dataclass(frozen=True)
+class EntityColumns:
+    """Per accepted event, for :mod:`driftmon.monitors.entities`: the entity key, its
+    stable 64-bit hash (:func:`driftmon.summaries.hashing.stable_hash`; 0 where the key is
+    missing) and the interest feature's value (None where missing)."""
+
+    keys: list[str | None]
+    hashes: np.ndarray  # uint64
+    values: list[str | None]
+
+
+def _hash_or_zero(key: str | None) -> int:
+    return 0 if key is None else hash_one(key)
+
+
+@dataclass(frozen=True)
 class PreparedBatch:
     """One batch of raw values after :meth:`Preparer.prepare`."""
 
@@ -60,6 +76,7 @@ class PreparedBatch:
     rejected: list[tuple[int, str]]  # (input index, reason)
     coded: CodedBatch
     truncated: tuple[int, ...] = ()  # per feature: categorical values cut to the length cap
+    entities: EntityColumns | None = None  # only when the stream configures ``entities``
 
 
 class Preparer:
@@ -81,8 +98,16 @@ class Preparer:
         else:
             codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
             truncated = batch.truncated
+        ent = None
+        if batch.extras:
+            keys, vals = batch.extras
+            try:  # no missing key (the usual case): C-level maps
+                hashes = stable_hash(keys)  # type: ignore[arg-type]
+            except TypeError:
+                hashes = np.fromiter(map(_hash_or_zero, keys), dtype=np.uint64, count=len(keys))
+            ent = EntityColumns(keys, hashes, vals)
         return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,
-                             CodedBatch(batch.ts, seg, codes), tuple(truncated))
+                             CodedBatch(batch.ts, seg, codes), tuple(truncated), ent)
 
 
 CLUSTER_COLUMN = "\x00cluster_by"  # the decoded cluster field: an extra, last categorical column

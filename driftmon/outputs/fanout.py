@@ -50,7 +50,8 @@ def configured_outputs(cfg: Config) -> list[str]:
     """The configured outputs (labels of the output counters), in :data:`OUTPUTS` order."""
     on = {"jsonl": bool(cfg.sinks.jsonl), "kafka_topic": bool(cfg.sinks.kafka_topic),
           "dead_letter": bool(cfg.kafka.dead_letter_topic), "outbox": bool(cfg.alerts.webhooks),
-          "firing_alerts": bool(cfg.alerts.webhooks), "checkpoint": True}
+          "firing_alerts": bool(cfg.alerts.webhooks), "checkpoint": True,
+          "entities_topic": any(s.entities is not None and s.entities.topic for s in cfg.streams)}
     return [o for o in OUTPUTS if on[o]]
 
 
@@ -65,6 +66,8 @@ class Outputs:
         self.dlq: DeadLetterProducer | None = None  # built once the broker answers
         metrics.init_outputs(configured_outputs(cfg), DROP_REASONS, DEAD_LETTER_OUTCOMES)
         for s in cfg.streams:
+            if s.entities is not None:
+                metrics.init_entities(s.name)
             for f in s.features:
                 if f.type == "categorical":
                     metrics.count_truncated(s.name, f.name, 0)
@@ -95,6 +98,8 @@ class Outputs:
             self.metrics.window_closed(name, end)
         for series in out.retired:
             self.metrics.forget(*series)
+        for step in out.monitors:
+            self.metrics.observe_monitor(name, step)
         for r in out.results:
             self.metrics.observe_result(r)
             self.dispatcher.handle(r)
@@ -103,6 +108,8 @@ class Outputs:
                             r.segment or "-", r.metric, r.divergence or 0.0, r.unit, r.p_value, r.window_end)
         for sink in self.sinks:
             sink.write(out.results)
+            if out.records:  # monitors' records (interest_shift), in the same sinks
+                sink.write(out.records)
 
     def participants(self) -> list[Participant]:
         """What must be durable before a checkpoint, in order: dead letters of the records it

@@ -21,8 +21,11 @@ value (an empty segment value is ``__empty__``, see
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Iterator
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -32,9 +35,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from driftmon import __version__
 from driftmon.detect.result import DriftResult
+from driftmon.monitors.base import MonitorStep
 from driftmon.vocabulary import OFFSET_DIRECTIONS, segment_label
 
 __all__ = [
@@ -71,6 +77,15 @@ METRIC_NAMES: tuple[str, ...] = (
     "driftmon_output_errors_total",
     "driftmon_output_dropped_total",
     "driftmon_dead_letters_total",
+    # per-entity interest drift (monitors/entities.py), per stream: aggregates only, never an entity label
+    "driftmon_entities_tracked",
+    "driftmon_entities_evicted_total",
+    "driftmon_entity_windows_compared_total",
+    "driftmon_entity_shifts_total",
+    "driftmon_entity_window_shifts",
+    "driftmon_entity_divergence_bucket",
+    "driftmon_entity_divergence_count",
+    "driftmon_entity_divergence_sum",
     # process
     "driftmon_checkpoint_timestamp_seconds",
     "driftmon_ready",
@@ -82,6 +97,49 @@ STATE_VALUES = {"ok": 0, "warn": 1, "critical": 2}
 SEVERITY_VALUES = {"warning": 1, "warn": 1, "critical": 2}
 
 _KEY = ("stream", "feature", "segment")
+
+# Upper bounds (nats) of the per-entity divergence histogram's buckets.
+ENTITY_DIVERGENCE_BUCKETS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+ENTITY_EVICT_REASONS = ("idle", "capacity")
+
+
+class _EntityDivergence(Collector):
+    """``driftmon_entity_divergence``: a histogram per stream of the adjusted divergences of
+    every entity window compared, filled a whole step at a time (``np.histogram``), since a
+    million ``observe()`` calls per window would cost seconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, np.ndarray] = {}  # per stream: counts per bucket (+Inf last)
+        self._sums: dict[str, float] = {}
+
+    def init(self, stream: str) -> None:
+        with self._lock:
+            self._buckets.setdefault(stream, np.zeros(len(ENTITY_DIVERGENCE_BUCKETS) + 1, dtype=np.int64))
+            self._sums.setdefault(stream, 0.0)
+
+    def observe(self, stream: str, values: np.ndarray) -> None:
+        v = values[np.isfinite(values)]
+        if v.size == 0:
+            return
+        idx = np.searchsorted(np.asarray(ENTITY_DIVERGENCE_BUCKETS), v, side="left")  # le: value <= bound
+        add = np.bincount(idx, minlength=len(ENTITY_DIVERGENCE_BUCKETS) + 1)
+        self.init(stream)
+        with self._lock:
+            self._buckets[stream] += add
+            self._sums[stream] += float(v.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        fam = HistogramMetricFamily(
+            "driftmon_entity_divergence",
+            "Adjusted divergence (nats) of each entity window compared with the entity's previous window.",
+            labels=("stream",))
+        with self._lock:
+            for stream, counts in sorted(self._buckets.items()):
+                cum = np.cumsum(counts).tolist()
+                bounds = [*(f"{b:g}" for b in ENTITY_DIVERGENCE_BUCKETS), "+Inf"]
+                fam.add_metric([stream], list(zip(bounds, cum)), self._sums[stream])
+        yield fam
 
 
 def alert_state_value(r: DriftResult) -> int:
@@ -253,6 +311,40 @@ class Metrics:
             ("outcome",),
             registry=reg,
         )
+        self._entities_tracked = Gauge(
+            "driftmon_entities_tracked",
+            "Entities (e.g. users) whose interest windows are held now (streams[].entities).",
+            ("stream",),
+            registry=reg,
+        )
+        self._entities_evicted = Counter(
+            "driftmon_entities_evicted_total",
+            "Entities dropped from state, reason=idle (unseen for idle_ttl) or capacity (past max_entities, "
+            "least recently seen first).",
+            ("stream", "reason"),
+            registry=reg,
+        )
+        self._entity_compared = Counter(
+            "driftmon_entity_windows_compared_total",
+            "Entity windows compared with the entity's previous window (both with at least min_events).",
+            ("stream",),
+            registry=reg,
+        )
+        self._entity_shifts = Counter(
+            "driftmon_entity_shifts_total",
+            "Entity windows reported as an interest shift (interest_shift records).",
+            ("stream",),
+            registry=reg,
+        )
+        self._entity_window_shifts = Gauge(
+            "driftmon_entity_window_shifts",
+            "Interest shifts in the latest step that closed entity windows (event-time windows: the latest "
+            "window).",
+            ("stream",),
+            registry=reg,
+        )
+        self._entity_divergence = _EntityDivergence()
+        reg.register(self._entity_divergence)
         self._checkpoint = Gauge(
             "driftmon_checkpoint_timestamp_seconds",
             "Wall-clock time of the last successful state checkpoint.",
@@ -332,6 +424,34 @@ class Metrics:
         """Count a closed window; ``end_ts`` is its end in event time (None: now)."""
         self._windows_closed.labels(stream).inc()
         self._last_close.labels(stream).set(time.time() if end_ts is None else end_ts)
+
+    # -- monitors -----------------------------------------------------------
+
+    def init_entities(self, stream: str) -> None:
+        """Create a stream's entity series at 0 (streams that configure ``entities``)."""
+        self._entities_tracked.labels(stream).set(0)
+        for reason in ENTITY_EVICT_REASONS:
+            self._entities_evicted.labels(stream, reason).inc(0)
+        self._entity_compared.labels(stream).inc(0)
+        self._entity_shifts.labels(stream).inc(0)
+        self._entity_window_shifts.labels(stream).set(0)
+        self._entity_divergence.init(stream)
+
+    def observe_monitor(self, stream: str, step: MonitorStep) -> None:
+        """One monitor step's aggregates (the only per-entity output here: no entity label)."""
+        if step.monitor != "entities":
+            return
+        self._entities_tracked.labels(stream).set(step.tracked)
+        for reason, n in step.evicted.items():
+            self._entities_evicted.labels(stream, reason).inc(n)
+        if step.compared:
+            self._entity_compared.labels(stream).inc(step.compared)
+        if step.shifts:
+            self._entity_shifts.labels(stream).inc(step.shifts)
+        if step.windows_closed:
+            self._entity_window_shifts.labels(stream).set(step.shifts)
+        if step.divergences.size:
+            self._entity_divergence.observe(stream, step.divergences)
 
     # -- source -------------------------------------------------------------
 

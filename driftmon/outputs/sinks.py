@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from driftmon.config import KafkaConfig, SinksConfig
+from driftmon.config import Config, KafkaConfig, SinksConfig
 from driftmon.detect.result import DriftResult, json_line
 from driftmon.outputs.failures import RETRY, FailureLog, HeldBack, classify
 from driftmon.outputs.metrics import Metrics
@@ -202,7 +202,8 @@ class KafkaResultsSink:
 
     def write(self, results: Sequence[DriftResult]) -> None:
         for r in results:
-            key = f"{r.stream}/{r.feature}/{r.segment or ''}".encode()
+            # monitors' records (interest_shift) name their own key: the entity
+            key = r.sink_key() if hasattr(r, "sink_key") else f"{r.stream}/{r.feature}/{r.segment or ''}".encode()
             value = orjson.dumps(r.to_dict())
             if self._failures.failing:  # do not block ingestion on a failing producer: retried at sync
                 self._hold(key, value)
@@ -279,6 +280,29 @@ class KafkaResultsSink:
             self.producer.close(timeout=5)
         except Exception as exc:
             log.warning("error closing the results producer: %s", exc)
+
+
+class EntityTopicSink(KafkaResultsSink):
+    """``streams[].entities.topic``: one stream's ``interest_shift`` records, keyed by entity
+    (so a recommender consuming the topic sees each user's records in order, on one
+    partition); aggregate rows do not go here.  Failures as :class:`KafkaResultsSink`."""
+
+    output = "entities_topic"
+
+    def __init__(self, kafka: KafkaConfig, topic: str, stream: str, metrics: Metrics | None = None):
+        super().__init__(kafka, topic, metrics)
+        self.stream = stream
+
+    def write(self, results: Sequence[Any]) -> None:
+        mine = [r for r in results if getattr(r, "kind", None) == "interest_shift" and r.stream == self.stream]
+        if mine:
+            super().write(mine)
+
+
+def make_entity_sinks(cfg: Config, metrics: Metrics | None = None) -> list[ResultSink]:
+    """One :class:`EntityTopicSink` per stream that sets ``entities.topic``."""
+    return [EntityTopicSink(cfg.kafka, s.entities.topic, s.name, metrics)
+            for s in cfg.streams if s.entities is not None and s.entities.topic]
 
 
 def make_sinks(cfg: SinksConfig, kafka: KafkaConfig, metrics: Metrics | None = None) -> list[ResultSink]:

@@ -68,6 +68,9 @@ def config_fingerprint(cfg: Config) -> str:
           + ([f.max_values] if f.top_k is not None else []) + ([f.relative_accuracy] if f.num_bins else [])
           for f in s.features]]
         + ([["cluster_by", s.cluster_by, s.cluster_max_pairs]] if s.cluster_by is not None else [])
+        # per-entity state's shape (only when configured, so other streams' checkpoints stay valid)
+        + ([["entities", s.entities.key, s.entities.feature, s.entities.window_size, s.entities.last_events,
+             s.entities.categories, s.entities.max_categories]] if s.entities is not None else [])
         for s in cfg.streams
     ]
     return hashlib.sha256(json.dumps(streams, sort_keys=True, default=str).encode()).hexdigest()[:16]

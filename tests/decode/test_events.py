@@ -121,3 +121,42 @@ def test_result_labels_are_capped_and_stay_distinct():
     assert r.bins[0] == cap_label(a) and r.top_bins[0].bin == cap_label(a)
     assert r.bins[2] == "__other__" and len(r.segment or "") == MAX_LABEL_CHARS
     assert len(orjson.dumps(r.to_dict())) < 2000
+
+
+def _entities_stream(entities: bool):
+    s = {"name": "s", "timestamp": {"max_future_skew": None},
+         "features": [{"name": "c", "field": "item.category", "type": "categorical", "top_k": 5}]}
+    if entities:
+        s["entities"] = {"key": "user.id", "feature": "item.category", "window": {"size": "1d"}}
+    return parse_config({"streams": [s]}).streams[0]
+
+
+def test_entity_columns_ride_along_only_when_configured():
+    """streams[].entities: the key and feature are two more columns of the same decode (extras),
+    hashed by the Preparer; the features, rejects and a stream without entities are unchanged."""
+    import pickle
+
+    import numpy as np
+
+    from driftmon.decode.prepare import Preparer
+    from driftmon.summaries.hashing import stable_hash
+
+    values = [b'{"ts": 1700000000, "user": {"id": "alice"}, "item": {"category": "books"}}',
+              b'{"ts": 1700000001, "user": {"id": 7}, "item": {}}',  # a number key is its text; no value
+              b'{"ts": 1700000002, "item": {"category": "music"}}',  # no key
+              b'{"ts": 1700000003, "user": {"id": {"x": 1}}, "item": {"category": "music"}}',  # bad key type
+              b'{"ts": 1700000004, "user": {"id": "' + b"k" * 300 + b'"}, "item": {"category": "books"}}']
+    plain = Preparer(_entities_stream(False)).prepare(values)
+    ent = Preparer(_entities_stream(True)).prepare(values)
+    assert plain.entities is None
+    assert ent.rejected == [(3, "bad_type")] and plain.rejected == []  # a key must be a scalar
+    assert ent.entities is not None
+    long_key = "k" * (MAX_VALUE_CHARS - 1) + TRUNCATION_MARKER  # capped like any open-vocabulary value
+    assert ent.entities.keys == ["alice", "7", None, long_key]
+    assert ent.entities.values == ["books", None, "music", "books"]
+    assert ent.entities.hashes.tolist() == [*stable_hash(["alice", "7"]).tolist(), 0, *stable_hash([long_key]).tolist()]
+    assert len(ent.truncated) == 1  # per feature only: the extras are not features
+    assert ent.accepted.tolist() == [0, 1, 2, 4] and plain.accepted.tolist() == [0, 1, 2, 3, 4]
+    assert np.array_equal(ent.coded.ts, plain.coded.ts[[0, 1, 2, 4]])
+    again = pickle.loads(pickle.dumps(ent))  # what the decode worker sends back
+    assert again.entities.keys == ent.entities.keys and again.entities.hashes.dtype == np.uint64

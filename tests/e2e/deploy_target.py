@@ -87,6 +87,9 @@ def config(bootstrap: str, topics: dict[str, str], group: str, listen: str, webh
                     {"name": "item_id", "field": "item.id", "type": "categorical", "top_k": 10,
                      "detector": {"max_p_value": 1e-6}},
                 ],
+                # per-user interest drift: its aggregate series are on the dashboard
+                "entities": {"key": "user_id", "feature": "item.category", "window": {"size": f"{WINDOW:g}s"},
+                             "min_events": 2},
             },
             {
                 "name": "predictions",

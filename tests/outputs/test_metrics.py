@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import __version__
 from driftmon.detect.result import DriftResult
+from driftmon.monitors.base import MonitorStep
 from driftmon.outputs.metrics import METRIC_NAMES, Metrics, alert_state_value
 from driftmon.vocabulary import WEBHOOK_OUTCOMES
 
@@ -177,6 +180,9 @@ def test_metric_names_is_exactly_what_is_exposed():
     m.output_error("jsonl")
     m.output_dropped("kafka_topic", "too_large")
     m.dead_letter("truncated")
+    m.init_entities("s")
+    m.observe_monitor("s", MonitorStep("entities", tracked=3, evicted=Counter(idle=1), compared=2, shifts=1,
+                                       divergences=np.array([0.05, 0.7]), windows_closed=1))
     names = {name for name, _ in samples(m) if name.startswith("driftmon_") and not name.endswith("_created")}
     assert names == set(METRIC_NAMES)
     assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
@@ -224,3 +230,28 @@ def test_a_segment_named_empty_is_not_the_overall_series():
     m.forget("recs", "category", "")
     segs = {dict(lbl).get("segment") for name, lbl in samples(m) if name == "driftmon_divergence"}
     assert segs == {""}
+
+
+def test_entity_metrics_are_aggregates_without_an_entity_label():
+    """Per-entity interest drift exports per-stream aggregates only: the histogram of a whole
+    step's divergences (bucket counts by np.histogram), tracked, evicted, compared, shifts."""
+    m = Metrics(process_metrics=False)
+    m.init_entities("s")
+    m.observe_monitor("s", MonitorStep("entities", tracked=10, evicted=Counter(idle=2, capacity=1), compared=4,
+                                       shifts=2, divergences=np.array([0.005, 0.3, 0.31, np.inf]),
+                                       windows_closed=1))
+    smp = samples(m)
+    assert value(smp, "driftmon_entities_tracked", stream="s") == 10
+    assert value(smp, "driftmon_entities_evicted_total", stream="s", reason="idle") == 2
+    assert value(smp, "driftmon_entities_evicted_total", stream="s", reason="capacity") == 1
+    assert value(smp, "driftmon_entity_windows_compared_total", stream="s") == 4
+    assert value(smp, "driftmon_entity_shifts_total", stream="s") == 2
+    assert value(smp, "driftmon_entity_window_shifts", stream="s") == 2
+    assert value(smp, "driftmon_entity_divergence_bucket", stream="s", le="0.01") == 1
+    assert value(smp, "driftmon_entity_divergence_bucket", stream="s", le="0.3") == 2  # le: 0.3 <= 0.3
+    assert value(smp, "driftmon_entity_divergence_bucket", stream="s", le="0.5") == 3
+    assert value(smp, "driftmon_entity_divergence_bucket", stream="s", le="+Inf") == 3  # inf is not observed
+    assert value(smp, "driftmon_entity_divergence_count", stream="s") == 3
+    assert value(smp, "driftmon_entity_divergence_sum", stream="s") == pytest.approx(0.615)
+    labels = {k for name, lab in smp if name.startswith("driftmon_entit") for k, _ in lab}
+    assert labels <= {"stream", "reason", "le"}

