@@ -462,6 +462,7 @@ class CalibrationMonitor:
 
     def snapshot(self) -> dict[str, Any]:
         return {
+            "shape": self._shape(),
             "pending": [[rid, *v] for rid, v in self.pending.items()],
             "outcomes": [[rid, *v] for rid, v in self.outcomes.items()],
             "final": [[due, rid] for due, rid in self._final_order if self.final.get(rid) == due],
@@ -474,7 +475,14 @@ class CalibrationMonitor:
             "alarm": self.alarm.snapshot(),
         }
 
+    def _shape(self) -> dict[str, Any]:
+        """What the state's meaning depends on (a checkpoint for other bins or windows is refused)."""
+        return {"edges": list(self.cfg.edges), "window": self.cfg.window, "streams": list(self.streams)}
+
     def restore(self, d: dict[str, Any]) -> None:
+        if d.get("shape") != self._shape():
+            raise ValueError(f"calibration {self.cfg.name!r} was checkpointed with {d.get('shape')}, "
+                             f"configured now as {self._shape()}")
         md = self.cfg.max_delay
         self.pending = {str(r[0]): [float(r[1]), float(r[2]), float(r[3]), float(r[4])] for r in d["pending"]}
         self.outcomes = {str(r[0]): [float(r[1]), float(r[2])] for r in d["outcomes"]}

@@ -177,6 +177,8 @@ def test_metric_names_is_exactly_what_is_exposed():
     m.output_error("jsonl")
     m.output_dropped("kafka_topic", "too_large")
     m.dead_letter("truncated")
+    m.init_calibration("c")
+    m.observe_calibration("c", {"joined": 3}, (1, 0), 0.1, scored=True)
     names = {name for name, _ in samples(m) if name.startswith("driftmon_") and not name.endswith("_created")}
     assert names == set(METRIC_NAMES)
     assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
