@@ -12,10 +12,13 @@ request id in a bounded buffer and scores each window of *prediction* event time
   final: ``joined`` with the label of its outcome, or ``unmatched`` (no outcome in
   time), which counts as a negative (``unmatched: negative``) or is left out
   (``drop``), counted either way;
-* an outcome joins the buffered prediction with its id when
-  ``t_outcome - t_prediction <= max_delay``; later ones are counted ``late_outcome``
-  and the prediction stays unmatched.  An outcome for a prediction already final
-  (its id is remembered for another ``max_delay``) is ``late_outcome`` too;
+* an outcome joins the prediction with its id when ``t_outcome - t_prediction <= max_delay``;
+  up to ``2 max_delay`` it is counted ``late_outcome`` (whether its prediction is
+  still buffered or already final: a final prediction's id is remembered for another
+  ``max_delay``) and the prediction stays unmatched; further apart they are not
+  linked (the outcome is an orphan, below).  An outcome read when
+  ``W > t_outcome + max_delay`` without a buffered or remembered prediction is
+  ``late_outcome`` too (its prediction, if it came before it, is final already);
 * an outcome that arrives before its prediction waits (in a buffer of its own) until
   ``W >= t_outcome``, then, still alone, is counted ``orphan_outcome``;
 * duplicates, deterministically: a prediction id already buffered (or just final) is
@@ -79,6 +82,7 @@ from driftmon.detect.result import BinShare, DriftResult
 from driftmon.vocabulary import CALIBRATION_COUNTS
 
 METRIC = "calibration_kl"
+UNITS = 10**9  # predicted probabilities are summed as integers in units of 1e-9
 _LN2 = math.log(2.0)
 _POSITIVE = frozenset({"1", "true", "1.0", "True"})
 _NEGATIVE = frozenset({"0", "false", "0.0", "False"})
@@ -89,7 +93,8 @@ _NEGATIVE = frozenset({"0", "false", "0.0", "False"})
 def bernoulli_kl(a: np.ndarray, p: np.ndarray) -> np.ndarray:
     """``KL(Bernoulli(a) || Bernoulli(p))`` elementwise, in nats (``rel_entr`` on [a, 1-a] vs [p, 1-p])."""
     a, p = np.asarray(a, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    return special.rel_entr(a, p) + special.rel_entr(1.0 - a, 1.0 - p)
+    # the two terms can cancel to a rounding error below 0 (e.g. a, p ~ 1e-200): KL >= 0
+    return np.maximum(special.rel_entr(a, p) + special.rel_entr(1.0 - a, 1.0 - p), 0.0)
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,7 @@ class CalibrationMonitor:
         self._seq = 0
         self.final: dict[str, float] = {}  # id -> its deadline (predictions already final)
         self._final_order: deque[tuple[float, str]] = deque()
-        self.windows: dict[int, np.ndarray] = {}  # index -> [3, bins]: n, sum_p, sum_y
+        self.windows: dict[int, np.ndarray] = {}  # index -> int64 [3, bins]: n, sum_p (1e-9 units), sum_y
         self.closed_below = -(2**62)
         self.watermark = -math.inf
         self.part_max: dict[str, dict[int, float]] = {s: {} for s in self.streams}
@@ -282,8 +287,9 @@ class CalibrationMonitor:
                 c["overflow_prediction"] += 1
                 continue
             entry = [t, p, -1.0, math.inf]
-            out = outcomes.pop(rid, None)
-            if out is not None:
+            out = outcomes.get(rid)
+            if out is not None and out[0] - t <= 2 * md:
+                del outcomes[rid]
                 if out[0] - t <= md:
                     entry[2], entry[3] = out[1], out[0]
                 else:
@@ -297,7 +303,7 @@ class CalibrationMonitor:
         for rid, t, y in zip(b.ids, b.ts.tolist(), b.values.tolist()):
             c["outcome"] += 1
             cur = pending.get(rid)
-            if cur is not None:
+            if cur is not None and t - cur[0] <= 2 * md:
                 if t - cur[0] > md:
                     c["late_outcome"] += 1
                 elif cur[2] < 0:
@@ -307,8 +313,10 @@ class CalibrationMonitor:
                     if t < cur[3]:  # the earliest outcome decides
                         cur[2], cur[3] = y, t
                 continue
-            if rid in final:
-                c["late_outcome"] += 1
+            deadline = final.get(rid)
+            if (deadline is not None and t <= deadline + md) or (
+                    cur is None and deadline is None and t + md < self.watermark):
+                c["late_outcome"] += 1  # its prediction is final already (if it came before it)
                 continue
             waiting = outcomes.get(rid)
             if waiting is not None:
@@ -357,7 +365,7 @@ class CalibrationMonitor:
         self._finalize(wm)
         self._expire_outcomes(wm)
         md = self.cfg.max_delay
-        while self._final_order and (self._final_order[0][0] + md <= wm or len(self.final) > self.cfg.max_pending):
+        while self._final_order and (self._final_order[0][0] + md < wm or len(self.final) > self.cfg.max_pending):
             _, rid = self._final_order.popleft()
             self.final.pop(rid, None)
         size = self.cfg.window
@@ -400,14 +408,19 @@ class CalibrationMonitor:
         t, p, y = np.asarray(ts), np.asarray(ps), np.asarray(ys)
         widx = np.floor(t / self.cfg.window).astype(np.int64)
         b = np.clip(np.searchsorted(self.edges, p, side="right") - 1, 0, self.nbins - 1)
+        # integer sums (probabilities in units of 1e-9): a window's numbers do not depend on
+        # the order in which its predictions became final
+        pn = np.rint(p * UNITS).astype(np.int64)
+        yi = y.astype(np.int64)
         for k in np.unique(widx).tolist():
             sel = widx == k
             acc = self.windows.get(k)
             if acc is None:
-                acc = self.windows[k] = np.zeros((3, self.nbins))
-            acc[0] += np.bincount(b[sel], minlength=self.nbins)
-            acc[1] += np.bincount(b[sel], weights=p[sel], minlength=self.nbins)
-            acc[2] += np.bincount(b[sel], weights=y[sel], minlength=self.nbins)
+                acc = self.windows[k] = np.zeros((3, self.nbins), dtype=np.int64)
+            bk = b[sel]
+            np.add.at(acc[0], bk, 1)
+            np.add.at(acc[1], bk, pn[sel])
+            np.add.at(acc[2], bk, yi[sel])
 
     def _expire_outcomes(self, wm: float) -> None:
         heap, outcomes = self._oheap, self.outcomes
@@ -431,12 +444,12 @@ class CalibrationMonitor:
             window_end=(k + 1) * size, metric=METRIC, unit=det.unit, n_current=n, n_reference=0,
             warn_threshold=det.thresholds.warn, critical_threshold=det.thresholds.critical,
             counts=tuple(n_b.tolist()), bins=self.labels, smoothing="none", name=self.cfg.name,
-            positives=int(round(float(acc[2].sum()))), join=tuple(sorted(self.counts.items())),
+            positives=int(acc[2].sum()), join=tuple(sorted(self.counts.items())),
         )
         if n == 0 or n < det.min_count:
             return CalibrationResult(**base, divergence=None, p_value=None, state="insufficient_data",
                                      transition="none", severity=self.alarm.severity)
-        s = score(acc[0], acc[1], acc[2], det.unit)
+        s = score(acc[0], acc[1] / UNITS, acc[2], det.unit)
         significant = det.max_p_value is None or s.p_value <= det.max_p_value
         level = "ok"
         if significant and s.divergence >= det.thresholds.critical:
@@ -493,7 +506,7 @@ class CalibrationMonitor:
             self._push(self._oheap, v[0], rid)
         self._final_order = deque((float(due), str(rid)) for due, rid in d["final"])
         self.final = {rid: due for due, rid in self._final_order}
-        self.windows = {int(k): np.asarray(v, dtype=np.float64).reshape(3, self.nbins) for k, v in d["windows"].items()}
+        self.windows = {int(k): np.asarray(v, dtype=np.int64).reshape(3, self.nbins) for k, v in d["windows"].items()}
         self.closed_below = int(d["closed_below"])
         self.watermark = float(d["watermark"])
         self.part_max = {s: {int(p): float(m) for p, m in d["part_max"].get(s, [])} for s in self.streams}
