@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(redacted(cfg), indent=2))
         for notice in cfg.notices:
             print(f"note: {notice}", file=sys.stderr)
-        print(f"ok: {len(cfg.streams)} stream(s), {sum(len(s.features) for s in cfg.streams)} feature(s)", file=sys.stderr)
+        extra = f", {len(cfg.calibration)} calibration(s)" if cfg.calibration else ""
+        print(f"ok: {len(cfg.streams)} stream(s), {sum(len(s.features) for s in cfg.streams)} feature(s){extra}",
+              file=sys.stderr)
         return 0
     if args.command == "replay":
         cfg = _load(args.config)
