@@ -210,7 +210,9 @@ class CalibrationMonitor:
         # buffers: id -> [t_pred, probability, label (-1: none yet), t_outcome]; id -> [t_outcome, label]
         self.pending: dict[str, list[float]] = {}
         self.outcomes: dict[str, list[float]] = {}
-        self._pheap: list[tuple[float, int, str]] = []
+        # predictions by when they become final: bucket floor(due / grain) -> [(due, id)]
+        self._grain = cfg.max_delay / 256
+        self._due: dict[int, list[tuple[float, str]]] = {}
         self._oheap: list[tuple[float, int, str]] = []
         self._seq = 0
         self.final: dict[str, float] = {}  # id -> its deadline (predictions already final)
@@ -281,7 +283,7 @@ class CalibrationMonitor:
                     if cur[2] >= 0 and cur[3] - t > md:  # its outcome is now too late for it
                         cur[2] = -1.0
                         c["late_outcome"] += 1
-                    self._push(self._pheap, t + md, rid)
+                    self._schedule(t + md, rid)
                 continue
             if len(pending) >= cap:
                 c["overflow_prediction"] += 1
@@ -295,7 +297,7 @@ class CalibrationMonitor:
                 else:
                     c["late_outcome"] += 1
             pending[rid] = entry
-            self._push(self._pheap, t + md, rid)
+            self._schedule(t + md, rid)
 
     def _add_outcomes(self, b: _Prepared) -> None:
         c, md, cap = self.counts, self.cfg.max_delay, self.cfg.max_pending
@@ -330,6 +332,14 @@ class CalibrationMonitor:
                 continue
             outcomes[rid] = [t, y]
             self._push(self._oheap, t, rid)
+
+    def _schedule(self, due: float, rid: str) -> None:
+        key = math.floor(due / self._grain)
+        bucket = self._due.get(key)
+        if bucket is None:
+            self._due[key] = [(due, rid)]
+        else:
+            bucket.append((due, rid))
 
     def _push(self, heap: list[tuple[float, int, str]], due: float, rid: str) -> None:
         self._seq += 1
@@ -380,29 +390,42 @@ class CalibrationMonitor:
         return [self._result(k, self.windows.pop(k)) for k in due]
 
     def _finalize(self, wm: float) -> None:
-        heap, pending, md = self._pheap, self.pending, self.cfg.max_delay
+        pending, md = self.pending, self.cfg.max_delay
         ts: list[float] = []
         ps: list[float] = []
         ys: list[float] = []
-        while heap and heap[0][0] <= wm:
-            due, _, rid = heapq.heappop(heap)
-            cur = pending.get(rid)
-            if cur is None or cur[0] + md != due:  # stale: replaced by an earlier duplicate
-                continue
-            del pending[rid]
-            self.final[rid] = due
-            self._final_order.append((due, rid))
-            if cur[2] >= 0:
-                self.counts["joined"] += 1
-            elif self.cfg.unmatched == "negative":
-                self.counts["unmatched_negative"] += 1
-                cur[2] = 0.0
-            else:
-                self.counts["unmatched_dropped"] += 1
-                continue
-            ts.append(cur[0])
-            ps.append(cur[1])
-            ys.append(cur[2])
+        get, final, order = pending.get, self.final, self._final_order
+        negative = self.cfg.unmatched == "negative"
+        joined = unmatched = 0
+        # whole buckets before the watermark's, then the due part of the watermark's own bucket
+        top = math.inf if math.isinf(wm) else math.floor(wm / self._grain)
+        for key in sorted(k for k in self._due if k <= top):
+            bucket = self._due.pop(key)
+            if key == top:
+                keep = [e for e in bucket if e[0] > wm]
+                if keep:
+                    self._due[key] = keep
+                    bucket = [e for e in bucket if e[0] <= wm]
+            for due, rid in bucket:
+                cur = get(rid)
+                if cur is None or cur[0] + md != due:  # stale: replaced by an earlier duplicate
+                    continue
+                del pending[rid]
+                final[rid] = due
+                order.append((due, rid))
+                if cur[2] >= 0:
+                    joined += 1
+                elif negative:
+                    unmatched += 1
+                    cur[2] = 0.0
+                else:
+                    unmatched += 1
+                    continue
+                ts.append(cur[0])
+                ps.append(cur[1])
+                ys.append(cur[2])
+        self.counts["joined"] += joined
+        self.counts["unmatched_negative" if negative else "unmatched_dropped"] += unmatched
         if not ts:
             return
         t, p, y = np.asarray(ts), np.asarray(ps), np.asarray(ys)
@@ -499,9 +522,9 @@ class CalibrationMonitor:
         md = self.cfg.max_delay
         self.pending = {str(r[0]): [float(r[1]), float(r[2]), float(r[3]), float(r[4])] for r in d["pending"]}
         self.outcomes = {str(r[0]): [float(r[1]), float(r[2])] for r in d["outcomes"]}
-        self._pheap, self._oheap, self._seq = [], [], 0
+        self._due, self._oheap, self._seq = {}, [], 0
         for rid, v in self.pending.items():
-            self._push(self._pheap, v[0] + md, rid)
+            self._schedule(v[0] + md, rid)
         for rid, v in self.outcomes.items():
             self._push(self._oheap, v[0], rid)
         self._final_order = deque((float(due), str(rid)) for due, rid in d["final"])
