@@ -28,7 +28,7 @@ request id in a bounded buffer and scores each window of *prediction* event time
 * a prediction whose window has already closed is ``late_prediction``; a prediction or
   outcome that finds its buffer full (``max_pending`` entries each) is counted
   ``overflow_prediction``/``overflow_outcome`` and left out: memory stays bounded
-  (about 200 bytes per buffered entry with 36-character ids), nothing crashes;
+  (about 350 bytes per buffered prediction with 36-character ids), nothing crashes;
 * records the monitor cannot use are ``invalid_prediction``/``invalid_outcome``:
   undecodable or without a timestamp (the stream's own counters have the reason),
   no id, a probability that is not a number in [0, 1], a label other than
@@ -270,6 +270,7 @@ class CalibrationMonitor:
         widx = np.floor(b.ts / self.cfg.window).astype(np.int64)
         late = widx < self.closed_below
         pending, outcomes, final = self.pending, self.outcomes, self.final
+        buckets, grain, floor = self._due, self._grain, math.floor
         for rid, t, p, is_late in zip(b.ids, b.ts.tolist(), b.values.tolist(), late.tolist()):
             c["prediction"] += 1
             if is_late:
@@ -297,7 +298,13 @@ class CalibrationMonitor:
                 else:
                     c["late_outcome"] += 1
             pending[rid] = entry
-            self._schedule(t + md, rid)
+            due = t + md
+            key = floor(due / grain)
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = [(due, rid)]
+            else:
+                bucket.append((due, rid))
 
     def _add_outcomes(self, b: _Prepared) -> None:
         c, md, cap = self.counts, self.cfg.max_delay, self.cfg.max_pending
@@ -538,6 +545,12 @@ class CalibrationMonitor:
         self.counts.update({str(k): int(v) for k, v in d["counts"].items()})
         self.windows_closed = int(d["windows_closed"])
         self.alarm.restore(d["alarm"])
+
+    def forget_partitions(self, stream: str, partitions: list[int]) -> None:
+        """Partitions of ``stream`` revoked from this consumer stop holding the watermark back."""
+        for p in partitions:
+            self.part_max[stream].pop(p, None)
+            self.part_seen[stream].pop(p, None)
 
     def pending_sizes(self) -> tuple[int, int]:
         """Buffered predictions and outcomes (the memory bound is ``max_pending`` each)."""

@@ -306,6 +306,8 @@ class Daemon:
             self.metrics.forget_partition(t, p)
             for pipe in self.by_topic.get(t, ()):
                 pipe.forget_partitions([partition_id(pipe.cfg.topics, t, p)])
+                for m in self.monitors_of.get(pipe.cfg.name, ()):
+                    m.forget_partitions(pipe.cfg.name, [partition_id(pipe.cfg.topics, t, p)])
 
     def start_http(self) -> StatusServer:
         http = self.cfg.http
