@@ -139,3 +139,38 @@ def _iso(ts: float) -> str:
     from driftmon.detect.result import rfc3339
 
     return rfc3339(ts) or ""
+
+
+def test_checkpointed_calibration_state_is_restored_refused_or_dropped_with_the_config(tmp_path):
+    """No broker needed: the constructor restores the checkpoint (tuning changes keep it, other
+    bins refuse it with the way out, a calibration no longer configured is dropped)."""
+    from driftmon.service.checkpoint import CheckpointError, describe
+    from driftmon.service.daemon import Daemon
+
+    topics = {"predictions": "cal-p", "outcomes": "cal-o"}
+    doc = config("127.0.0.1:9", topics, tmp_path / "state", [])
+    preds, outs = synth.calibration_traffic(900, 1.7e9, rate=30.0, seed=5, max_delay=DELAY)
+    daemon = Daemon(parse_config(doc))
+    (m,) = daemon.monitors
+    m.feed("predictions", m.prepare("predictions", [orjson.dumps(e) for e in preds]))
+    m.feed("outcomes", m.prepare("outcomes", [orjson.dumps(e) for e in outs]))
+    assert daemon.checkpoint()
+    daemon.lock.release()
+    state = describe(str(tmp_path / "state"))
+    assert state["monitors"]["calibration:ctr"]["prediction"] == len(preds)
+    assert set(state["streams"]) == {"predictions", "outcomes"}
+
+    doc["calibration"][0]["detector"]["thresholds"] = {"warn": 0.03, "critical": 0.04}  # tuning: kept
+    again = Daemon(parse_config(doc))
+    assert again.monitors[0].snapshot()["pending"] == m.snapshot()["pending"]
+    assert again.metrics.render().count(b'driftmon_calibration_events_total{calibration="ctr",kind="joined"} 0.0')
+    again.lock.release()
+
+    doc["calibration"][0]["bins"] = 5  # another shape: refused, with the way out
+    with pytest.raises(CheckpointError, match="reset-state"):
+        Daemon(parse_config(doc))
+
+    del doc["calibration"]  # no longer configured: its state is dropped, the streams restored
+    plain = Daemon(parse_config(doc))
+    assert plain.monitors == []
+    plain.lock.release()
