@@ -78,6 +78,8 @@ def entry(node: _Node, streams: dict[str, c.StreamConfig]) -> c.CalibrationConfi
     if p_stream == o_stream:
         raise ConfigError(node.sub("outcomes.stream"), f"expected a stream other than the predictions' "
                                                        f"({p_stream!r})")
+    if f"calibration:{name}" in streams:  # the checkpoint keeps a calibration's state under that key
+        raise ConfigError(node.sub("name"), f"a stream is named 'calibration:{name}': rename one of them")
     if any(f.name == name for f in streams[p_stream].features):
         raise ConfigError(node.sub("name"), f"{name!r} is also a feature of stream {p_stream!r}: results and "
                                             "metrics would share a series")

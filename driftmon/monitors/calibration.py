@@ -176,6 +176,7 @@ class _Prepared:
     ids: list[str]
     values: np.ndarray  # probability (predictions) or label 0/1 (outcomes)
     invalid: int
+    index: np.ndarray  # the input position of each kept record (for the partition ids)
 
 
 def _decoder(stream: StreamConfig, id_field: str, value_field: str, value_type: str,
@@ -243,18 +244,21 @@ class CalibrationMonitor:
         ok &= has_id
         keep = np.flatnonzero(ok)
         kept_ids = [ids[i] for i in keep.tolist()] if keep.size != len(ids) else list(ids)
-        return _Prepared(batch.ts[keep], kept_ids, v[keep], len(values) - int(keep.size))
+        index = np.asarray(batch.accepted, dtype=np.int64)[keep]
+        return _Prepared(batch.ts[keep], kept_ids, v[keep], len(values) - int(keep.size), index)
 
     def feed(self, stream: str, prepared: _Prepared, partitions: np.ndarray | None = None,
              now: float | None = None) -> None:
-        """Buffer and join one prepared batch of ``stream``; windows close in :meth:`advance`."""
+        """Buffer and join one prepared batch of ``stream``; windows close in :meth:`advance`.
+        ``partitions``: the source partition of each *input* value given to :meth:`prepare`."""
         is_pred = stream == self.streams[0]
         self.counts["invalid_prediction" if is_pred else "invalid_outcome"] += prepared.invalid
         ts = prepared.ts
         if self.started is None and now is not None:
             self.started = now
         if ts.size:
-            part = np.zeros(ts.size, dtype=np.int64) if partitions is None else np.asarray(partitions)
+            part = (np.zeros(ts.size, dtype=np.int64) if partitions is None
+                    else np.asarray(partitions, dtype=np.int64)[prepared.index])
             pm, seen = self.part_max[stream], self.part_seen[stream]
             for p in np.unique(part).tolist():
                 pm[p] = max(pm.get(p, -math.inf), float(ts[part == p].max()))
@@ -379,6 +383,8 @@ class CalibrationMonitor:
         return self._settle(math.inf)
 
     def _settle(self, wm: float) -> list[DriftResult]:
+        if wm == -math.inf:  # no watermark yet (a stream has not been heard from): nothing is due
+            return []
         self._finalize(wm)
         self._expire_outcomes(wm)
         md = self.cfg.max_delay
@@ -386,7 +392,7 @@ class CalibrationMonitor:
             _, rid = self._final_order.popleft()
             self.final.pop(rid, None)
         size = self.cfg.window
-        if math.isinf(wm):
+        if wm == math.inf:
             due = sorted(self.windows)
         else:
             limit = math.floor((wm - md) / size)  # window k closes when (k + 1) size + max_delay <= wm
@@ -405,7 +411,7 @@ class CalibrationMonitor:
         negative = self.cfg.unmatched == "negative"
         joined = unmatched = 0
         # whole buckets before the watermark's, then the due part of the watermark's own bucket
-        top = math.inf if math.isinf(wm) else math.floor(wm / self._grain)
+        top = math.inf if wm == math.inf else math.floor(wm / self._grain)
         for key in sorted(k for k in self._due if k <= top):
             bucket = self._due.pop(key)
             if key == top:

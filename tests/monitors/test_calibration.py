@@ -215,6 +215,27 @@ def test_an_outcome_before_its_prediction_still_joins():
     assert m.counts["joined"] == 1 and row.positives == 1 and m.counts["orphan_outcome"] == 0
 
 
+def test_in_the_daemon_nothing_is_final_before_both_streams_are_heard_from():
+    """The daemon's watermark (per stream, per partition, idle timeouts in processing time)."""
+    m = monitor(merged=False, detector={"min_count": 1})
+    preds = enc([Pred(i, i, 0.5) for i in range(200)])
+    parts = np.array([i % 2 for i in range(201)])  # two partitions; one invalid record among them
+    m.feed("predictions", m.prepare("predictions", [b"{bad", *preds]), parts, now=100.0)
+    assert m.advance(now=100.0) == [] and m.pending_sizes() == (200, 0)  # outcomes not heard from yet
+    m.feed("outcomes", m.prepare("outcomes", enc([Out(1, 5), Out(150, 160)])), np.zeros(2, dtype=np.int64),
+           now=101.0)
+    rows = m.advance(now=101.0)  # W = min(199, 160): windows up to 160 - max_delay closed
+    assert [r.window_start - T0 for r in rows] == [-20.0, 40.0] and m.counts["joined"] == 1
+    assert m.pending_sizes()[0] == 200 - 131  # final: t + 30 <= 160
+    # a silent outcomes partition stops holding the watermark after the stream's idle timeout (60 s)
+    m.feed("predictions", m.prepare("predictions", enc([Pred(999, 400, 0.5)])), np.zeros(1, dtype=np.int64),
+           now=150.0)
+    assert m.advance(now=150.0) == []
+    assert [r.window_start - T0 for r in m.advance(now=162.0)][:1] == [100.0] and m.watermark == T0 + 400
+    m.forget_partitions("predictions", [0, 1])
+    assert m.part_max["predictions"] == {}
+
+
 def test_duplicates_are_deterministic():
     m = monitor(detector={"min_count": 1})
     preds = [Pred(1, 2, 0.8), Pred(1, 1, 0.3), Pred(1, 1, 0.9)]  # the earliest time wins; ties: the first to arrive

@@ -96,7 +96,7 @@ def test_daemon_joins_two_topics_and_reports_calibration_drift(kafka_broker, fre
     cal = [r for r in rows if r.get("kind") == "calibration"]
     assert len(cal) >= 8
     before = [r for r in cal if r["window_end"] <= _iso(onset)]
-    assert before and all(r["transition"] == "none" for r in before)
+    assert before and all(r["transition"] == "none" for r in before), [(r["window_start"], r["divergence"]) for r in cal]
     first = next(r for r in cal if r["transition"] == "fired")
     assert _iso(onset) < first["window_end"] <= _iso(onset + 2 * WINDOW)
     assert first["name"] == "ctr" and first["stream"] == "predictions" and first["ece"] > 0.05
