@@ -94,3 +94,15 @@ SCALE_PARTIAL_OUTCOMES = ("sent", "merged", "dropped_after_emit", "invalid")
 SCALE_WINDOW_KINDS = ("complete", "partial", "idle_advance")
 # ``stage`` of ``driftmon_scale_changelog_writes_total`` and the changelog topic's keys.
 SCALE_STAGES = ("map", "reduce")
+# ``kind`` of ``driftmon_calibration_events_total`` and the keys of a calibration result's
+# ``join`` counts (driftmon/monitors/calibration.py): predictions and outcomes read; how each
+# final prediction was scored (joined with its outcome, unmatched counted as a negative or
+# dropped); outcomes after max_delay or after their prediction was final (late_outcome) or
+# without a prediction (orphan_outcome); duplicates; predictions of an already closed window;
+# entries refused by a full buffer (max_pending); records without a usable id, probability,
+# label or timestamp.
+CALIBRATION_COUNTS = (
+    "prediction", "outcome", "joined", "unmatched_negative", "unmatched_dropped", "late_outcome",
+    "orphan_outcome", "duplicate_prediction", "duplicate_outcome", "late_prediction",
+    "overflow_prediction", "overflow_outcome", "invalid_prediction", "invalid_outcome",
+)

@@ -10,6 +10,7 @@ down to every stage.
 from driftmon.config.load import load_config, parse_config, redacted
 from driftmon.config.model import (
     AlertsConfig,
+    CalibrationConfig,
     Config,
     DetectorConfig,
     EntitiesConfig,
@@ -33,6 +34,7 @@ from driftmon.config.node import ConfigError, parse_duration
 
 __all__ = [
     "AlertsConfig",
+    "CalibrationConfig",
     "Config",
     "ConfigError",
     "DetectorConfig",

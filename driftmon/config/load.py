@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from driftmon.config import calibration as calibration_section
 from driftmon.config import model as c
 from driftmon.config import streams as sections
 from driftmon.config.names import check_bootstrap, check_listen, check_log_level, check_topic, check_url
@@ -200,6 +201,7 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> c.Config:
         logging=logging,
         lifecycle=_simple(c.LifecycleConfig, root.node("lifecycle")),
         notices=tuple(notices),
+        calibration=calibration_section.calibrations(root, streams),
     )
     _check_output_topics(cfg)
     if root.has("scale"):

@@ -243,6 +243,44 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class PredictionsRef:
+    """Where a calibration's predictions are: a stream, the request id field and the
+    predicted probability field (dotted paths)."""
+
+    stream: str
+    id: str
+    probability: str
+
+
+@dataclass(frozen=True)
+class OutcomesRef:
+    """Where a calibration's outcomes are: a stream, the request id field and the
+    observed label field (0/1 or false/true)."""
+
+    stream: str
+    id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """One prediction-calibration monitor (driftmon/monitors/calibration.py): predictions
+    joined with their outcomes by request id, binned by predicted probability, and each
+    window (of prediction event time, ``window`` seconds) scored by the count-weighted
+    Bernoulli KL between observed frequency and mean prediction per bin."""
+
+    name: str
+    predictions: PredictionsRef
+    outcomes: OutcomesRef
+    max_delay: float  # seconds of event time an outcome may follow its prediction
+    edges: tuple[float, ...]  # bin edges over [0, 1], first 0 and last 1
+    unmatched: str  # negative | drop: a prediction without an outcome by max_delay
+    window: float  # tumbling window size, seconds of prediction event time
+    max_pending: int  # bound on buffered predictions (and, apart, on buffered outcomes)
+    detector: DetectorConfig
+
+
+@dataclass(frozen=True)
 class Config:
     streams: tuple[StreamConfig, ...]
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -255,6 +293,7 @@ class Config:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     notices: tuple[str, ...] = ()  # deprecations etc., logged at start (never errors)
     scale: ScaleConfig | None = None  # scale-out: mapper + reducer stages (driftmon/scale)
+    calibration: tuple[CalibrationConfig, ...] = ()
 
     def stream(self, name: str) -> StreamConfig:
         for s in self.streams:

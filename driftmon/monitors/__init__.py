@@ -1,7 +1,7 @@
-"""Monitors beside the per-feature window detectors: each consumes the stream's prepared
-batches and emits its own records when its windows close (:mod:`.base` has the contract
-and the registry; :mod:`.entities` is per-entity interest drift)."""
+"""Monitors beside the per-feature window detectors (:mod:`.base` has the contracts and
+the registry): :mod:`.entities` is per-entity interest drift (one stream), :mod:`.calibration`
+prediction calibration drift (predictions joined with outcomes, two streams)."""
 
-from driftmon.monitors.base import Monitor, MonitorStep, make_monitors
+from driftmon.monitors.base import CrossStreamMonitor, Monitor, MonitorStep, make_monitors
 
-__all__ = ["Monitor", "MonitorStep", "make_monitors"]
+__all__ = ["CrossStreamMonitor", "Monitor", "MonitorStep", "make_monitors"]

@@ -1,4 +1,15 @@
-"""The contract of a monitor, and the registry that builds a stream's monitors.
+"""The contracts of monitors, and the registry that builds a stream's monitors.
+
+Two kinds of monitor sit beside the per-feature window detectors:
+
+* :class:`Monitor` reads one stream (per-entity interest drift, :mod:`.entities`); it is
+  built by :data:`MONITORS` and run inside that stream's
+  :class:`~driftmon.pipeline.StreamPipeline`.
+* :class:`CrossStreamMonitor` joins several streams (prediction calibration,
+  :mod:`.calibration`, built by :func:`driftmon.monitors.calibration.monitors_for`); the
+  daemon and ``replay`` feed it the raw batches of each stream it reads.
+
+**Stream monitors.**
 
 A monitor is fed every prepared batch of its stream (:class:`~driftmon.decode.prepare.PreparedBatch`,
 after the windows counted it) and answers with a :class:`MonitorStep`: the records of the
@@ -15,7 +26,7 @@ configure it.  A stream that configures none pays nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +34,7 @@ import numpy as np
 
 from driftmon.config import StreamConfig
 from driftmon.decode.prepare import PreparedBatch
+from driftmon.detect.result import DriftResult
 
 
 class Record(Protocol):
@@ -79,3 +91,30 @@ MONITORS: dict[str, Callable[[StreamConfig], Monitor | None]] = {
 def make_monitors(cfg: StreamConfig) -> list[Monitor]:
     """The monitors a stream configures, in registry order."""
     return [m for make in MONITORS.values() if (m := make(cfg)) is not None]
+
+
+class CrossStreamMonitor(Protocol):
+    """A monitor that reads one or more configured streams (e.g. predictions joined with outcomes).
+
+    Per batch of raw values of one of its streams the daemon and ``replay`` call
+    :meth:`prepare` (pure: decode what the monitor needs) then :meth:`feed` (count it), and
+    after each poll (or merged replay chunk) :meth:`advance`, which returns the results of the
+    windows that closed.  :meth:`flush` closes everything at end of input.
+    ``snapshot()``/``restore()`` give the state as JSON-able data, checkpointed with the
+    pipelines under :attr:`key`."""
+
+    key: str  # unique among monitors and streams: the checkpoint's key for this state
+    streams: tuple[str, ...]  # the configured streams it reads
+
+    def prepare(self, stream: str, values: Sequence[bytes | str]) -> Any: ...
+
+    def feed(self, stream: str, prepared: Any, partitions: np.ndarray | None = None,
+             now: float | None = None) -> None: ...
+
+    def advance(self, now: float | None = None) -> list[DriftResult]: ...
+
+    def flush(self) -> list[DriftResult]: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, d: dict[str, Any]) -> None: ...

@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 from driftmon import __version__
 from driftmon.detect.result import DriftResult
 from driftmon.monitors.base import MonitorStep
-from driftmon.vocabulary import OFFSET_DIRECTIONS, segment_label
+from driftmon.vocabulary import CALIBRATION_COUNTS, OFFSET_DIRECTIONS, segment_label
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -59,6 +59,11 @@ METRIC_NAMES: tuple[str, ...] = (
     "driftmon_window_events",
     "driftmon_reference_events",
     "driftmon_alerts_total",
+    # per calibration monitor (driftmon/monitors/calibration.py); its divergence, p-value,
+    # alert state and thresholds are the series above with feature = the calibration's name
+    "driftmon_calibration_ece",
+    "driftmon_calibration_events_total",
+    "driftmon_calibration_pending",
     # ingest, per stream
     "driftmon_events_total",
     "driftmon_events_decoded_total",
@@ -361,6 +366,29 @@ class Metrics:
             ("version",),
             registry=reg,
         )
+        self._cal_ece = Gauge(
+            "driftmon_calibration_ece",
+            "Expected calibration error of a calibration monitor's latest scored window: "
+            "sum over bins of (n_b/n) |observed frequency - mean prediction| (a probability).",
+            ("calibration",),
+            registry=reg,
+        )
+        self._cal_events = Counter(
+            "driftmon_calibration_events_total",
+            "Predictions and outcomes read by a calibration monitor and what became of them, by kind "
+            "(joined, unmatched_negative, unmatched_dropped, late_outcome, orphan_outcome, duplicate_*, "
+            "late_prediction, overflow_*, invalid_*).",
+            ("calibration", "kind"),
+            registry=reg,
+        )
+        self._cal_pending = Gauge(
+            "driftmon_calibration_pending",
+            "Entries in a calibration monitor's join buffers, buffer=predictions|outcomes "
+            "(each bounded by max_pending).",
+            ("calibration", "buffer"),
+            registry=reg,
+        )
+        self._cal_seen: dict[str, dict[str, int]] = {}
         self._build_info.labels(version).set(1)
         self._ready.set(0)
         # divergence metric names seen per key, so forget() can remove them
@@ -395,6 +423,30 @@ class Metrics:
             _remove(self._threshold, (*key, level))
         for metric in self._div_metrics.pop(key, ()):
             _remove(self._divergence, (*key, metric))
+
+    # -- calibration --------------------------------------------------------
+
+    def init_calibration(self, name: str, counts: dict[str, int] | None = None) -> None:
+        """Create a calibration monitor's counters at 0; ``counts``: its totals restored from a
+        checkpoint, which this process has not counted and will not (counters restart at 0)."""
+        self._cal_seen[name] = {k: int((counts or {}).get(k, 0)) for k in CALIBRATION_COUNTS}
+        for k in CALIBRATION_COUNTS:
+            self._cal_events.labels(name, k).inc(0)
+
+    def observe_calibration(self, name: str, counts: dict[str, int], pending: tuple[int, int],
+                            ece: float | None = None, scored: bool = False) -> None:
+        """A calibration monitor's cumulative ``counts`` (exported as increases), buffer sizes,
+        and, when a window was scored (``scored``), its ECE (None: not computable, NaN)."""
+        seen = self._cal_seen.setdefault(name, {})
+        for k, v in counts.items():
+            delta = int(v) - seen.get(k, 0)
+            if delta > 0:
+                self._cal_events.labels(name, k).inc(delta)
+            seen[k] = int(v)
+        self._cal_pending.labels(name, "predictions").set(pending[0])
+        self._cal_pending.labels(name, "outcomes").set(pending[1])
+        if scored:
+            self._cal_ece.labels(name).set(_num(ece))
 
     # -- ingest -------------------------------------------------------------
 

@@ -4,7 +4,10 @@ A checkpoint is one file, ``<state.dir>/checkpoint.json``, of two lines:
 
 1. a header ``{"format": "driftmon-checkpoint", "version": 2, "config": <fingerprint>,
    "sha256": <hex of line 2>, "bytes": <length of line 2>, "written_at": <epoch s>}``;
-2. the body ``{"offsets": [[topic, partition, next_offset], ...], "streams": {name: snapshot}}``.
+2. the body ``{"offsets": [[topic, partition, next_offset], ...], "streams": {name: snapshot}}``
+   (a monitor's snapshot, e.g. a calibration's, is in ``streams`` under its key
+   ``calibration:<name>``; it carries its own ``shape`` and is refused when that
+   no longer matches the config, so the config fingerprint leaves it out).
 
 It is written atomically (temp file, fsync, rename, fsync of the directory),
 so a crash leaves either the old or the new checkpoint, never a torn one; the
@@ -202,7 +205,11 @@ def describe(directory: str) -> dict[str, Any]:
         "streams": {
             name: {**snap.get("counters", {}),
                    "open_windows": sorted(int(i) for i in (snap.get("windows") or {}).get("open", {}))}
-            for name, snap in streams.items()
+            for name, snap in streams.items() if "shape" not in snap
+        },
+        "monitors": {  # monitors' state (driftmon/monitors), under their keys
+            name: {**snap.get("counts", {}), "open_windows": sorted(int(i) for i in snap.get("windows", {}))}
+            for name, snap in streams.items() if "shape" in snap
         },
     }
 

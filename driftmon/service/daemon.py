@@ -30,13 +30,14 @@ import numpy as np
 from driftmon.config import Config
 from driftmon.decode.prepare import PreparedBatch
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError
+from driftmon.monitors.calibration import CalibrationMonitor, monitors_for
 from driftmon.outputs.alerts import AlertDispatcher
 from driftmon.outputs.alerts.sender import NoAlerts
 from driftmon.outputs.deadletter import DeadLetterProducer
 from driftmon.outputs.fanout import Outputs
 from driftmon.outputs.metrics import Metrics
 from driftmon.outputs.sinks import make_entity_sinks, make_sinks
-from driftmon.pipeline import StreamPipeline
+from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config_fingerprint
 from driftmon.service.checkpointer import Checkpointer
 from driftmon.service.connect import Connector
@@ -66,6 +67,12 @@ class Daemon:
             self.metrics.init_stream(s.name, REJECT_REASONS)
             for t in s.topics:
                 self.by_topic[t].append(self.pipelines[s.name])
+        # monitors across streams (calibration): fed the raw values of their streams after the pipelines
+        self.monitors: list[CalibrationMonitor] = monitors_for(cfg)
+        self.monitors_of: dict[str, list[CalibrationMonitor]] = defaultdict(list)
+        for m in self.monitors:
+            for name in m.streams:
+                self.monitors_of[name].append(m)
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition, counted in state
         self.consistent = True  # False while a batch is half counted: never checkpoint that
         # One daemon per state dir: exit 5 if another holds it, 4 if it cannot be written.
@@ -76,6 +83,8 @@ class Daemon:
             self.lock.release()
             raise
         self.outputs = Outputs(cfg, self.metrics, self.dispatcher, self.sinks)
+        for m in self.monitors:
+            self.metrics.init_calibration(m.cfg.name, dict(m.counts))
         self.checkpointer = Checkpointer(self.store, self.metrics)
         # Kafka clients are built by run() (never here: a constructor must not wait for the broker)
         self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
@@ -118,8 +127,15 @@ class Daemon:
             log.info("no checkpoint in %s: starting from the committed offsets", self.store.directory)
             return
         streams, offsets = loaded
+        monitors = {m.key: m for m in self.monitors}
         try:
             for name, snap in streams.items():
+                if name in monitors:  # a monitor's state rides along under its key
+                    monitors[name].restore(snap)
+                    continue
+                if name.startswith("calibration:") and name not in self.pipelines:
+                    log.warning("checkpoint has state of %s, which is no longer configured: dropped", name)
+                    continue
                 self.pipelines[name].restore(snap)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {self.store.path} does not fit the configured streams "
@@ -145,11 +161,17 @@ class Daemon:
             return False
         self.last_checkpoint = time.monotonic()  # whatever happens, the next attempt is an interval away
         written = self.checkpointer.checkpoint(
-            self.outputs.participants(), lambda: {n: p.snapshot() for n, p in self.pipelines.items()},
+            self.outputs.participants(), self._snapshot,
             self.offsets, self.source)
         if written:
             self.last_checkpoint = time.monotonic()
         return written
+
+    def _snapshot(self) -> dict[str, object]:
+        """Every pipeline's state by stream name, and every monitor's by its key."""
+        state: dict[str, object] = {n: p.snapshot() for n, p in self.pipelines.items()}
+        state.update((m.key, m.snapshot()) for m in self.monitors)
+        return state
 
     # -- processing -------------------------------------------------------------------------
 
@@ -188,7 +210,17 @@ class Daemon:
                           None if decoded is None else decoded[(topic, pipe.cfg.name)])
             for partition, rs in parts:  # OffsetGuard.admit let through only what follows the state
                 self.offsets[(topic, partition)] = rs[-1].offset + 1
+        self._advance_monitors(time.monotonic())
         self.consistent = True
+
+    def _advance_monitors(self, now: float | None) -> None:
+        """Close the monitors' windows the poll completed; results go out like any feature's."""
+        for m in self.monitors:
+            results = m.advance(now) if now is not None else m.flush()
+            self.outputs.emit(m.streams[0], StepOutput(results=list(results)))
+            last = results[-1] if results else None
+            self.metrics.observe_calibration(m.cfg.name, dict(m.counts), m.pending_sizes(),
+                                             getattr(last, "ece", None), scored=last is not None)
 
     def _submit(self, polled: list[Polled]) -> None:
         """Send a grouped poll to the decode worker."""
@@ -231,6 +263,8 @@ class Daemon:
         else:
             out = pipe.count(decoded, parts, time.monotonic())
         self.outputs.step(pipe.cfg, recs, len(values), out)
+        for m in self.monitors_of.get(pipe.cfg.name, ()):  # decoded here, also with the decode worker
+            m.feed(pipe.cfg.name, m.prepare(pipe.cfg.name, values), parts, time.monotonic())
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -273,6 +307,8 @@ class Daemon:
             self.metrics.forget_partition(t, p)
             for pipe in self.by_topic.get(t, ()):
                 pipe.forget_partitions([partition_id(pipe.cfg.topics, t, p)])
+                for m in self.monitors_of.get(pipe.cfg.name, ()):
+                    m.forget_partitions(pipe.cfg.name, [partition_id(pipe.cfg.topics, t, p)])
 
     def start_http(self) -> StatusServer:
         http = self.cfg.http
@@ -381,6 +417,7 @@ class Daemon:
             else:
                 for name, pipe in self.pipelines.items():
                     self.outputs.emit(name, pipe.flush())
+                self._advance_monitors(None)
         try:
             self.checkpoint()
         except Exception:

@@ -92,6 +92,39 @@ def predictions(n: int, start: float, rate: float = 100.0, episode: Episode | No
         }
 
 
+def calibration_traffic(
+    n: int, start: float, rate: float = 100.0, *, seed: int = 2, overconfident_from: float | None = None,
+    sharpen: float = 3.0, max_delay: float = 60.0, late_share: float = 0.0, positives_only: bool = False,
+    id_prefix: str = "q",
+) -> tuple[list[dict], list[dict]]:
+    """Predictions ``{"ts", "request_id", "score"}`` and their outcomes ``{"ts", "request_id",
+    "clicked"}`` (sorted by time), for the calibration monitor.
+
+    Each request's true click probability ``q`` is drawn from Beta(2, 5); the model predicts
+    ``q`` (calibrated) until ``overconfident_from`` (event time), and from then on
+    ``sigmoid(sharpen * logit(q))``: pushed towards 0 and 1, over-confident.  An outcome
+    follows its prediction by Uniform(0, ``max_delay``), except a ``late_share`` of them,
+    which come between 1.5 and 3 times ``max_delay`` later.  ``positives_only``: only clicks
+    are sent (with ``unmatched: negative`` the others are negatives by absence).
+    """
+    rng = np.random.default_rng(seed)
+    ts = _times(n, start, rate, rng)
+    q = rng.beta(2.0, 5.0, size=n)
+    logit = np.log(q) - np.log1p(-q)
+    sharp = 1.0 / (1.0 + np.exp(-sharpen * logit))
+    score = np.where(ts >= overconfident_from, sharp, q) if overconfident_from is not None else q
+    y = rng.random(n) < q
+    late = rng.random(n) < late_share
+    delay = np.where(late, rng.uniform(1.5, 3.0, n), rng.uniform(0.0, 1.0, n)) * max_delay
+    preds = [{"ts": round(float(ts[i]), 3), "request_id": f"{id_prefix}{i}", "score": round(float(score[i]), 6)}
+             for i in range(n)]
+    t_out = ts + delay
+    order = np.argsort(t_out, kind="stable").tolist()
+    outs = [{"ts": round(float(t_out[i]), 3), "request_id": f"{id_prefix}{i}", "clicked": bool(y[i])}
+            for i in order if y[i] or not positives_only]
+    return preds, outs
+
+
 def encode(events) -> Iterator[bytes]:
     """Events as JSON bytes, one per event (what a producer sends)."""
     dumps = orjson.dumps

@@ -367,7 +367,8 @@ def test_shipped_example_config_validates():
     proc = cli("validate-config", "config/driftmon.yaml")
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
-    assert [s["name"] for s in printed["streams"]] == ["interactions", "predictions"]
+    assert [s["name"] for s in printed["streams"]] == ["interactions", "predictions", "outcomes"]
+    assert [c["name"] for c in printed["calibration"]] == ["ctr_model"]
     cfg = load_config(str(ROOT / "config" / "driftmon.yaml"), {})
     inter, pred = cfg.stream("interactions"), cfg.stream("predictions")
     names = {f.name: f for f in inter.features}

@@ -18,9 +18,11 @@ The traffic (``driftmon.testing.synth``) is produced into a real broker:
   record (in turn ``invalid_json``, ``bad_timestamp``, ``missing_field``,
   ``bad_type``) and one late event (stamped in the first, long-closed window).
 
-Two streams: ``interactions`` (segmented by platform, so the dashboard's
+Three streams: ``interactions`` (segmented by platform, so the dashboard's
 segment variable has values; ``item_id`` is an open-vocabulary top-K feature that does
-not drift) and ``predictions`` (unsegmented).
+not drift), ``predictions`` (unsegmented) and ``outcomes`` (the clicks on the
+predictions, joined with them by the ``ctr`` calibration monitor; the model turns
+over-confident with the drift episode).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import orjson
 import yaml
 from kafka import KafkaProducer
@@ -54,6 +57,7 @@ RATE = 400.0  # events per second per stream (enough for a stable verdict in the
 HISTORY = 40.0  # seconds of back-dated traffic ending now
 DRIFT_AFTER = 15.0  # the drift episode starts this far into the history and never ends
 TICK = 0.5  # live producer period
+CAL_DELAY = 4.0  # calibration max_delay: clicks follow their prediction by up to half of it
 SECRET = "deploy-test-secret"
 RECEIVER = "oncall"
 
@@ -102,7 +106,21 @@ def config(bootstrap: str, topics: dict[str, str], group: str, listen: str, webh
                      "categories": CATEGORIES},
                 ],
             },
+            {
+                "name": "outcomes",
+                "topic": topics["outcomes"],
+                "timestamp": {"field": "ts", "unit": "s"},
+                "window": {"size": f"{WINDOW:g}s", "slide": f"{WINDOW:g}s", "allowed_lateness": f"{LATENESS:g}s"},
+                "features": [{"name": "clicked", "field": "clicked", "type": "categorical",
+                              "categories": ["true", "false"]}],
+            },
         ],
+        "calibration": [{
+            "name": "ctr", "max_delay": f"{CAL_DELAY:g}s", "bins": 10,
+            "predictions": {"stream": "predictions", "id": "request_id", "probability": "score"},
+            "outcomes": {"stream": "outcomes", "id": "request_id", "label": "clicked"},
+            "detector": {"min_count": 100},
+        }],
         "detector": {
             "metric": "kl",
             "reference": "pinned",  # the first full window: the alerts stay up during the episode
@@ -133,12 +151,23 @@ def config(bootstrap: str, topics: dict[str, str], group: str, listen: str, webh
 
 
 def traffic(start: float, end: float, episode: synth.Episode, seed: int) -> dict[str, list[bytes]]:
-    """Encoded events of both streams stamped in ``[start, end)``, per stream."""
+    """Encoded events of every stream stamped in ``[start, end)``, per stream (outcomes may
+    be stamped up to CAL_DELAY after ``end``: a click follows its prediction)."""
     n = max(1, round((end - start) * RATE))
     rate = n / (end - start)  # exponential gaps: the last stamp lands near ``end``
     inter = synth.interactions(n, start=start, rate=rate, episode=episode, seed=seed, num_items=200)
     pred = synth.predictions(n, start=start, rate=rate, episode=episode, seed=10**6 + seed)
-    return {"interactions": list(synth.encode(inter)), "predictions": list(synth.encode(pred))}
+    pred = [{**p, "request_id": f"s{seed}-{i}"} for i, p in enumerate(pred)]  # unique over spans
+    # clicks: with the predicted probability, then (drift episode) half as often: over-confident
+    rng = np.random.default_rng(2 * 10**6 + seed)
+    ts = np.array([p["ts"] for p in pred])
+    score = np.array([p["score"] for p in pred])
+    clicked = rng.random(ts.size) < np.where(ts >= episode.start, 0.5 * score, score)
+    t_click = ts + rng.uniform(0.0, CAL_DELAY / 2, ts.size)
+    outs = [{"ts": round(float(t_click[i]), 3), "request_id": pred[i]["request_id"], "clicked": True}
+            for i in np.argsort(t_click, kind="stable").tolist() if clicked[i]]
+    return {"interactions": list(synth.encode(inter)), "predictions": list(synth.encode(pred)),
+            "outcomes": list(synth.encode(outs))}
 
 
 class TrafficProducer:
@@ -234,7 +263,8 @@ class DriftmonTarget:
     def __init__(self, bootstrap: str, workdir: Path, name: str):
         self.bootstrap = bootstrap
         self.workdir = workdir
-        self.topics = {"interactions": f"{name}.interactions", "predictions": f"{name}.predictions"}
+        self.topics = {"interactions": f"{name}.interactions", "predictions": f"{name}.predictions",
+                       "outcomes": f"{name}.outcomes"}
         self.group = f"{name}.driftmon"
         self.address = f"127.0.0.1:{free_port()}"
         self.sink = WebhookSink(secret=SECRET, status_sequence=[500])
@@ -252,7 +282,7 @@ class DriftmonTarget:
 
     def start(self, timeout: float = 45.0) -> DriftmonTarget:
         create_topics(self.bootstrap, [self.topics["interactions"]], partitions=2)
-        create_topics(self.bootstrap, [self.topics["predictions"]], partitions=1)
+        create_topics(self.bootstrap, [self.topics["predictions"], self.topics["outcomes"]], partitions=1)
         cfg_path = self.workdir / "driftmon.yaml"
         cfg_path.write_text(yaml.safe_dump(config(
             self.bootstrap, self.topics, self.group, self.address, self.sink.url, str(self.workdir / "state"))))
@@ -327,6 +357,8 @@ class DriftmonTarget:
             out.append("late events")
         if not values("driftmon_divergence", segment="web"):
             out.append("segment series")
+        if not values("driftmon_calibration_ece", calibration="ctr"):
+            out.append("a calibration window scored")
         return out
 
     def _wait(self, timeout: float, missing_fn: Callable[[], list[str]]) -> None:

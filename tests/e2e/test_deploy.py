@@ -674,14 +674,17 @@ def test_live_series_show_the_produced_traffic(prometheus):
             {(("outcome", o), ("receiver", RECEIVER)) for o in ("delivered", "retry")},
         # windows keep closing while Prometheus watches (live traffic)
         "sum by (stream) (increase(driftmon_windows_closed_total[1m])) > 0":
-            {(("stream", "interactions"),), (("stream", "predictions"),)},
+            {(("stream", "interactions"),), (("stream", "predictions"),), (("stream", "outcomes"),)},
         # one lag series per assigned partition
         'count by (partition) (driftmon_consumer_lag{topic=~".*[.]interactions"})':
             {(("partition", "0"),), (("partition", "1"),)},
         "driftmon_ready == 1": {()},
-        # each drifting key fired once; item_id (no drift) never did
+        # each drifting key fired once (ctr: the calibration monitor); item_id (no drift) never did
         'sum by (feature) (driftmon_alerts_total{transition="fired"}) > 0':
-            {(("feature", f),) for f in ("item_category", "dwell", "score", "top_category")},
+            {(("feature", f),) for f in ("item_category", "dwell", "score", "top_category", "ctr")},
+        # predictions joined with their clicks
+        'sum by (calibration, kind) (driftmon_calibration_events_total{kind="joined"}) > 0':
+            {(("calibration", "ctr"), ("kind", "joined"))},
     }
 
     def wrong():
@@ -715,6 +718,9 @@ def test_live_rules_load_and_evaluate_against_the_target(prometheus):
     expected = {("DriftCritical", "interactions", f, seg)
                 for f in ("item_category", "dwell") for seg in (None, "android", "ios", "web")}
     expected |= {("DriftCritical", "predictions", f, None) for f in ("score", "top_category")}
+    # and the ctr calibration monitor: clicks at half the predicted rate, a divergence far
+    # over its critical 0.05 nats from the episode on
+    expected.add(("DriftCritical", "predictions", "ctr", None))
 
     def active():
         alerts = prom_get(prometheus, "/api/v1/alerts")["alerts"]

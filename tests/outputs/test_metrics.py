@@ -183,6 +183,8 @@ def test_metric_names_is_exactly_what_is_exposed():
     m.init_entities("s")
     m.observe_monitor("s", MonitorStep("entities", tracked=3, evicted=Counter(idle=1), compared=2, shifts=1,
                                        divergences=np.array([0.05, 0.7]), windows_closed=1))
+    m.init_calibration("c")
+    m.observe_calibration("c", {"joined": 3}, (1, 0), 0.1, scored=True)
     names = {name for name, _ in samples(m) if name.startswith("driftmon_") and not name.endswith("_created")}
     assert names == set(METRIC_NAMES)
     assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
