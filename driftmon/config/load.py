@@ -161,6 +161,13 @@ def _scale(node: _Node, cfg: c.Config) -> c.ScaleConfig:
         if s.window.count is not None:
             raise ConfigError(f"streams[{i}].window.count", "scale-out needs event-time windows (count windows "
                                                             "close in arrival order, which partitions do not share)")
+        if s.entities is not None:
+            raise ConfigError(f"streams[{i}].entities", "per-entity interest drift does not run with scale: yet "
+                                                        "(its state would need partitioning by entity key); "
+                                                        "run it in a daemon without scale:")
+    if cfg.calibration:
+        raise ConfigError("calibration", "calibration monitors do not run with scale: yet (the join needs both "
+                                         "streams in one process); run them in a daemon without scale:")
     return sc
 
 

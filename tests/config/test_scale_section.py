@@ -58,3 +58,24 @@ def test_count_windows_are_refused_with_scale():
     doc["streams"][0]["window"] = {"count": 100}
     with pytest.raises(ConfigError, match=r"streams\[0\]\.window\.count"):
         parse_config(doc)
+
+
+def test_entities_are_refused_with_scale():
+    doc = _doc(partials_topic="p")
+    doc["streams"][0]["entities"] = {"key": "user_id", "feature": "item.category", "window": {"size": "1d"}}
+    with pytest.raises(ConfigError, match=r"^streams\[0\]\.entities"):
+        parse_config(doc)
+
+
+def test_calibration_is_refused_with_scale():
+    doc = _doc(partials_topic="p")
+    doc["streams"].append({"name": "outcomes", "topic": "outcomes", "timestamp": {"field": "ts", "unit": "s"},
+                           "window": {"size": 10.0},
+                           "features": [{"name": "clicked", "field": "clicked", "type": "categorical",
+                                         "categories": ["true", "false"]}]})
+    doc["calibration"] = [{"name": "ctr", "predictions": {"stream": "interactions", "id": "rid", "probability": "p"},
+                           "outcomes": {"stream": "outcomes", "id": "rid", "label": "clicked"},
+                           "max_delay": "1m", "bins": 10}]
+    parse_config({k: v for k, v in doc.items() if k != "scale"})  # valid without scale:
+    with pytest.raises(ConfigError, match=r"^calibration"):
+        parse_config(doc)
