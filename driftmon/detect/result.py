@@ -94,6 +94,39 @@ class BinShare:
 
 
 @dataclass(frozen=True)
+class HorizonResult:
+    """One comparison of the closed window with one reference (a *horizon*):
+    ``previous`` (the latest earlier window that does not overlap), ``pinned``
+    or ``lagN`` (the window N windows back).  ``effect`` is the divergence minus
+    its plug-in bias, ``p_adjusted`` the Benjamini-Hochberg adjusted p-value over
+    all tests of the closed window, ``unusual_z`` the robust z of the effect
+    against this series' and horizon's own history (null until enough is kept),
+    ``state`` this comparison's level (ok | warn | critical | no_reference |
+    insufficient_data)."""
+
+    reference: str
+    n_reference: int
+    divergence: float | None
+    effect: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    unusual_z: float | None
+    state: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "n_reference": self.n_reference,
+            "divergence": json_number(self.divergence),
+            "effect": json_number(self.effect),
+            "p_value": json_number(self.p_value),
+            "p_adjusted": json_number(self.p_adjusted),
+            "unusual_z": json_number(self.unusual_z),
+            "state": self.state,
+        }
+
+
+@dataclass(frozen=True)
 class DriftResult:
     stream: str
     feature: str
@@ -116,6 +149,13 @@ class DriftResult:
     bins: tuple[str, ...] = field(default=(), repr=False)  # bin labels for ``counts``
     smoothing: str = "additive(alpha=0.5)"
     p_value_method: str | None = None  # "chi2" | "permutation"
+    # the headline comparison's effect (divergence minus plug-in bias), BH-adjusted p-value, robust z
+    effect: float | None = None
+    p_adjusted: float | None = None
+    unusual_z: float | None = None
+    tests: int = 0  # how many tests the closed window ran (features x segments x horizons): BH's family
+    horizon: str = "previous"  # the reference whose comparison set ``state`` (the headline's unless another is higher)
+    horizons: tuple[HorizonResult, ...] = ()  # every comparison of this window, the headline first
 
     def __post_init__(self) -> None:
         bins = _cap_labels(tuple(self.bins))
@@ -140,6 +180,12 @@ class DriftResult:
             "divergence": json_number(self.divergence),
             "p_value": json_number(self.p_value),
             "p_value_method": self.p_value_method,
+            "effect": json_number(self.effect),
+            "p_adjusted": json_number(self.p_adjusted),
+            "unusual_z": json_number(self.unusual_z),
+            "tests": self.tests,
+            "horizon": self.horizon,
+            "horizons": [h.to_dict() for h in self.horizons],
             "smoothing": self.smoothing,
             "n_current": self.n_current,
             "n_reference": self.n_reference,

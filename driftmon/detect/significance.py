@@ -128,12 +128,16 @@ def g_test(
     min_expected: float = 5.0,
     max_small_fraction: float = 0.2,
     seed: int | None = None,
+    design_effect: float = 1.0,
 ) -> TestResult:
     """Test "same distribution" for one pair of count histograms of shape (K,).
 
     chi^2 asymptotics when the table is large (Cochran's rule) or
     ``permutations == 0``; otherwise a Monte Carlo permutation test with
     ``permutations`` draws, seeded from the counts unless ``seed`` is given.
+
+    ``design_effect`` (>= 1 for clustered events, 1 = independent events) divides
+    G before the chi^2 p-value, as a Rao-Scott first-order correction does.
     """
     if int(permutations) != permutations or permutations < 0:
         raise ValueError(f"permutations must be a non-negative integer, got {permutations!r}")
@@ -153,7 +157,11 @@ def g_test(
     t = (ai + bi).astype(np.float64)
     expected = np.concatenate([n * t, m * t]) / (n + m)
     small = np.count_nonzero(expected < min_expected) / expected.size
-    if permutations == 0 or small <= max_small_fraction:
+    if design_effect != 1.0:
+        if not design_effect > 0:
+            raise ValueError(f"design_effect must be > 0, got {design_effect!r}")
+        g = g / design_effect
+    if permutations == 0 or small <= max_small_fraction or design_effect != 1.0:
         return TestResult(statistic=g, df=df, p_value=float(chi2.sf(g, df)), method="chi2")
     if seed is None:
         seed = _derived_seed(a_full, b_full)
@@ -166,4 +174,28 @@ def chi2_p_value(statistic: float, df: int) -> float:
     return 1.0 if df <= 0 else float(chi2.sf(statistic, df))
 
 
-__all__ = ["TestResult", "chi2_p_value", "g_statistic", "g_test"]
+def benjamini_hochberg(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (the step-up "q-values") of a family of tests.
+
+    ``p_adj[(i)] = min_{j >= i} min(1, m p_(j) / j)`` over the ascending order
+    ``p_(1) <= ... <= p_(m)``; rejecting every test with ``p_adj <= q`` controls
+    the false discovery rate at ``q`` for independent or positively dependent
+    tests.  NaN entries (no test) are left NaN and do not count in ``m``.
+
+    >>> benjamini_hochberg([0.01, 0.04, 0.03, 0.5]).round(3).tolist()
+    [0.04, 0.053, 0.053, 0.5]
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    live = np.flatnonzero(~np.isnan(p))
+    m = live.size
+    if m == 0:
+        return out
+    order = live[np.argsort(p[live], kind="stable")]
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out[order] = adjusted
+    return out
+
+
+__all__ = ["TestResult", "benjamini_hochberg", "chi2_p_value", "g_statistic", "g_test"]
