@@ -31,9 +31,9 @@ class Smoothing:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Effect-size floors, in the detector's unit, on the *effect*: the divergence
-    minus its plug-in bias under "no change" ((K-1)/2 (1/n + 1/m) nats for KL),
-    so the floor on the raw divergence shrinks as windows grow (docs/quality.md)."""
+    """Effect-size floors, in the detector's unit, on the *effect*: the divergence less
+    the share sampling noise explains (for KL, minus its plug-in bias (K-1)/2 (1/n + 1/m)
+    nats), so the floor on the raw divergence shrinks as windows grow (docs/quality.md)."""
 
     warn: float = 0.005
     critical: float = 0.05
@@ -55,12 +55,14 @@ class Horizon:
 class Unusual:
     """The "unusual for this series" gate: a window may only be over warn when its effect
     has a robust z of at least ``min_z`` against the last ``history`` effects of the same
-    series and horizon (median and 1.4826 MAD), once ``min_history`` are kept.
-    ``min_z: null`` turns the gate off (the z is still reported)."""
+    series and horizon, once ``min_history`` are kept.  The z is (effect - median) over the
+    history's upper-tail spread (Q_quantile - median) / Phi^-1(quantile).  ``min_z: null``
+    turns the gate off (the z is still reported)."""
 
-    history: int = 30
+    history: int = 60
     min_history: int = 10
-    min_z: float | None = 3.0
+    quantile: float = 0.95
+    min_z: float | None = 4.0
 
 
 @dataclass(frozen=True)

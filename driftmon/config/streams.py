@@ -119,9 +119,12 @@ def _horizons(node: _Node) -> tuple[c.Horizon, ...]:
 def _unusual(u: _Node, base: c.Unusual) -> c.Unusual:
     history = u.integer("history", base.history, minimum=2, maximum=MAX_UNUSUAL_HISTORY)
     min_history = u.integer("min_history", min(base.min_history, history), minimum=2, maximum=history)
+    quantile = u.number("quantile", base.quantile, above=0.5)
+    if not quantile < 1:
+        raise ConfigError(u.sub("quantile"), f"expected a quantile in (0.5, 1), got {quantile}")
     min_z = u.number("min_z", base.min_z, nullable=True)
     u.done()
-    return c.Unusual(history, min_history, min_z)
+    return c.Unusual(history, min_history, quantile, min_z)
 
 
 def _increasing(value: Any, path: str) -> tuple[float, ...]:

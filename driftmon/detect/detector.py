@@ -9,12 +9,12 @@ window lengths), which sees slow, gradual drift that a window-to-window
 comparison cannot (``lag: 24`` with hourly windows is the same hour
 yesterday).  Each comparison is a *test*.
 
-Per test: the divergence; its *effect*, the divergence minus its plug-in bias
-under "no change" (about (K-1)/2 (1/n + 1/m) nats for KL,
-:func:`driftmon.detect.registry.bias_nats`); the G-test p-value of "no
-change" (one call to :func:`driftmon.detect.significance.g_test`); and how
+Per test: the divergence; its *effect*, the divergence less the share that
+sampling noise explains (:func:`effect`: for KL, the divergence minus its
+plug-in bias (K-1)/2 (1/n + 1/m) nats); the G-test p-value of "no change"
+(one call to :func:`driftmon.detect.significance.g_test`); and how
 unusual the effect is for this series and horizon (a robust z against its
-own last ``unusual.history`` effects: (effect - median) / (1.4826 MAD)).
+own last ``unusual.history`` effects, scaled by their upper tail: :func:`robust_z`).
 
 A test's level is ``warn`` (``critical``) when all of these hold:
 
@@ -69,29 +69,52 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from driftmon.config import DetectorConfig
 from driftmon.detect import divergence, significance
-from driftmon.detect.registry import REGISTRY, SummaryDivergence, bias_nats
+from driftmon.detect.registry import REGISTRY, SummaryDivergence
 from driftmon.detect.result import BinShare, DriftResult, HorizonResult
 from driftmon.summaries.base import Summarizer
 from driftmon.vocabulary import SEVERITY_OF_STATE
 
 LEVELS = ("ok", "warn", "critical")
-MAD_TO_SD = 1.4826  # a normal distribution's sd over its median absolute deviation
 MIN_SCALE = 1e-12  # the robust z's scale when the history has no spread
 
 
-def robust_z(value: float, history: Sequence[float]) -> float:
-    """(value - median) / (1.4826 MAD) of ``history``; the scale is at least 1e-12.
+def effect(value: float, g: float, expected: float) -> float:
+    """The divergence less the part that sampling noise explains: ``value * (G - E0) / G``.
 
-    >>> round(robust_z(5.0, [1.0, 2.0, 3.0, 4.0, 100.0]), 3)
-    1.349
+    Under "no change" the G statistic has mean ``E0``: ``df`` where it is about chi^2(df),
+    the mean over the permutation draws for sparse tables (where G runs well above df); the
+    divergence is scaled by the share of G beyond that.  For the plug-in KL of a small change,
+    ``KL ~ G / (2 nm/(n+m))``, so this is ``KL - (K-1)/2 (1/n + 1/m)``: the plug-in bias
+    removed.  It needs no bias formula per metric and holds with smoothing (whose shrinkage
+    the plug-in formula would over-correct) and for the summary metrics.  It is negative when
+    G < E0 (less change than noise alone gives); 0 when G = 0.
+
+    >>> round(effect(0.051, 102.0, 2), 4)
+    0.05
+    """
+    if g <= 0:
+        return 0.0
+    return value * (g - expected) / g
+
+
+def robust_z(value: float, history: Sequence[float], quantile: float = 0.95) -> float:
+    """How unusual ``value`` is against ``history``: ``(value - median) / scale`` with the
+    robust high-quantile scale ``(Q_quantile - median) / Phi^-1(quantile)`` (a normal
+    history's sd; at least 1e-12).  The spread is read off the history's upper tail, where
+    divergences of real series are heavy (weather, weekdays), not off its centre as the
+    MAD would be, so a series that often moves a lot needs a larger move to be unusual.
+
+    >>> round(robust_z(20.0, [float(x) for x in range(11)]), 2)  # median 5, Q95 9.5
+    5.48
     """
     h = np.asarray(history, dtype=np.float64)
     med = float(np.median(h))
-    scale = max(MAD_TO_SD * float(np.median(np.abs(h - med))), MIN_SCALE)
-    return (value - med) / scale
+    spread = (float(np.quantile(h, quantile)) - med) / float(norm.ppf(quantile))
+    return (value - med) / max(spread, MIN_SCALE)
 
 
 @dataclass
@@ -206,15 +229,11 @@ class Detector:
             return t
         # the p-value, in one place (design_effect: clustered events, streams[].cluster_by)
         test = significance.g_test(t.counts, t.ref, permutations=cfg.permutations, design_effect=design_effect)
-        bins = test.df + 1
-        bias = bias_nats(cfg.metric, bins, n, t.n_reference, cfg.renyi_alpha)
-        if cfg.unit == "bits":
-            bias /= math.log(2)
-        t.divergence, t.effect = div, div - bias
+        t.divergence, t.effect = div, effect(div, test.statistic, test.expected)
         t.p_value, t.method = float(test.p_value), test.method
         kept = self.effects[name]
         if len(kept) >= cfg.unusual.min_history and math.isfinite(t.effect):
-            t.unusual_z = robust_z(t.effect, kept)
+            t.unusual_z = robust_z(t.effect, kept, cfg.unusual.quantile)
         t.state = "compared"
         return t
 

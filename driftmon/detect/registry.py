@@ -59,8 +59,6 @@ class Divergence:
     doc: str = ""
     ordered: bool = False  # a family indexed by an order (renyi: detector.renyi_alpha)
     features: tuple[str, ...] = FEATURE_KINDS
-    # plug-in bias under "no change", in nats: bias * (K - 1) * (1/n + 1/m) (times the order if ordered)
-    bias: float = 0.0
 
     def unit_for(self, unit: str) -> str:
         return unit if self.log_based else "unitless"
@@ -74,7 +72,6 @@ class SummaryDivergence:
     features: tuple[str, ...]
     value_unit: str | None = None  # None: log-based, reported in nats or bits
     doc: str = ""
-    bias: float = 0.0  # no bias correction: the effect is the value itself
 
     @property
     def log_based(self) -> bool:
@@ -129,15 +126,14 @@ def _hellinger_reduce(terms: np.ndarray) -> np.ndarray:
 
 
 REGISTRY: dict[str, Divergence | SummaryDivergence] = {d.name: d for d in (
-    Divergence("kl", rel_entr, doc="D(P||Q) = sum p ln(p/q)", bias=0.5),
-    Divergence("kl_reverse", lambda p, q: rel_entr(q, p), doc="D(Q||P)", bias=0.5),
-    Divergence("jeffreys", lambda p, q: rel_entr(p, q) + rel_entr(q, p), doc="D(P||Q) + D(Q||P)", bias=1.0),
-    Divergence("js", _js, doc="Jensen-Shannon: D(P||M)/2 + D(Q||M)/2, M = (P+Q)/2; at most ln 2 nats",
-               bias=0.125),
+    Divergence("kl", rel_entr, doc="D(P||Q) = sum p ln(p/q)"),
+    Divergence("kl_reverse", lambda p, q: rel_entr(q, p), doc="D(Q||P)"),
+    Divergence("jeffreys", lambda p, q: rel_entr(p, q) + rel_entr(q, p), doc="D(P||Q) + D(Q||P)"),
+    Divergence("js", _js, doc="Jensen-Shannon: D(P||M)/2 + D(Q||M)/2, M = (P+Q)/2; at most ln 2 nats"),
     Divergence("hellinger", lambda p, q: 0.5 * (np.sqrt(p) - np.sqrt(q)) ** 2, _hellinger_reduce,
                log_based=False, doc="sqrt(sum (sqrt p - sqrt q)^2 / 2) in [0, 1]; terms are those of H^2"),
-    Divergence("psi", _psi, doc="population stability index sum (p - q) ln(p/q)", bias=1.0),
-    Divergence("renyi", _renyi, ordered=True, bias=0.5,
+    Divergence("psi", _psi, doc="population stability index sum (p - q) ln(p/q)"),
+    Divergence("renyi", _renyi, ordered=True,
                doc="Renyi divergence of order alpha: ln(sum p^alpha q^(1-alpha)) / (alpha - 1); alpha -> 1 is kl"),
     SummaryDivergence("wasserstein", numeric_metrics.wasserstein, NUMERIC_KINDS, value_unit=VALUE_UNITS,
                       doc="Wasserstein-1 on the fine buckets (or declared edges), in the feature's units"),
@@ -147,23 +143,6 @@ REGISTRY: dict[str, Divergence | SummaryDivergence] = {d.name: d for d in (
 
 METRICS = tuple(REGISTRY)  # every metric name the config accepts
 BIN_METRICS = tuple(n for n, d in REGISTRY.items() if isinstance(d, Divergence))  # computed on comparison bins
-
-
-def bias_nats(name: str, bins: int, n: float, m: float, order: float = 1.0) -> float:
-    """Expected plug-in value of metric ``name`` in nats when nothing changed, to first order:
-    ``bias * (K - 1) * (1/n + 1/m)`` for ``K`` non-empty bins and window sizes ``n``, ``m``
-    (KL: (K-1)/2 (1/n + 1/m); Jeffreys and PSI twice that; JS a quarter; Renyi of order a:
-    a (K-1)/2 (1/n + 1/m)); 0 for metrics without a known bias (hellinger, wasserstein,
-    gaussian_kl).  The detector's *effect* is the divergence minus this.
-
-    >>> bias_nats("kl", 11, 10_000, 10_000)
-    0.001
-    """
-    d = REGISTRY[name]
-    if d.bias == 0.0 or bins <= 1 or n <= 0 or m <= 0:
-        return 0.0
-    factor = d.bias * (order if isinstance(d, Divergence) and d.ordered else 1.0)
-    return float(factor * (bins - 1) * (1.0 / n + 1.0 / m))
 
 
 def metrics_for(feature_kind: str) -> tuple[str, ...]:

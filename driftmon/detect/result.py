@@ -97,9 +97,10 @@ class BinShare:
 class HorizonResult:
     """One comparison of the closed window with one reference (a *horizon*):
     ``previous`` (the latest earlier window that does not overlap), ``pinned``
-    or ``lagN`` (the window N windows back).  ``effect`` is the divergence minus
-    its plug-in bias, ``p_adjusted`` the Benjamini-Hochberg adjusted p-value over
-    all tests of the closed window, ``unusual_z`` the robust z of the effect
+    or ``lagN`` (the window N windows back).  ``effect`` is the divergence less
+    the share sampling noise explains (:func:`driftmon.detect.detector.effect`),
+    ``p_adjusted`` the Benjamini-Hochberg adjusted p-value over all tests of the
+    closed window, ``unusual_z`` the robust z of the effect
     against this series' and horizon's own history (null until enough is kept),
     ``state`` this comparison's level (ok | warn | critical | no_reference |
     insufficient_data)."""

@@ -55,6 +55,12 @@ class TestResult:
     df: int
     p_value: float
     method: str
+    null_mean: float | None = None  # mean of G under "no change": df (chi2), the draws' mean (permutation)
+
+    @property
+    def expected(self) -> float:
+        """The statistic's mean under "no change" (``df`` unless the permutations measured it)."""
+        return float(self.df) if self.null_mean is None else self.null_mean
 
 
 def g_statistic(counts_current, counts_reference) -> np.ndarray:
@@ -89,8 +95,10 @@ def _derived_seed(a: np.ndarray, b: np.ndarray) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
-def _permutation_p(a: np.ndarray, b: np.ndarray, g_obs: float, permutations: int, seed: int) -> float:
-    """Monte Carlo exact-conditional p-value for integer rows ``a``, ``b`` (no empty columns).
+def _permutation_p(a: np.ndarray, b: np.ndarray, g_obs: float, permutations: int,
+                   seed: int) -> tuple[float, float]:
+    """Monte Carlo exact-conditional p-value for integer rows ``a``, ``b`` (no empty columns),
+    and the mean of G over the draws (G's mean under "no change": ``g_obs - 2 (S_obs - mean S)``).
 
     G depends on a permuted table only through ``S = sum_k xlogx(x_k) + xlogx(t_k - x_k)``
     (``x`` the drawn row, ``t`` the column totals), evaluated by table lookup.
@@ -110,14 +118,15 @@ def _permutation_p(a: np.ndarray, b: np.ndarray, g_obs: float, permutations: int
     # "count" is O(N) per draw, "marginals" O(K): pick the cheaper (deterministically).
     method: Literal["count", "marginals"] = "count" if total <= 16 * k else "marginals"
     chunk = max(1, _CHUNK_CELLS // k)
-    hits, done = 0, 0
+    hits, done, s_sum = 0, 0, 0.0
     while done < permutations:
         size = min(chunk, permutations - done)
         x = rng.multivariate_hypergeometric(t, nsample, size=size, method=method)
         s = (xlx[x] + xlx[t - x]).sum(axis=1)
         hits += int(np.count_nonzero(s >= s_obs - tol))
+        s_sum += float(s.sum())
         done += size
-    return (1 + hits) / (permutations + 1)
+    return (1 + hits) / (permutations + 1), max(g_obs - 2.0 * (s_obs - s_sum / permutations), 0.0)
 
 
 def g_test(
@@ -165,8 +174,8 @@ def g_test(
         return TestResult(statistic=g, df=df, p_value=float(chi2.sf(g, df)), method="chi2")
     if seed is None:
         seed = _derived_seed(a_full, b_full)
-    p = _permutation_p(ai, bi, g, permutations, seed)
-    return TestResult(statistic=g, df=df, p_value=p, method="permutation")
+    p, null_mean = _permutation_p(ai, bi, g, permutations, seed)
+    return TestResult(statistic=g, df=df, p_value=p, method="permutation", null_mean=null_mean)
 
 
 def chi2_p_value(statistic: float, df: int) -> float:

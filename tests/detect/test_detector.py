@@ -131,7 +131,7 @@ def test_p_value_requirement_blocks_large_but_insignificant_divergence():
     _, rs = run(strict, [ref, cur])
     _, rl = run(loose, [ref, cur])
     assert rs.divergence == rl.divergence and rs.divergence > 0.1
-    assert rs.effect is not None and rs.effect < rs.divergence - 0.4  # the bias is most of it
+    assert rs.effect is not None and rs.effect < rs.divergence / 2  # noise explains most of it
     assert rs.p_value == rl.p_value and rs.p_value > 0.01 and rs.p_value_method == "permutation"
     assert rs.p_adjusted == rs.p_value and rs.tests == 1
     assert rs.state == "ok" and rs.transition == "none"
