@@ -573,7 +573,7 @@ def report(scenarios: list[Scenario], variants: list[Variant], results: dict[tup
             met = sum(x.met for _, x in dets)
             rows.append([n, delays, f"{met}/{len(dets)}", per100(fl, cmp), f"{worst:.1f}"])
         out.append(table(["config", "delay (windows)", "targets met", "false alarms per 100 (all)",
-                          "worst feature and window size"], rows))
+                          "worst feature (per 100)"], rows))
 
     if "stationary" in by_suite:
         out.append("\n### False alarms on stationary streams\n")
