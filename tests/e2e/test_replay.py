@@ -158,7 +158,8 @@ def test_zipf_1000_categories_false_alarm_rate_with_and_without_p_value(tmp_path
     started = time.perf_counter()
     out = io.StringIO()
     replay(parse_config({"streams": [stream], "detector": {
-        "fdr": None, "horizons": None, "unusual": {"min_z": None}, "thresholds": {"warn": 0.05, "critical": 0.1}}}),
+        "fdr": None, "horizons": None, "unusual": {"min_z": None}, "permutations": 199,
+        "thresholds": {"warn": 0.05, "critical": 0.1}}}),
         str(data), "json", None, False, out)
     threshold_seconds = time.perf_counter() - started
     rows_t, _ = rows_of(out.getvalue())
