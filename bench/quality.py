@@ -114,14 +114,22 @@ class Variant:
         return "driftmon, today's defaults" if not parts else f"driftmon with `{json.dumps(parts)}`"
 
 
+# The defaults before issue 10: KL >= 0.05 nats and p <= 0.001 against the previous window only.
+V0 = {"thresholds": {"warn": 0.05, "critical": 0.1}, "max_p_value": 0.001, "fdr": None, "horizons": None,
+      "unusual": {"min_z": None}}
 BUILTIN: dict[str, dict[str, Any]] = {
     "default": {},
+    "v0": {"detector": V0},
+    "v0-p-only": {"detector": {**V0, "thresholds": {"warn": 0.0, "critical": 0.0}}},
+    "v0-pinned": {"detector": {**V0, "reference": "pinned"}},
     "p-only": {"detector": {"thresholds": {"warn": 0.0, "critical": 0.0}}},
+    "no-unusual": {"detector": {"unusual": {"min_z": None}}},
+    "no-horizons": {"detector": {"horizons": None}},
     "pinned": {"detector": {"reference": "pinned"}},
     "scipy-consecutive": {"scipy": {"alpha": 0.05, "reference": "previous"}},
     "scipy-fixed": {"scipy": {"alpha": 0.001, "reference": "first"}},
 }
-DEFAULT_CONFIGS = ("default", "scipy-consecutive", "scipy-fixed")
+DEFAULT_CONFIGS = ("default", "v0", "scipy-consecutive", "scipy-fixed")
 SPEC_KEYS = {"detector", "stream", "streams", "features", "scipy"}
 
 
@@ -539,6 +547,33 @@ def report(scenarios: list[Scenario], variants: list[Variant], results: dict[tup
                     cells.append(", ".join(f"{fmt_d(dv[k])} (p {fmt_p(pv[k])})" for k in ks))
             rows.append([f"{d.kind} (`{d.feature}`)"] + cells)
         out.append(table(["drift (feature)"] + names, rows))
+
+    if "drifts" in by_suite and "stationary" in by_suite:
+        out.append("\n### Operating curve\n")
+        out.append("Per config: the four drift kinds' delays (windows from the onset to the first flagged "
+                   "window; `-` = missed), how many meet issue 10's targets, and false alarms per 100 "
+                   "windows per feature where nothing changes (stationary streams at every window size, "
+                   "and the drift stream before its onsets and on its unchanging features).\n")
+        rows = []
+        for n in names:
+            dets = [(d, detection(sc, results[(sc.name, n)], d)) for sc in by_suite["drifts"] for d in sc.drifts]
+            fl = cmp = 0
+            worst = 0.0
+            for sc in by_suite["stationary"]:
+                for f in sc.null:
+                    a, b = false_alarms(sc, results[(sc.name, n)], [f])
+                    fl, cmp = fl + a, cmp + b
+                    worst = max(worst, 100.0 * a / b if b else 0.0)
+            for sc in by_suite["drifts"]:
+                a, b = false_alarms(sc, results[(sc.name, n)], sc.null)
+                pa = sum(x.pre_flagged for _, x in dets)
+                pb = sum(x.pre_compared for _, x in dets)
+                fl, cmp = fl + a + pa, cmp + b + pb
+            delays = ", ".join(f"{d.kind} {x.delay_windows if x.delay_windows is not None else '-'}" for d, x in dets)
+            met = sum(x.met for _, x in dets)
+            rows.append([n, delays, f"{met}/{len(dets)}", per100(fl, cmp), f"{worst:.1f}"])
+        out.append(table(["config", "delay (windows)", "targets met", "false alarms per 100 (all)",
+                          "worst feature (per 100)"], rows))
 
     if "stationary" in by_suite:
         out.append("\n### False alarms on stationary streams\n")

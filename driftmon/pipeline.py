@@ -20,6 +20,7 @@ not on their arrival order or on how the stream was partitioned.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 
 from driftmon.config import StreamConfig
 from driftmon.decode.prepare import PreparedBatch, Preparer
+from driftmon.detect import significance
 from driftmon.detect.detector import Detector
 from driftmon.detect.result import DriftResult
 from driftmon.monitors.base import Monitor, MonitorStep, make_monitors
@@ -127,15 +129,33 @@ class StreamPipeline:
         self.windows_closed += len(ends)
         out.closed_ends.extend(end for _, end in ends)
         overlap = getattr(self.windows, "r", 1)
+        # One family of tests per closed window: an event-time window closes for every segment
+        # at once (features x segments x horizons); a count window is one lane's (features x horizons).
+        timed = isinstance(self.windows, EventTimeWindows)
+        families: dict[tuple[int, str | None], list[ClosedWindow]] = {}
         for w in closed:
-            for j, f in enumerate(self.cfg.features):
-                det = self.detectors.get((f.name, w.segment))
-                if det is None:
-                    det = Detector(f.detector, self.summarizers[j], stream=self.cfg.name, feature=f.name,
-                                   segment=w.segment, overlap=overlap)
-                    self.detectors[(f.name, w.segment)] = det
-                out.results.append(det.update(w.index, w.start, w.end, w.summaries[j]))
-        if closed and isinstance(self.windows, EventTimeWindows):  # (count windows number each lane apart)
+            families.setdefault((w.index, None if timed else w.segment), []).append(w)
+        for family in families.values():
+            # compute every test of the family, adjust their p-values together
+            # (Benjamini-Hochberg), then decide each series
+            pending = []
+            for w in family:
+                for j, f in enumerate(self.cfg.features):
+                    det = self.detectors.get((f.name, w.segment))
+                    if det is None:
+                        det = Detector(f.detector, self.summarizers[j], stream=self.cfg.name, feature=f.name,
+                                       segment=w.segment, overlap=overlap)
+                        self.detectors[(f.name, w.segment)] = det
+                    pending.append(det.compute(w.index, w.start, w.end, w.summaries[j]))
+            p = [x for pend in pending for x in pend.p_values()]
+            adjusted = significance.benjamini_hochberg(p).tolist()
+            tests = sum(not math.isnan(x) for x in p)
+            at = 0
+            for pend in pending:
+                k = len(pend.tests)
+                out.results.append(pend.detector.decide(pend, adjusted[at:at + k], tests))
+                at += k
+        if closed and timed:  # (count windows number each lane apart)
             self._retire(max(w.index for w in closed) - overlap, out)
 
     def _retire(self, before: int, out: StepOutput) -> None:

@@ -31,8 +31,38 @@ class Smoothing:
 
 @dataclass(frozen=True)
 class Thresholds:
-    warn: float = 0.05
-    critical: float = 0.1
+    """Effect-size floors, in the detector's unit, on the *effect*: the divergence less
+    the share sampling noise explains (for KL, minus its plug-in bias (K-1)/2 (1/n + 1/m)
+    nats), so the floor on the raw divergence shrinks as windows grow (docs/quality.md)."""
+
+    warn: float = 0.005
+    critical: float = 0.05
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """A longer reference beside the headline one: the window ``lag`` windows back
+    (``lag: 24`` with hourly windows is the same hour yesterday)."""
+
+    lag: int
+
+    @property
+    def name(self) -> str:
+        return f"lag{self.lag}"
+
+
+@dataclass(frozen=True)
+class Unusual:
+    """The "unusual for this series" gate: a window may only be over warn when its effect
+    has a robust z of at least ``min_z`` against the last ``history`` effects of the same
+    series and horizon, once ``min_history`` are kept.  The z is (effect - median) over the
+    history's upper-tail spread (Q_quantile - median) / Phi^-1(quantile).  ``min_z: null``
+    turns the gate off (the z is still reported)."""
+
+    history: int = 60
+    min_history: int = 10
+    quantile: float = 0.95
+    min_z: float | None = 4.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +83,10 @@ class DetectorConfig:
     smoothing: Smoothing = field(default_factory=Smoothing)
     min_count: int = 500
     thresholds: Thresholds = field(default_factory=Thresholds)
-    max_p_value: float | None = 0.001
+    max_p_value: float | None = None  # also require the raw p-value <= this; null = only the fdr gate
+    fdr: float | None = 0.01  # Benjamini-Hochberg level over all tests of one closed window; null = off
+    horizons: tuple[Horizon, ...] = (Horizon(6),)
+    unusual: Unusual = field(default_factory=Unusual)
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     permutations: int = 999  # Monte Carlo size of the small-sample p-value
     top_bins: int = 5

@@ -26,6 +26,8 @@ MAX_WINDOWS_PER_EVENT = 1_000  # size / slide of a hopping window: each event is
 MIN_SLIDE = 0.001  # 1 ms: window indices are event time / slide in int64
 MAX_CLUSTER_PAIRS = 10_000_000  # (cluster, value) pairs kept exactly per window summary
 MAX_ALPHA = 1e6  # additive smoothing pseudo-count: bins * alpha must stay far from float overflow
+MAX_LAG = 1_000  # detector.horizons[].lag: each series keeps that many window summaries
+MAX_UNUSUAL_HISTORY = 100_000  # detector.unusual.history: effects kept per series and horizon
 
 
 def detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
@@ -44,6 +46,16 @@ def detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
         if not ok:
             raise ConfigError(node.sub("max_p_value"), f"expected a probability in (0, 1] or null, got {_show(p)}")
         kw["max_p_value"] = None if p is None else float(p)
+    if node.has("fdr"):
+        q = node.raw("fdr")
+        ok = q is None or (isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q < 1)
+        if not ok:
+            raise ConfigError(node.sub("fdr"), f"expected a false discovery rate in (0, 1) or null, got {_show(q)}")
+        kw["fdr"] = None if q is None else float(q)
+    if node.has("horizons"):
+        kw["horizons"] = _horizons(node)
+    if node.has("unusual"):
+        kw["unusual"] = _unusual(node.node("unusual"), base.unusual)
     if node.has("permutations"):
         kw["permutations"] = node.integer("permutations", None, minimum=0, maximum=MAX_PERMUTATIONS)
     if node.has("top_bins"):
@@ -84,6 +96,36 @@ def detector(node: _Node, base: c.DetectorConfig) -> c.DetectorConfig:
         kw["hysteresis"] = c.Hysteresis(fire, of_last, resolve)
     node.done()
     return dataclasses.replace(base, **kw)
+
+
+def _horizons(node: _Node) -> tuple[c.Horizon, ...]:
+    raw = node.raw("horizons")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(node.sub("horizons"), f"expected a list of {{lag: N}} or null, got {_show(raw)}")
+    out: list[c.Horizon] = []
+    for i, item in enumerate(raw):
+        h = _Node(item, f"{node.sub('horizons')}[{i}]", node.env)
+        if not h.has("lag"):
+            raise ConfigError(h.path, f"expected {{lag: N}} (the window N windows back), got {_show(item)}")
+        lag = h.integer("lag", None, minimum=2, maximum=MAX_LAG)
+        h.done()
+        if any(x.lag == lag for x in out):
+            raise ConfigError(h.sub("lag"), f"lag {lag} is listed twice")
+        out.append(c.Horizon(lag))
+    return tuple(out)
+
+
+def _unusual(u: _Node, base: c.Unusual) -> c.Unusual:
+    history = u.integer("history", base.history, minimum=2, maximum=MAX_UNUSUAL_HISTORY)
+    min_history = u.integer("min_history", min(base.min_history, history), minimum=2, maximum=history)
+    quantile = u.number("quantile", base.quantile, above=0.5)
+    if not quantile < 1:
+        raise ConfigError(u.sub("quantile"), f"expected a quantile in (0.5, 1), got {quantile}")
+    min_z = u.number("min_z", base.min_z, nullable=True)
+    u.done()
+    return c.Unusual(history, min_history, quantile, min_z)
 
 
 def _increasing(value: Any, path: str) -> tuple[float, ...]:

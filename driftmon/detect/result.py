@@ -94,6 +94,40 @@ class BinShare:
 
 
 @dataclass(frozen=True)
+class HorizonResult:
+    """One comparison of the closed window with one reference (a *horizon*):
+    ``previous`` (the latest earlier window that does not overlap), ``pinned``
+    or ``lagN`` (the window N windows back).  ``effect`` is the divergence less
+    the share sampling noise explains (:func:`driftmon.detect.detector.effect`),
+    ``p_adjusted`` the Benjamini-Hochberg adjusted p-value over all tests of the
+    closed window, ``unusual_z`` the robust z of the effect
+    against this series' and horizon's own history (null until enough is kept),
+    ``state`` this comparison's level (ok | warn | critical | no_reference |
+    insufficient_data)."""
+
+    reference: str
+    n_reference: int
+    divergence: float | None
+    effect: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    unusual_z: float | None
+    state: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "n_reference": self.n_reference,
+            "divergence": json_number(self.divergence),
+            "effect": json_number(self.effect),
+            "p_value": json_number(self.p_value),
+            "p_adjusted": json_number(self.p_adjusted),
+            "unusual_z": json_number(self.unusual_z),
+            "state": self.state,
+        }
+
+
+@dataclass(frozen=True)
 class DriftResult:
     stream: str
     feature: str
@@ -119,6 +153,13 @@ class DriftResult:
     # scale-out: the source partitions missing from a window emitted at its timeout (None: complete)
     partial: tuple[str, ...] | None = None
     design_effect: float | None = None  # streams[].cluster_by: the Rao-Scott design effect the p-value used
+    # the headline comparison's effect (divergence minus plug-in bias), BH-adjusted p-value, robust z
+    effect: float | None = None
+    p_adjusted: float | None = None
+    unusual_z: float | None = None
+    tests: int = 0  # how many tests the closed window ran (features x segments x horizons): BH's family
+    horizon: str = "previous"  # the reference whose comparison set ``state`` (the headline's unless another is higher)
+    horizons: tuple[HorizonResult, ...] = ()  # every comparison of this window, the headline first
 
     def __post_init__(self) -> None:
         bins = _cap_labels(tuple(self.bins))
@@ -151,6 +192,12 @@ class DriftResult:
             "p_value": json_number(self.p_value),
             "p_value_method": self.p_value_method,
             "design_effect": json_number(self.design_effect),
+            "effect": json_number(self.effect),
+            "p_adjusted": json_number(self.p_adjusted),
+            "unusual_z": json_number(self.unusual_z),
+            "tests": self.tests,
+            "horizon": self.horizon,
+            "horizons": [h.to_dict() for h in self.horizons],
             "smoothing": self.smoothing,
             "n_current": self.n_current,
             "n_reference": self.n_reference,

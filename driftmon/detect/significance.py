@@ -64,6 +64,12 @@ class TestResult:
     df: int
     p_value: float
     method: str
+    null_mean: float | None = None  # mean of G under "no change": df (chi2), the draws' mean (permutation)
+
+    @property
+    def expected(self) -> float:
+        """The statistic's mean under "no change" (``df`` unless the permutations measured it)."""
+        return float(self.df) if self.null_mean is None else self.null_mean
 
 
 def g_statistic(counts_current, counts_reference) -> np.ndarray:
@@ -99,8 +105,10 @@ def _derived_seed(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def _permutation_p(a: np.ndarray, b: np.ndarray, g_obs: float, permutations: int, seed: int,
-                   design_effect: float = 1.0) -> float:
-    """Monte Carlo exact-conditional p-value for integer rows ``a``, ``b`` (no empty columns).
+                   design_effect: float = 1.0) -> tuple[float, float]:
+    """Monte Carlo exact-conditional p-value for integer rows ``a``, ``b`` (no empty columns),
+    and the mean of G over the draws (G's mean under "no change" for independent events:
+    ``g_obs - 2 (S_obs - mean S)``).
 
     G depends on a permuted table only through ``S = sum_k xlogx(x_k) + xlogx(t_k - x_k)``
     (``x`` the drawn row, ``t`` the column totals), evaluated by table lookup.  With a
@@ -125,14 +133,15 @@ def _permutation_p(a: np.ndarray, b: np.ndarray, g_obs: float, permutations: int
     # "count" is O(N) per draw, "marginals" O(K): pick the cheaper (deterministically).
     method: Literal["count", "marginals"] = "count" if total <= 16 * k else "marginals"
     chunk = max(1, _CHUNK_CELLS // k)
-    hits, done = 0, 0
+    hits, done, s_sum = 0, 0, 0.0
     while done < permutations:
         size = min(chunk, permutations - done)
         x = rng.multivariate_hypergeometric(t, nsample, size=size, method=method)
         s = (xlx[x] + xlx[t - x]).sum(axis=1)
         hits += int(np.count_nonzero(s >= s_obs - tol))
+        s_sum += float(s.sum())
         done += size
-    return (1 + hits) / (permutations + 1)
+    return (1 + hits) / (permutations + 1), max(g_obs - 2.0 * (s_obs - s_sum / permutations), 0.0)
 
 
 def g_test(
@@ -152,7 +161,8 @@ def g_test(
     ``permutations`` draws, seeded from the counts unless ``seed`` is given.
     ``design_effect`` (clustered events): a number ``d``, the p-value of ``G / d``
     (first-order Rao-Scott), or a :class:`DesignEffect`, that of ``G / scale`` on
-    ``chi^2(df)`` (second order); see :func:`design_effect`.
+    ``chi^2(df)`` (second order); see :func:`design_effect`.  The result's
+    ``expected`` (G's mean under "no change") is scaled accordingly.
     """
     deff = design_effect if isinstance(design_effect, DesignEffect) else DesignEffect(
         float(design_effect), float(design_effect), math.nan)
@@ -177,16 +187,18 @@ def g_test(
     expected = np.concatenate([n * t, m * t]) / (n + m)
     small = np.count_nonzero(expected < min_expected) / expected.size
     if permutations == 0 or small <= max_small_fraction:
-        return TestResult(statistic=g, df=df, p_value=_corrected_p(g, df, deff), method="chi2")
+        null = None if _independent(deff) else deff.scale * (df if math.isnan(deff.df) else deff.df)
+        return TestResult(statistic=g, df=df, p_value=_corrected_p(g, df, deff), method="chi2", null_mean=null)
     if seed is None:
         seed = _derived_seed(a_full, b_full)
     if _independent(deff):
-        p = _permutation_p(ai, bi, g, permutations, seed)
+        p, null_mean = _permutation_p(ai, bi, g, permutations, seed)
     else:  # the permuted tables are independent events: compare them with the G that independent
-        # events would need for the same (corrected) asymptotic p-value
+        # events would need for the same (corrected) asymptotic p-value; G's null mean grows by the mean effect
         g_ind = float(chi2.isf(_corrected_p(g, df, deff), df))
-        p = _permutation_p(ai, bi, g, permutations, seed, g / g_ind if g_ind > 0 else math.inf)
-    return TestResult(statistic=g, df=df, p_value=p, method="permutation")
+        p, null_mean = _permutation_p(ai, bi, g, permutations, seed, g / g_ind if g_ind > 0 else math.inf)
+        null_mean *= deff.mean
+    return TestResult(statistic=g, df=df, p_value=p, method="permutation", null_mean=null_mean)
 
 
 def _independent(deff: DesignEffect) -> bool:
@@ -295,5 +307,29 @@ def design_effect(windows: Sequence[Any], counts: Sequence[Any], *, floor: float
     return DesignEffect(mean, tr2 / tr, tr * tr / tr2)
 
 
-__all__ = ["TestResult", "chi2_p_value", "DesignEffect", "design_effect", "g_statistic", "g_test",
-           "window_covariance"]
+def benjamini_hochberg(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (the step-up "q-values") of a family of tests.
+
+    ``p_adj[(i)] = min_{j >= i} min(1, m p_(j) / j)`` over the ascending order
+    ``p_(1) <= ... <= p_(m)``; rejecting every test with ``p_adj <= q`` controls
+    the false discovery rate at ``q`` for independent or positively dependent
+    tests.  NaN entries (no test) are left NaN and do not count in ``m``.
+
+    >>> benjamini_hochberg([0.01, 0.04, 0.03, 0.5]).round(3).tolist()
+    [0.04, 0.053, 0.053, 0.5]
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    live = np.flatnonzero(~np.isnan(p))
+    m = live.size
+    if m == 0:
+        return out
+    order = live[np.argsort(p[live], kind="stable")]
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out[order] = adjusted
+    return out
+
+
+__all__ = ["TestResult", "DesignEffect", "benjamini_hochberg", "chi2_p_value", "design_effect", "g_statistic",
+           "g_test", "window_covariance"]

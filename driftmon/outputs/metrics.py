@@ -64,6 +64,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "driftmon_calibration_ece",
     "driftmon_calibration_events_total",
     "driftmon_calibration_pending",
+    # per (stream, feature, segment, horizon): each comparison of the latest window (issue 10)
+    "driftmon_effect",
+    "driftmon_p_adjusted",
+    "driftmon_unusual_z",
     # ingest, per stream
     "driftmon_events_total",
     "driftmon_events_decoded_total",
@@ -192,6 +196,27 @@ class Metrics:
             "Divergence of the latest closed window from its reference, in the "
             "detector's unit (+Inf possible without smoothing; NaN when not computable).",
             (*_KEY, "metric"),
+            registry=reg,
+        )
+        self._effect = Gauge(
+            "driftmon_effect",
+            "Effect of the latest closed window against each horizon (reference): the divergence "
+            "less the share sampling noise explains, in the detector's unit; NaN when not compared.",
+            (*_KEY, "horizon"),
+            registry=reg,
+        )
+        self._p_adjusted = Gauge(
+            "driftmon_p_adjusted",
+            "Benjamini-Hochberg adjusted p-value of the latest closed window against each horizon, "
+            "over all tests of that window (features x segments x horizons).",
+            (*_KEY, "horizon"),
+            registry=reg,
+        )
+        self._unusual_z = Gauge(
+            "driftmon_unusual_z",
+            "How unusual the latest effect is for the series and horizon: robust z against its own "
+            "history (NaN until enough history is kept).",
+            (*_KEY, "horizon"),
             registry=reg,
         )
         self._p_value = Gauge(
@@ -404,6 +429,11 @@ class Metrics:
             for t in ("fired", "resolved"):  # start at 0 so increase() sees the first one
                 self._alerts.labels(*key, t).inc(0)
         self._div_metrics[key].add(r.metric)
+        for h in r.horizons:
+            self._div_metrics[key].add("horizon:" + h.reference)
+            self._effect.labels(*key, h.reference).set(_num(h.effect))
+            self._p_adjusted.labels(*key, h.reference).set(_num(h.p_adjusted))
+            self._unusual_z.labels(*key, h.reference).set(_num(h.unusual_z))
         self._divergence.labels(*key, r.metric).set(_num(r.divergence))
         self._p_value.labels(*key).set(_num(r.p_value))
         self._alert_state.labels(*key).set(alert_state_value(r))
@@ -422,7 +452,11 @@ class Metrics:
         for level in ("warn", "critical"):
             _remove(self._threshold, (*key, level))
         for metric in self._div_metrics.pop(key, ()):
-            _remove(self._divergence, (*key, metric))
+            if metric.startswith("horizon:"):
+                for g in (self._effect, self._p_adjusted, self._unusual_z):
+                    _remove(g, (*key, metric[len("horizon:"):]))
+            else:
+                _remove(self._divergence, (*key, metric))
 
     # -- calibration --------------------------------------------------------
 

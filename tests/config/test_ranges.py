@@ -43,6 +43,7 @@ FULL: dict[str, Any] = {
         "permutations": 99, "top_bins": 3, "smoothing": {"method": "additive", "alpha": 0.5, "floor": 1e-6},
         "thresholds": {"warn": 0.05, "critical": 0.1},
         "hysteresis": {"fire_after": 1, "of_last": 2, "resolve_after": 1},
+        "fdr": 0.01, "unusual": {"history": 30, "min_history": 5, "quantile": 0.9, "min_z": 3},
     },
     "kafka": {
         "bootstrap_servers": ["127.0.0.1:9092"], "group_id": "g", "client_id": "c", "auto_offset_reset": "earliest",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from driftmon.config import DetectorConfig, Hysteresis, Smoothing, Thresholds, parse_config
+from driftmon.config.model import Unusual
 from driftmon.detect import divergence
 from driftmon.detect.detector import Detector as SummaryDetector
 from driftmon.pipeline import StreamPipeline
@@ -49,8 +50,13 @@ class Detector(SummaryDetector):
         return super().update(index, start, end, FixedSummary(np.asarray(counts, dtype=np.int64)))
 
 
+# These tests state the rules on fixed levels: the thresholds these counts sit between, one
+# reference, and no "unusual" gate (horizons, FDR and the gate have their own tests below).
+RULES = dict(thresholds=Thresholds(0.05, 0.1), horizons=(), unusual=Unusual(min_z=None))
+
+
 def detector(**overrides) -> Detector:
-    cfg = dataclasses.replace(DetectorConfig(), **overrides)
+    cfg = dataclasses.replace(DetectorConfig(), **{**RULES, **overrides})
     return Detector(cfg, LABELS, stream="s", feature="f", segment=None)
 
 
@@ -117,12 +123,17 @@ def test_p_value_requirement_blocks_large_but_insignificant_divergence():
     rng = np.random.default_rng(11)
     p = np.r_[np.full(60, 1 / 60), 0, 0]
     ref, cur = rng.multinomial(100, p), rng.multinomial(100, p)
-    strict = Detector(DetectorConfig(min_count=50), labels, stream="s", feature="f")
-    loose = Detector(DetectorConfig(min_count=50, max_p_value=None), labels, stream="s", feature="f")
+    # The effect (divergence minus that bias) is what the floor sees; "loose" has no p-value
+    # gate and floors below any effect, so only the p-value stops "strict".
+    strict = Detector(dataclasses.replace(DetectorConfig(min_count=50), **RULES), labels, stream="s", feature="f")
+    loose = Detector(dataclasses.replace(DetectorConfig(min_count=50), **{**RULES, "fdr": None,
+                                         "thresholds": Thresholds(-1.0, -1.0)}), labels, stream="s", feature="f")
     _, rs = run(strict, [ref, cur])
     _, rl = run(loose, [ref, cur])
     assert rs.divergence == rl.divergence and rs.divergence > 0.1
-    assert rs.p_value == rl.p_value and rs.p_value > 0.001 and rs.p_value_method == "permutation"
+    assert rs.effect is not None and rs.effect < rs.divergence / 2  # noise explains most of it
+    assert rs.p_value == rl.p_value and rs.p_value > 0.01 and rs.p_value_method == "permutation"
+    assert rs.p_adjusted == rs.p_value and rs.tests == 1
     assert rs.state == "ok" and rs.transition == "none"
     assert rl.state == "critical" and rl.transition == "fired"
 
@@ -232,8 +243,9 @@ def _gradual(n_windows: int, per_window: int, seed: int):
 def test_pinned_reference_catches_gradual_drift_that_previous_window_misses():
     labels = tuple(f"c{i}" for i in range(8)) + ("__other__", "__missing__")
     windows = list(_gradual(60, 5000, seed=21))
-    prev = Detector(DetectorConfig(), labels, stream="s", feature="f")
-    pinned = Detector(DetectorConfig(reference="pinned"), labels, stream="s", feature="f")
+    prev = Detector(dataclasses.replace(DetectorConfig(), **RULES), labels, stream="s", feature="f")
+    pinned = Detector(dataclasses.replace(DetectorConfig(), **RULES, reference="pinned"), labels,
+                      stream="s", feature="f")
     rp = [prev.update(i, None, None, c) for i, c in enumerate(windows)]
     rq = [pinned.update(i, None, None, c) for i, c in enumerate(windows)]
     assert all(r.state in ("ok", "no_reference") for r in rp)

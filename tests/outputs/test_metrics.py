@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import __version__
-from driftmon.detect.result import DriftResult
+from driftmon.detect.result import DriftResult, HorizonResult
 from driftmon.monitors.base import MonitorStep
 from driftmon.outputs.metrics import METRIC_NAMES, Metrics, alert_state_value
 from driftmon.vocabulary import WEBHOOK_OUTCOMES
@@ -165,7 +165,7 @@ def test_counters_and_process_gauges():
 def test_metric_names_is_exactly_what_is_exposed():
     """Exercise every method; the driftmon_* sample names equal METRIC_NAMES."""
     m = Metrics()
-    m.observe_result(result())
+    m.observe_result(result(horizons=(HorizonResult("previous", 1000, 0.2, 0.19, 1e-9, 2e-9, 7.5, "critical"),)))
     m.count_events("s")
     m.count_decoded("s")
     m.count_rejected("s", "invalid_json")
@@ -257,3 +257,20 @@ def test_entity_metrics_are_aggregates_without_an_entity_label():
     assert value(smp, "driftmon_entity_divergence_sum", stream="s") == pytest.approx(0.615)
     labels = {k for name, lab in smp if name.startswith("driftmon_entit") for k, _ in lab}
     assert labels <= {"stream", "reason", "le"}
+def test_each_horizon_is_a_labelled_series_and_forget_drops_them():
+    m = Metrics()
+    m.observe_result(result(horizons=(HorizonResult("previous", 1000, 0.2, 0.19, 1e-9, 2e-9, 7.5, "critical"),
+                                      HorizonResult("lag6", 1000, 0.3, 0.28, 1e-12, 4e-12, None, "critical"))))
+    got = {(name, labels["horizon"]): v for name, labels, v in
+           ((n, dict(lbl), v) for n, lbl, v in samples_with_labels(m)) if "horizon" in labels}
+    assert got[("driftmon_effect", "lag6")] == 0.28 and got[("driftmon_p_adjusted", "previous")] == 2e-9
+    assert math.isnan(got[("driftmon_unusual_z", "lag6")]) and got[("driftmon_unusual_z", "previous")] == 7.5
+    r = result()
+    m.forget(r.stream, r.feature, r.segment)
+    assert not [1 for n, lbl, _ in samples_with_labels(m) if "horizon" in dict(lbl)]
+
+
+def samples_with_labels(m: Metrics):
+    for fam in m.registry.collect():
+        for s in fam.samples:
+            yield s.name, tuple(s.labels.items()), s.value

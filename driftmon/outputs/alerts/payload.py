@@ -117,6 +117,14 @@ def alert_annotations(result: DriftResult, status: str, severity: str) -> dict[s
         f"{rfc3339(result.window_end)}, "
         f"{result.n_current} events vs {result.n_reference} reference; smoothing {result.smoothing}."
     )
+    decider = next((h for h in result.horizons if h.reference == result.horizon), None)
+    if decider is not None:
+        description += (
+            f" Decided against the {result.horizon} window: {result.metric} {_short(decider.divergence)}, "
+            f"effect {_short(decider.effect)} {result.unit}, p={_short(decider.p_value)}, "
+            f"adjusted p={_short(decider.p_adjusted)} over {result.tests} tests, "
+            f"unusual z={_short(decider.unusual_z)}."
+        )
     if moves:
         description += f" Largest moves: {moves}."
     return {
@@ -134,6 +142,13 @@ def alert_annotations(result: DriftResult, status: str, severity: str) -> dict[s
         "n_reference": _num(result.n_reference),
         "top_bins": json.dumps(top, separators=(",", ":"), ensure_ascii=False),
         "smoothing": result.smoothing,
+        # issue 10: the reference that set the state, and that comparison's numbers
+        "horizon": result.horizon,
+        "effect": _num(decider.effect if decider is not None else result.effect),
+        "p_adjusted": _num(decider.p_adjusted if decider is not None else result.p_adjusted),
+        "unusual_z": _num(decider.unusual_z if decider is not None else result.unusual_z),
+        "tests": _num(result.tests),
+        "horizons": json.dumps([h.to_dict() for h in result.horizons], separators=(",", ":")),
     }
 
 

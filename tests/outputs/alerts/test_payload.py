@@ -151,3 +151,22 @@ def test_sign_verify_roundtrip(body, secret, other):
     header = sign(body, secret)
     assert verify(body, secret, header)
     assert verify(body, other, header) == (sign(body, other) == header)
+
+
+def test_annotations_name_the_horizon_that_decided_with_its_numbers():
+    from driftmon.detect.result import HorizonResult
+
+    r = result(horizon="lag6", tests=12, effect=0.001, p_adjusted=0.4, horizons=(
+        HorizonResult("previous", 1100, 0.004, 0.001, 0.2, 0.4, 0.3, "ok"),
+        HorizonResult("lag6", 1050, 0.231, 0.22, 1e-9, 6e-9, 9.5, "critical")))
+    p = build_payload(r, status="firing", severity="critical", receiver="ops",
+                      starts_at=rfc3339(r.window_end), external_url="http://driftmon:9108")
+    ann = _strict_loads(encode(p))["alerts"][0]["annotations"]
+    assert ann["horizon"] == "lag6" and ann["tests"] == "12"
+    assert float(ann["effect"]) == 0.22 and float(ann["p_adjusted"]) == 6e-9 and float(ann["unusual_z"]) == 9.5
+    assert [h["reference"] for h in json.loads(ann["horizons"])] == ["previous", "lag6"]
+    assert "against the lag6 window" in ann["description"] and "over 12 tests" in ann["description"]
+    # the alert's identity does not depend on the horizon: one alert per series
+    assert _strict_loads(encode(p))["alerts"][0]["labels"] == {
+        "alertname": "DriftDetected", "severity": "critical", "stream": "clicks", "feature": "category",
+        "segment": "mobile"}
