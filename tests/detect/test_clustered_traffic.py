@@ -20,6 +20,10 @@ from driftmon.testing import drifts as dr
 WINDOW = 10_000
 ALPHA = 0.001
 FEATURES = ("category", "score")
+# the p-value alone decides (no effect floor, no FDR across tests, no "unusual" gate, no lag horizons),
+# so these tests measure the test itself
+P_ONLY: dict[str, Any] = {"thresholds": {"warn": 0.0, "critical": 0.0}, "max_p_value": ALPHA, "fdr": None,
+                          "unusual": {"min_z": None}, "horizons": []}
 
 
 def run(ev: Any, cluster_by: str | None) -> list[DriftResult]:
@@ -28,9 +32,7 @@ def run(ev: Any, cluster_by: str | None) -> list[DriftResult]:
         {"name": "score", "type": "numeric", "bins": "quantile"}]}
     if cluster_by is not None:
         stream["cluster_by"] = cluster_by
-    # the p-value alone decides (no effect-size floor), so this measures the test itself
-    cfg = parse_config({"streams": [stream], "detector": {"thresholds": {"warn": 0.0, "critical": 0.0},
-                                                          "max_p_value": ALPHA}})
+    cfg = parse_config({"streams": [stream], "detector": P_ONLY})
     p = StreamPipeline(cfg.streams[0])
     out = []
     for batch in ev.json_batches(20_000):
@@ -118,7 +120,7 @@ def test_movielens_p_values_with_cluster_by_user():
             {"name": "rating", "type": "categorical", "top_k": 10}]}
         if cluster_by:
             s["cluster_by"] = cluster_by
-        cfg = parse_config({"streams": [s], "detector": {"thresholds": {"warn": 0.0, "critical": 0.0}}})
+        cfg = parse_config({"streams": [s], "detector": P_ONLY})
         p = StreamPipeline(cfg.streams[0], clock=lambda: 2e9)
         out = [r for b in ev.json_batches(20_000) for r in p.process(b).results] + p.flush().results
         return [r for r in out if r.p_value is not None]
