@@ -32,7 +32,7 @@ import numpy as np
 from driftmon.config import StreamConfig
 from driftmon.decode.prepare import PreparedBatch, Preparer
 from driftmon.detect import significance
-from driftmon.detect.detector import Detector
+from driftmon.detect.detector import Detector, Pending
 from driftmon.detect.result import DriftResult
 from driftmon.monitors.base import Monitor, MonitorStep, make_monitors
 from driftmon.windows import ClosedWindow, EventTimeWindows, Windows, make_windows
@@ -125,10 +125,7 @@ class StreamPipeline:
         out.monitors.append(step)
 
     def _detect(self, closed: list[ClosedWindow], out: StepOutput) -> None:
-        ends = sorted({(w.index, w.end) for w in closed})
-        self.windows_closed += len(ends)
-        out.closed_ends.extend(end for _, end in ends)
-        overlap = getattr(self.windows, "r", 1)
+        self._count_closed(closed, out)
         # One family of tests per closed window: an event-time window closes for every segment
         # at once (features x segments x horizons); a count window is one lane's (features x horizons).
         timed = isinstance(self.windows, EventTimeWindows)
@@ -136,27 +133,28 @@ class StreamPipeline:
         for w in closed:
             families.setdefault((w.index, None if timed else w.segment), []).append(w)
         for family in families.values():
-            # compute every test of the family, adjust their p-values together
-            # (Benjamini-Hochberg), then decide each series
-            pending = []
-            for w in family:
-                for j, f in enumerate(self.cfg.features):
-                    det = self.detectors.get((f.name, w.segment))
-                    if det is None:
-                        det = Detector(f.detector, self.summarizers[j], stream=self.cfg.name, feature=f.name,
-                                       segment=w.segment, overlap=overlap)
-                        self.detectors[(f.name, w.segment)] = det
-                    pending.append(det.compute(w.index, w.start, w.end, w.summaries[j]))
-            p = [x for pend in pending for x in pend.p_values()]
-            adjusted = significance.benjamini_hochberg(p).tolist()
-            tests = sum(not math.isnan(x) for x in p)
-            at = 0
-            for pend in pending:
-                k = len(pend.tests)
-                out.results.append(pend.detector.decide(pend, adjusted[at:at + k], tests))
-                at += k
+            decide_family([(self, family, out)])
         if closed and timed:  # (count windows number each lane apart)
-            self._retire(max(w.index for w in closed) - overlap, out)
+            self._retire(max(w.index for w in closed) - getattr(self.windows, "r", 1), out)
+
+    def _count_closed(self, closed: list[ClosedWindow], out: StepOutput) -> None:
+        ends = sorted({(w.index, w.end) for w in closed})
+        self.windows_closed += len(ends)
+        out.closed_ends.extend(end for _, end in ends)
+
+    def _pending(self, family: list[ClosedWindow]) -> list[Pending]:
+        """Every test of ``family`` (closed windows of one index) computed, nothing decided."""
+        overlap = getattr(self.windows, "r", 1)
+        pending = []
+        for w in family:
+            for j, f in enumerate(self.cfg.features):
+                det = self.detectors.get((f.name, w.segment))
+                if det is None:
+                    det = Detector(f.detector, self.summarizers[j], stream=self.cfg.name, feature=f.name,
+                                   segment=w.segment, overlap=overlap)
+                    self.detectors[(f.name, w.segment)] = det
+                pending.append(det.compute(w.index, w.start, w.end, w.summaries[j]))
+        return pending
 
     def _retire(self, before: int, out: StepOutput) -> None:
         """Drop the detectors of segments that have not reported since window ``before``
@@ -211,3 +209,32 @@ class StreamPipeline:
         for m in self.monitors:
             if m.name in monitors:
                 m.restore(monitors[m.name])
+
+
+def decide_family(members: Sequence[tuple[StreamPipeline, list[ClosedWindow], StepOutput]]) -> None:
+    """One family of tests (one closed window of a stream, all its series): compute every test,
+    adjust the p-values together (Benjamini-Hochberg), then decide each series into its ``out``."""
+    pendings = [pipe._pending(closed) for pipe, closed, _ in members]
+    p = [x for group in pendings for pend in group for x in pend.p_values()]
+    adjusted = significance.benjamini_hochberg(p).tolist()
+    tests = sum(not math.isnan(x) for x in p)
+    at = 0
+    for group, (_, _, out) in zip(pendings, members):
+        for pend in group:
+            k = len(pend.tests)
+            out.results.append(pend.detector.decide(pend, adjusted[at:at + k], tests))
+            at += k
+
+
+def detect_jointly(members: Sequence[tuple[StreamPipeline, list[ClosedWindow]]]) -> list[StepOutput]:
+    """Detection on one event-time window of one stream whose features are counted by separate
+    pipelines (the scale-out reducer keeps one per feature): the same family of tests, and so the
+    same adjusted p-values, as :meth:`StreamPipeline.detect` of one pipeline with every feature."""
+    outs = [StepOutput() for _ in members]
+    for (pipe, closed), out in zip(members, outs):
+        pipe._count_closed(closed, out)
+    decide_family([(pipe, closed, out) for (pipe, closed), out in zip(members, outs)])
+    for (pipe, closed), out in zip(members, outs):
+        if closed and isinstance(pipe.windows, EventTimeWindows):
+            pipe._retire(max(w.index for w in closed) - getattr(pipe.windows, "r", 1), out)
+    return outs

@@ -71,9 +71,12 @@ class Mark:
 
 
 def series_key(stream: str, feature: str) -> bytes:
-    """The partials-topic key of a series, ``stream/feature`` (what decides its partials
-    partition, by Kafka's default murmur2 partitioner; the record names its series itself)."""
-    return f"{stream}/{feature}".encode()
+    """The partials-topic key of a series: its stream's name, so every series of a stream lands
+    on one partials partition (by Kafka's default murmur2 partitioner) and one reducer tests a
+    window's features x segments x horizons as one family (Benjamini-Hochberg), exactly as one
+    process does; the record names its series itself.  Reducer parallelism is therefore at most
+    the number of streams."""
+    return stream.encode()
 
 
 def encode(rec: Partial | Mark) -> bytes:

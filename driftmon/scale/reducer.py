@@ -23,8 +23,10 @@ every window that is complete.
 
 Windows are merged with :meth:`WindowState.merge` in source order and turned
 into closed windows by the series' own emitter; detection is
-``StreamPipeline.detect`` on a one-feature pipeline per series, so results
-equal those of one process counting every event.
+:func:`driftmon.pipeline.detect_jointly` over the one-feature pipelines of the
+stream's series (one family of tests per window, as in one process: the
+Benjamini-Hochberg adjustment spans the stream's features), so results equal
+those of one process counting every event.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from driftmon.config import StreamConfig
-from driftmon.pipeline import StepOutput, StreamPipeline
+from driftmon.pipeline import StepOutput, StreamPipeline, detect_jointly
 from driftmon.scale.records import Mark, Partial, Source
 from driftmon.windows.base import WindowState
 from driftmon.windows.event_time import EventTimeWindows
@@ -154,6 +156,7 @@ class Reducer:
         start = w * slide
         step.closed_ends.append(start + size)
         cap = SegmentCap(cfg.max_segments) if cfg.segment_by else None
+        members = []
         for f in cfg.features:
             if (name, f.name, w) not in self.partials:  # a series another partials partition holds
                 continue
@@ -163,8 +166,10 @@ class Reducer:
                 merged.merge(parts[src], cap)
             pipe = self.pipe(name, f.name)
             assert isinstance(pipe.windows, EventTimeWindows)
-            closed = pipe.windows.emitter.emit(merged, w, start, start + size)
-            o = pipe.detect(closed)
+            members.append((pipe, pipe.windows.emitter.emit(merged, w, start, start + size)))
+        # one family of tests for the window, as in one process (Benjamini-Hochberg across the
+        # stream's features x segments x horizons): the stream's series share a partials partition
+        for o in detect_jointly(members):
             results = o.results
             if missing:
                 label = tuple(f"{t}:{p}" for t, p in missing)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import rel_entr
+from scipy.stats import chi2
 
 from driftmon.config import ConfigError, DetectorConfig, Thresholds, parse_config
 from driftmon.config.model import Horizon, Unusual
@@ -118,8 +119,11 @@ def test_robust_z_reads_the_spread_off_the_upper_tail():
 def test_design_effect_divides_g_before_the_p_value():
     a, b = np.array([600, 400]), np.array([500, 500])
     plain, clustered = significance.g_test(a, b), significance.g_test(a, b, design_effect=4.0)
-    assert clustered.statistic == pytest.approx(plain.statistic / 4)
+    # G is reported as is; its p-value is that of G / d, and its null mean (the effect's E0) is d x df
+    assert clustered.statistic == pytest.approx(plain.statistic)
+    assert clustered.p_value == pytest.approx(float(chi2.sf(plain.statistic / 4, plain.df)))
     assert clustered.p_value > plain.p_value
+    assert clustered.expected == pytest.approx(4 * plain.expected)
     with pytest.raises(ValueError):
         significance.g_test(a, b, design_effect=0.0)
 
