@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ import numpy as np
 from driftmon.config import StreamConfig
 from driftmon.decode.events import Decoder
 from driftmon.summaries import summarizer_for
+
+SEGMENT_INTERN_LIMIT = 1024  # segment keys one preparer remembers across batches
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,32 @@ class SegmentKeys:
         keys = list(dict.fromkeys(segments))
         pos = {k: i for i, k in enumerate(keys)}
         return cls(keys, np.fromiter(map(pos.__getitem__, segments), dtype=np.int64, count=len(segments)))
+
+
+class SegmentInterner:
+    """Segment keys across batches: one dictionary pass per batch while the keys are
+    known.  ``keys`` may hold keys of earlier batches too (first-appearance order); a
+    batch's keys list is never changed afterwards (a new key makes a new list).  The
+    table is bounded: past ``limit`` keys it starts afresh."""
+
+    def __init__(self, limit: int = SEGMENT_INTERN_LIMIT):
+        self.limit = limit
+        self._ids: dict[str, int] = {}
+        self._keys: list[str] = []
+
+    def of(self, segments: Sequence[str]) -> SegmentKeys:
+        n = len(segments)
+        ids = self._ids
+        inv = np.fromiter(map(ids.get, segments, repeat(-1, n)), dtype=np.int64, count=n)
+        if n and inv.min() < 0:
+            new = list(dict.fromkeys(compress(segments, (inv < 0).tolist())))
+            if len(ids) + len(new) > self.limit:
+                self._ids, self._keys = {}, []
+                return SegmentKeys.of(segments) if len(new) > self.limit else self.of(segments)
+            ids.update(zip(new, range(len(ids), len(ids) + len(new))))
+            self._keys = self._keys + new
+            inv = np.fromiter(map(ids.__getitem__, segments), dtype=np.int64, count=n)
+        return SegmentKeys(self._keys, inv)
 
 
 @dataclass(frozen=True)
@@ -66,10 +95,13 @@ class Preparer:
     def __init__(self, cfg: StreamConfig, clock: Callable[[], float] = time.time):
         self.decoder = Decoder(cfg, clock)
         self.summarizers = [summarizer_for(f) for f in cfg.features]
+        self.segment_keys = SegmentInterner()
 
     def prepare(self, values: Sequence[bytes | str]) -> PreparedBatch:
         batch = self.decoder.decode(values)
-        seg = None if batch.segments is None else SegmentKeys.of(batch.segments)
+        seg = None if batch.segments is None else self.segment_keys.of(batch.segments)
         codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
-        return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,
-                             CodedBatch(batch.ts, seg, codes), tuple(batch.truncated))
+        # accepted input positions are ascending, so with no rejection they are all of them
+        accepted = np.asarray(batch.accepted, dtype=np.int64) if batch.rejected else np.arange(len(values))
+        return PreparedBatch(len(values), accepted, batch.rejected, CodedBatch(batch.ts, seg, codes),
+                             tuple(batch.truncated))
