@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from driftmon.config import StreamConfig
-from driftmon.decode.events import Decoder
+from driftmon.decode.events import DecodedBatch, Decoder
 from driftmon.summaries import summarizer_for
 
 SEGMENT_INTERN_LIMIT = 1024  # segment keys one preparer remembers across batches
@@ -98,10 +98,13 @@ class Preparer:
         self.segment_keys = SegmentInterner()
 
     def prepare(self, values: Sequence[bytes | str]) -> PreparedBatch:
-        batch = self.decoder.decode(values)
+        return self.code(len(values), self.decoder.decode(values))
+
+    def code(self, n: int, batch: DecodedBatch) -> PreparedBatch:
+        """Summary codes and segment keys of a decoded batch of ``n`` input values."""
         seg = None if batch.segments is None else self.segment_keys.of(batch.segments)
         codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
         # accepted input positions are ascending, so with no rejection they are all of them
-        accepted = np.asarray(batch.accepted, dtype=np.int64) if batch.rejected else np.arange(len(values))
-        return PreparedBatch(len(values), accepted, batch.rejected, CodedBatch(batch.ts, seg, codes),
+        accepted = np.asarray(batch.accepted, dtype=np.int64) if batch.rejected else np.arange(n)
+        return PreparedBatch(n, accepted, batch.rejected, CodedBatch(batch.ts, seg, codes),
                              tuple(batch.truncated))
