@@ -18,8 +18,9 @@ through the ``interactions`` stream of ``config/driftmon.yaml`` as shipped, with
 Each loop runs ``--repeats`` times, alternating, and the best run counts (the machine is shared: the
 best is the least disturbed).  ``--against ROOT`` runs ``loads``, ``decode`` and ``pipeline`` of both
 checkouts in alternating subprocesses over the same bytes and prints the ratios.  ``--callgrind``
-runs each stage under ``valgrind --tool=callgrind`` at two sizes and prints the difference in
-instructions per event, which does not depend on what else the machine runs.
+runs each loop once under ``valgrind --tool=callgrind``, collecting only inside the loop, and prints
+instructions per event (code = prepare - decode, count + detect = pipeline - prepare), which do not
+depend on what else the machine runs.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ STAGES = ("decode", "code", "count", "detect")
 def _imports(root: Path) -> dict[str, Any]:
     """The pieces the loops need, from this checkout or an older layout (adbc7a7)."""
     sys.path.insert(0, str(root))
-    from driftmon.config import load_config  # noqa: I001 - import order follows sys.path
-    from driftmon.pipeline import StreamPipeline
+    from driftmon.pipeline import StreamPipeline  # noqa: I001 - import order follows sys.path
 
     try:
         from driftmon.decode.events import Decoder
@@ -56,9 +56,9 @@ def _imports(root: Path) -> dict[str, Any]:
     except ImportError:
         from driftmon.service import tune_gc  # type: ignore[no-redef,attr-defined]
     try:
-        from driftmon.configload import load_config as load  # type: ignore[import-not-found]
-    except ImportError:
-        load = load_config
+        from driftmon.config import load_config as load
+    except ImportError:  # before the package layout
+        from driftmon.configload import load_config as load  # type: ignore[import-not-found,no-redef]
     stream = load(str(root / "config" / "driftmon.yaml"), {}).streams[0]
     return {"stream": stream, "Decoder": Decoder, "StreamPipeline": StreamPipeline, "tune_gc": tune_gc}
 
@@ -201,8 +201,7 @@ def against(args: argparse.Namespace, events: list[bytes]) -> None:
 
 
 def callgrind(args: argparse.Namespace, events: list[bytes]) -> None:
-    """Instructions per event of each loop (and stage), from two sizes under callgrind."""
-    small, large = args.events // 2, args.events
+    """Instructions per event of each loop (and stage) under callgrind, the loop alone."""
     roots = [("this", ROOT)] + ([("other", Path(args.against).resolve())] if args.against else [])
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "events.jsonl").write_bytes(b"\n".join(events))
@@ -210,18 +209,15 @@ def callgrind(args: argparse.Namespace, events: list[bytes]) -> None:
         for label, root in roots:
             names = LOOPS + ((PREPARE,) if label == "this" else ())
             for name in names:
-                ir = []
-                for size in (small, large):
-                    out = Path(tmp, f"cg.{label}.{name}.{size}")
-                    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-                           str(Path(__file__).resolve()), "--worker", str(root), "--events-file",
-                           str(Path(tmp, "events.jsonl")), "--batch", str(args.batch), "--repeats", "1",
-                           "--loops", name, "--limit", str(size)]
-                    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-                    line = [x for x in res.stderr.splitlines() if "Collected" in x or "refs:" in x]
-                    ir.append(float(line[-1].split(":")[-1].replace(",", "").split()[0]))
-                rows.setdefault(label, {})[name] = (ir[1] - ir[0]) / (large - small)
-        print(f"instructions per event (callgrind, {small:,} vs {large:,} events, batches of {args.batch:,}):")
+                # collect only inside operator.methodcaller's call, which runs just the loop
+                cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=methodcaller_call",
+                       f"--callgrind-out-file={Path(tmp, f'cg.{label}.{name}')}", sys.executable,
+                       str(Path(__file__).resolve()), "--worker", str(root), "--events-file",
+                       str(Path(tmp, "events.jsonl")), "--batch", str(args.batch), "--loops", name, "--callgrind-loop"]
+                res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                line = [x for x in res.stderr.splitlines() if "Collected" in x]
+                rows.setdefault(label, {})[name] = float(line[-1].split(":")[-1].strip()) / len(events)
+        print(f"instructions per event (callgrind, {len(events):,} events, batches of {args.batch:,}):")
         for label, r in rows.items():
             print(f"  {label}: " + ", ".join(f"{k} {v:,.0f}" for k, v in r.items()))
             if PREPARE in r:
@@ -233,6 +229,15 @@ def worker(args: argparse.Namespace) -> None:
     """One subprocess: the named loops of one checkout over the events file, as JSON."""
     events = _read(args.events_file)[: args.limit or None]
     names = tuple(args.loops.split(","))
+    if args.callgrind_loop:  # one loop, once, after a one-batch warm-up, inside methodcaller (see callgrind())
+        import operator
+
+        mods = _imports(Path(args.worker))
+        loops(mods, events[: args.batch], args.batch)[names[0]]()
+        fn = loops(mods, events, args.batch)[names[0]]
+        mods["tune_gc"]()
+        operator.methodcaller("__call__")(fn)
+        return
     print(json.dumps(measure(Path(args.worker), events, args.batch, args.repeats, names)))
 
 
@@ -247,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events-file", help=argparse.SUPPRESS)
     ap.add_argument("--loops", default=",".join(LOOPS), help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--callgrind-loop", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args)

@@ -182,15 +182,15 @@ class Decoder:
         inner: dict[tuple[str, ...], list[Any]] = {}
         out: list[list[Any]] = []
         try:
-            for path in self._getter_paths:
+            for path, getters in zip(self._all_paths, self._getter_paths):
                 col = objs
-                for j, get in enumerate(path[:-1]):
-                    key = self._all_paths[len(out)][: j + 1]
+                for j, get in enumerate(getters):
+                    key = path[: j + 1]
                     got = inner.get(key)
                     if got is None:
                         got = inner[key] = list(map(get, col))
                     col = got
-                out.append(list(map(path[-1], col)))
+                out.append(list(col))  # a leaf column of its own (a path may be configured twice)
         except (KeyError, TypeError, IndexError):
             self._columns_off = COLUMNS_BACKOFF  # this stream has absent keys: use the extractor for a while
             return None
@@ -356,10 +356,21 @@ _FAST_TYPES: dict[Callable[[Any], Any], frozenset[type]] = {
 }
 
 
+def _text_types(col: Sequence[Any]) -> set[type]:
+    """The types in a categorical or segment column, from its distinct values (a set of
+    strings is cheaper to build than a set of types, and no value that is not a ``str``
+    or None equals one that is, so none can hide behind another).  Not for numbers:
+    ``True == 1 == 1.0``."""
+    try:
+        return set(map(type, set(col)))
+    except TypeError:  # unhashable values (lists, objects)
+        return set(map(type, col))
+
+
 def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg: bool = False) -> list[Any]:
     """Convert one column like ``conv`` would, value by value; values ``conv``
     rejects are marked in ``bad`` (the slow path then gives the reason)."""
-    types = set(map(type, col))
+    types = set(map(type, col)) if conv is _numeric else _text_types(col)
     if types <= _FAST_TYPES[conv]:
         if conv is _numeric and int in types:
             return list(map(float, col))
