@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from driftmon.config import parse_config
 from driftmon.decode import events as events_mod
 from driftmon.decode.events import MAX_VALUE_CHARS, TRUNCATION_MARKER, Decoder
+from driftmon.decode.prepare import SegmentInterner
 from driftmon.detect.result import MAX_LABEL_CHARS, BinShare, DriftResult, cap_label
 from driftmon.pipeline import StreamPipeline
 from driftmon.vocabulary import EMPTY_SEGMENT, segment_label
@@ -174,3 +175,19 @@ def test_fast_paths_decode_exactly_like_the_per_event_reference(batches):
             assert [("nan" if isinstance(v, float) and math.isnan(v) else v) for v in a] == \
                    [("nan" if isinstance(v, float) and math.isnan(v) else v) for v in b]
             assert [type(v) for v in a] == [type(v) for v in b]
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches=st.lists(st.lists(st.sampled_from(["ios", "web", "android", "tv", "car"]), max_size=20),
+                        min_size=1, max_size=6), limit=st.integers(1, 6))
+def test_interned_segment_keys_name_the_same_segment_per_event(batches, limit):
+    """Segment keys interned across batches (bounded, restarted when full) give every event
+    the key it had, and a batch's key list never changes after it was handed out."""
+    interner = SegmentInterner(limit=limit)
+    handed = []
+    for segs in batches:
+        keys = interner.of(segs)
+        assert [keys.keys[i] for i in keys.inverse.tolist()] == segs
+        handed.append((keys, list(keys.keys)))
+    for keys, snapshot in handed:
+        assert keys.keys == snapshot
