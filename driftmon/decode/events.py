@@ -43,6 +43,7 @@ from driftmon.vocabulary import EMPTY_SEGMENT
 MAX_EPOCH = 7258118400.0  # 2200-01-01: anything later is not a real event time
 MAX_VALUE_CHARS = 256  # a longer categorical value is cut to this length (marker included)
 TRUNCATION_MARKER = "\u2026"  # "…", ends every cut value
+COLUMNS_BACKOFF = 16  # after a batch with an absent key, extract rows for this many batches
 _ABSENT = object()
 _EMPTY: dict[str, Any] = {}  # stands in for a missing intermediate object
 
@@ -148,7 +149,10 @@ class Decoder:
             self.converters += [_categorical] * len(extra)
             self.caps += [MAX_VALUE_CHARS] * len(extra)
         self.clock = clock
-        self._extract = _compile_extractor([self.ts_path, *self.feature_paths, *self.seg_paths])
+        self._all_paths = [self.ts_path, *self.feature_paths, *self.seg_paths]
+        self._extract = _compile_extractor(self._all_paths)
+        self._getter_paths = [[itemgetter(k) for k in p] for p in self._all_paths]
+        self._columns_off = 0  # batches to skip the column fast path for (after one failed)
 
     def _timestamp(self, v: Any) -> float:
         if v is _ABSENT or v is None:
@@ -183,23 +187,56 @@ class Decoder:
                 batch.truncated[:cut]
         return batch
 
+    def _columns(self, objs: list[Any]) -> list[list[Any]] | None:
+        """The value at every path of every decoded event, one C-level ``itemgetter``
+        pass per key; None (for the extractor to decide) as soon as a key is absent or
+        a value along a path is not an object.  Intermediate columns are shared, leaf
+        columns never (the categorical length cap edits them in place)."""
+        if self._columns_off:
+            self._columns_off -= 1
+            return None
+        inner: dict[tuple[str, ...], list[Any]] = {}
+        out: list[list[Any]] = []
+        try:
+            for path, getters in zip(self._all_paths, self._getter_paths):
+                col = objs
+                for j, get in enumerate(getters):
+                    key = path[: j + 1]
+                    got = inner.get(key)
+                    if got is None:
+                        got = inner[key] = list(map(get, col))
+                    col = got
+                out.append(list(col))  # a leaf column of its own (a path may be configured twice)
+        except (KeyError, TypeError, IndexError):
+            self._columns_off = COLUMNS_BACKOFF  # this stream has absent keys: use the extractor for a while
+            return None
+        return out
+
     def _decode(self, values: Sequence[bytes | str]) -> DecodedBatch:
         horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
         extract, loads = self._extract, orjson.loads
         idx: list[int] | None = None  # input index of each row (None: row i is input i)
-        try:  # common case: every event parses and has dicts along every path (C-level loops)
-            rows = list(map(extract, map(loads, values)))
+        try:  # common case: every event parses (C-level loop)
+            objs: list[Any] | None = list(map(loads, values))
         except Exception:
-            rows, idx = [], []
-            for i, raw in enumerate(values):
-                try:
-                    rows.append(extract(loads(raw)))
-                except Exception:  # invalid JSON, not an object, non-object along a path
-                    continue
-                idx.append(i)
-        n = len(rows)
+            objs = None
+        cols: list[Any] | None = None if objs is None else self._columns(objs)
+        if cols is None:
+            try:  # every event has dicts along every path (C-level loops)
+                rows = list(map(extract, objs if objs is not None else map(loads, values)))
+            except Exception:
+                rows, idx = [], []
+                for i, raw in enumerate(values):
+                    try:
+                        rows.append(extract(objs[i] if objs is not None else loads(raw)))
+                    except Exception:  # invalid JSON, not an object, non-object along a path
+                        continue
+                    idx.append(i)
+            n = len(rows)
+            cols = list(zip(*rows)) if n else [() for _ in range(len(self._all_paths))]
+        else:
+            n = len(values)
         bad = np.zeros(n, dtype=bool)
-        cols = list(zip(*rows)) if n else [() for _ in range(1 + len(self.feature_paths) + len(self.seg_paths))]
         ts = self._ts_column(cols[0], bad, horizon)
         nf = len(self.feature_paths)
         feats = [_column(col, conv, bad) for col, conv in zip(cols[1:1 + nf], self.converters)]
@@ -335,16 +372,26 @@ _FAST_TYPES: dict[Callable[[Any], Any], frozenset[type]] = {
 }
 
 
+def _text_types(col: Sequence[Any]) -> set[type]:
+    """The types in a categorical or segment column, from its distinct values (a set of
+    strings is cheaper to build than a set of types, and no value that is not a ``str``
+    or None equals one that is, so none can hide behind another).  Not for numbers:
+    ``True == 1 == 1.0``."""
+    try:
+        return set(map(type, set(col)))
+    except TypeError:  # unhashable values (lists, objects)
+        return set(map(type, col))
+
+
 def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg: bool = False) -> list[Any]:
     """Convert one column like ``conv`` would, value by value; values ``conv``
     rejects are marked in ``bad`` (the slow path then gives the reason)."""
-    if set(map(type, col)) <= _FAST_TYPES[conv]:
-        if conv is _numeric:
+    types = set(map(type, col)) if conv is _numeric else _text_types(col)
+    if types <= _FAST_TYPES[conv]:
+        if conv is _numeric and int in types:
             return list(map(float, col))
-        if not seg or not col:
-            return list(col)
-        if "" not in col and max(map(len, col)) <= 64:
-            return list(col)
+        if conv is _numeric or not seg or not col or ("" not in col and max(map(len, col)) <= 64):
+            return col if isinstance(col, list) else list(col)  # a list of our own (cut in place later)
     out: list[Any] = []
     append = out.append
     for i, v in enumerate(col):

@@ -15,15 +15,18 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
 
 from driftmon.config import FeatureConfig, StreamConfig
-from driftmon.decode.events import Decoder
+from driftmon.decode.events import DecodedBatch, Decoder
 from driftmon.summaries import summarizer_for
 from driftmon.summaries.clusters import ClusteredSummarizer, cluster_codes
 from driftmon.summaries.hashing import hash_one, stable_hash
+
+SEGMENT_INTERN_LIMIT = 1024  # segment keys one preparer remembers across batches
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,32 @@ class SegmentKeys:
         keys = list(dict.fromkeys(segments))
         pos = {k: i for i, k in enumerate(keys)}
         return cls(keys, np.fromiter(map(pos.__getitem__, segments), dtype=np.int64, count=len(segments)))
+
+
+class SegmentInterner:
+    """Segment keys across batches: one dictionary pass per batch while the keys are
+    known.  ``keys`` may hold keys of earlier batches too (first-appearance order); a
+    batch's keys list is never changed afterwards (a new key makes a new list).  The
+    table is bounded: past ``limit`` keys it starts afresh."""
+
+    def __init__(self, limit: int = SEGMENT_INTERN_LIMIT):
+        self.limit = limit
+        self._ids: dict[str, int] = {}
+        self._keys: list[str] = []
+
+    def of(self, segments: Sequence[str]) -> SegmentKeys:
+        n = len(segments)
+        ids = self._ids
+        inv = np.fromiter(map(ids.get, segments, repeat(-1, n)), dtype=np.int64, count=n)
+        if n and inv.min() < 0:
+            new = list(dict.fromkeys(compress(segments, (inv < 0).tolist())))
+            if len(ids) + len(new) > self.limit:
+                self._ids, self._keys = {}, []
+                return SegmentKeys.of(segments) if len(new) > self.limit else self.of(segments)
+            ids.update(zip(new, range(len(ids), len(ids) + len(new))))
+            self._keys = self._keys + new
+            inv = np.fromiter(map(ids.__getitem__, segments), dtype=np.int64, count=n)
+        return SegmentKeys(self._keys, inv)
 
 
 @dataclass(frozen=True)
@@ -85,14 +114,18 @@ class Preparer:
     def __init__(self, cfg: StreamConfig, clock: Callable[[], float] = time.time):
         self.decoder = Decoder(cfg, clock)
         self.summarizers: list[Any] = [summarizer_for(f) for f in cfg.features]
+        self.segment_keys = SegmentInterner()
         self.clustered = cfg.cluster_by is not None
         if self.clustered:
             self.decoder = Decoder(with_cluster_column(cfg), clock)
             self.summarizers = [ClusteredSummarizer(s, cfg.cluster_max_pairs) for s in self.summarizers]
 
     def prepare(self, values: Sequence[bytes | str]) -> PreparedBatch:
-        batch = self.decoder.decode(values)
-        seg = None if batch.segments is None else SegmentKeys.of(batch.segments)
+        return self.code(len(values), self.decoder.decode(values))
+
+    def code(self, n: int, batch: DecodedBatch) -> PreparedBatch:
+        """Summary codes and segment keys of a decoded batch of ``n`` input values."""
+        seg = None if batch.segments is None else self.segment_keys.of(batch.segments)
         if self.clustered:
             codes, truncated = clustered_codes(self.summarizers, batch.features, batch.truncated)
         else:
@@ -106,8 +139,9 @@ class Preparer:
             except TypeError:
                 hashes = np.fromiter(map(_hash_or_zero, keys), dtype=np.uint64, count=len(keys))
             ent = EntityColumns(keys, hashes, vals)
-        return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,
-                             CodedBatch(batch.ts, seg, codes), tuple(truncated), ent)
+        # accepted input positions are ascending, so with no rejection they are all of them
+        accepted = np.asarray(batch.accepted, dtype=np.int64) if batch.rejected else np.arange(n)
+        return PreparedBatch(n, accepted, batch.rejected, CodedBatch(batch.ts, seg, codes), tuple(truncated), ent)
 
 
 CLUSTER_COLUMN = "\x00cluster_by"  # the decoded cluster field: an extra, last categorical column

@@ -65,6 +65,12 @@ class Summarizer(Protocol):
     def summarize(self, codes: Any) -> Any:
         """The summary of the events whose codes are given."""
 
+    def summarize_groups(self, codes: Any, sel: np.ndarray, groups: np.ndarray, n_groups: int) -> list[Any]:
+        """The summaries of the events at positions ``sel``, one per group: event
+        ``sel[i]`` is in group ``groups[i]`` (``0 <= groups < n_groups``).  One
+        vectorized pass for all segments of a window; equal to ``summarize(take(
+        codes, sel[groups == g]))`` for each ``g``."""
+
     def empty(self) -> Any: ...
 
     def bins(self, summaries: Sequence[Any]) -> tuple[tuple[str, ...], list[np.ndarray]]:
@@ -101,15 +107,33 @@ def unpack(text: str, dtype: str) -> np.ndarray:
 
 def add_sparse(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
                counts_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sum of two sparse count vectors (sorted distinct keys, counts per key)."""
+    """The sum of two sparse count vectors (sorted distinct keys, counts per key).
+
+    When one key set contains the other (an open window adding a batch whose
+    values it has seen: the usual case) this is one ``searchsorted``; otherwise
+    one stable sort of both key sets.  Counts stay exact ``int64``."""
     if keys_b.size == 0:
         return keys_a, counts_a
     if keys_a.size == 0:
         return keys_b, counts_b
-    keys, inv = np.unique(np.concatenate([keys_a, keys_b]), return_inverse=True)
-    counts = np.zeros(keys.size, dtype=np.int64)
-    np.add.at(counts, inv.reshape(-1), np.concatenate([counts_a, counts_b]))
-    return keys, counts
+    if keys_b.size > keys_a.size:
+        keys_a, counts_a, keys_b, counts_b = keys_b, counts_b, keys_a, counts_a
+    at = np.searchsorted(keys_a, keys_b)
+    if at[-1] < keys_a.size and np.array_equal(keys_a[np.minimum(at, keys_a.size - 1)], keys_b):
+        counts = counts_a.astype(np.int64, copy=True)
+        counts[at] += counts_b  # keys_b are distinct, so ``at`` is too
+        return keys_a, counts
+    keys = np.concatenate([keys_a, keys_b])
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    counts = np.add.reduceat(np.concatenate([counts_a, counts_b]).astype(np.int64)[order], start)
+    return keys[start], counts
+
+
+def group_offsets(groups: np.ndarray, n_groups: int, width: int) -> np.ndarray:
+    """``groups * width`` as int64, the row offset of each event in a (group, code) table."""
+    return groups.astype(np.int64) * width if n_groups > 1 else np.zeros(groups.size, dtype=np.int64)
 
 
 def check_version(d: dict[str, Any], kind: str) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from driftmon.summaries.base import (
     RESERVED,
     add_sparse,
     check_version,
+    group_offsets,
     pack,
     unpack,
 )
@@ -50,17 +52,32 @@ from driftmon.summaries.hashing import hash_one, stable_hash
 
 DEFAULT_CAP = 5000
 DEFAULT_TAIL = 64
+INTERN_LIMIT = 1 << 16  # distinct values whose hashes one summarizer remembers across batches
 _NONE_HASH = np.uint64(0)  # placeholder hash of a missing value (masked out everywhere)
 
 
 @dataclass(frozen=True)
 class CategoricalCodes:
-    """One batch's categorical column: a hash per event, a missing mask, and the
-    names of the distinct hashes."""
+    """One batch's categorical column, self-contained (it may travel from the decode
+    worker): the batch's distinct values sorted by hash (``table``, ``labels``), and
+    per event its index in them (``ids``), ``len(table)`` where the value is missing."""
 
-    hashes: np.ndarray  # uint64 per event (placeholder where missing)
-    missing: np.ndarray  # bool per event
-    names: dict[int, str]
+    ids: np.ndarray  # int64 per event, into table (len(table): missing)
+    table: np.ndarray  # uint64, sorted, distinct: hashes of the distinct present values
+    labels: list[str]  # the value of each table entry
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """uint64 hash per event (a placeholder where missing)."""
+        return np.append(self.table, _NONE_HASH)[self.ids]
+
+    @property
+    def missing(self) -> np.ndarray:
+        return self.ids == self.table.size
+
+    @property
+    def names(self) -> dict[int, str]:
+        return dict(zip(self.table.tolist(), self.labels))
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,7 +99,12 @@ class CategoricalSummary:
         if (other.cap, other.tail_size) != (self.cap, self.tail_size):
             raise ValueError("cannot add categorical summaries with different caps")
         keys, counts = add_sparse(self.keys, self.counts, other.keys, other.counts)
-        names = {**self.names, **other.names}
+        if keys.size == self.keys.size:  # other's values are all in self (the usual case in an open window)
+            names = self.names
+        elif keys.size == other.keys.size:
+            names = other.names
+        else:
+            names = {**self.names, **other.names}
         return _capped(self.cap, self.tail_size, keys, counts, names, self.tail + other.tail,
                        self.missing + other.missing)
 
@@ -122,6 +144,20 @@ class CategoricalSummary:
         return cls(cap, tail_size, keys, counts, dict(zip(keys.tolist(), names)), tail, int(d["missing"]))
 
 
+def _codes_uninterned(values: Sequence[str | None]) -> CategoricalCodes:
+    """Codes without the interning table: hash every distinct value of the batch."""
+    distinct = [v for v in dict.fromkeys(values) if v is not None]
+    hashes = stable_hash(distinct)  # type: ignore[arg-type]
+    table, inv = np.unique(hashes, return_inverse=True)  # (merges values whose hashes collide)
+    labels = [""] * table.size
+    for i, v in zip(inv.reshape(-1).tolist(), distinct):
+        labels[i] = labels[i] or v  # type: ignore[assignment]
+    pos: dict[str | None, int] = dict(zip(distinct, inv.reshape(-1).tolist()))
+    pos[None] = table.size
+    ids = np.fromiter(map(pos.__getitem__, values), dtype=np.int64, count=len(values))
+    return CategoricalCodes(ids, table, labels)
+
+
 def _capped(cap: int, tail_size: int, keys: np.ndarray, counts: np.ndarray, names: dict[int, str],
             tail: np.ndarray, missing: int) -> CategoricalSummary:
     """Keep the ``cap`` smallest hashes exactly; fold the rest into the tail."""
@@ -141,39 +177,86 @@ class CategoricalSummarizer:
 
     kind = "categorical"
 
-    def __init__(self, top_k: int, cap: int = DEFAULT_CAP, tail_size: int = DEFAULT_TAIL):
+    def __init__(self, top_k: int, cap: int = DEFAULT_CAP, tail_size: int = DEFAULT_TAIL,
+                 intern_limit: int = INTERN_LIMIT):
         if not 1 <= top_k <= cap:
             raise ValueError(f"need 1 <= top_k <= cap, got top_k={top_k}, cap={cap}")
         self.top_k, self.cap, self.tail_size = top_k, cap, tail_size
+        self.intern_limit = intern_limit
+        self._reset_interned()
+
+    def _reset_interned(self) -> None:
+        # value -> id; id 0 is None (missing).  A cache of hashes across batches: codes
+        # never depend on what it holds, and it is cleared when it reaches intern_limit.
+        self._ids: dict[str | None, int] = {None: 0}
+        self._hashes = np.zeros(1, dtype=np.uint64)
+        self._labels: list[str] = [""]
+
+    def __getstate__(self) -> dict[str, Any]:  # the cache does not travel (e.g. to the decode worker)
+        return {"top_k": self.top_k, "cap": self.cap, "tail_size": self.tail_size,
+                "intern_limit": self.intern_limit}
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._reset_interned()
 
     def codes(self, values: Sequence[str | None]) -> CategoricalCodes:
-        distinct = list(dict.fromkeys(values))  # C-level; first-appearance order (irrelevant to results)
-        pos = {v: i for i, v in enumerate(distinct)}
-        absent = np.zeros(len(distinct), dtype=bool)
-        none_at = pos.get(None)
-        if none_at is not None:
-            del distinct[none_at]
-        present: list[str] = distinct  # type: ignore[assignment]  # None was removed
-        hashed = stable_hash(present)
-        table = hashed
-        if none_at is not None:
-            table = np.insert(hashed, none_at, _NONE_HASH)
-            absent[none_at] = True
-        inverse = np.fromiter(map(pos.__getitem__, values), dtype=np.int64, count=len(values))
-        return CategoricalCodes(table[inverse], absent[inverse], dict(zip(hashed.tolist(), present)))
+        """Each value is looked up once in the interning table (one C-level pass); only
+        values new to this process are hashed."""
+        n = len(values)
+        ids = self._ids
+        gid = np.fromiter(map(ids.get, values, repeat(-1, n)), dtype=np.int64, count=n)
+        if n and gid.min() < 0:
+            new = list(dict.fromkeys(compress(values, (gid < 0).tolist())))
+            if len(ids) + len(new) > self.intern_limit:
+                self._reset_interned()
+                if len(new) + 1 > self.intern_limit:  # more distinct values than the table holds
+                    return _codes_uninterned(values)
+                return self.codes(values)
+            base = len(ids)
+            ids.update(zip(new, range(base, base + len(new))))
+            self._hashes = np.concatenate([self._hashes, stable_hash(new)])  # type: ignore[arg-type]
+            self._labels.extend(new)  # type: ignore[arg-type]
+            gid = np.fromiter(map(ids.__getitem__, values), dtype=np.int64, count=n)
+        seen = np.zeros(len(self._labels), dtype=bool)
+        seen[gid] = True
+        seen[0] = False
+        present = np.flatnonzero(seen)
+        hashes = self._hashes[present]
+        order = np.argsort(hashes, kind="stable")
+        present, hashes = present[order], hashes[order]
+        if hashes.size > 1 and bool(np.any(hashes[1:] == hashes[:-1])):  # a 64-bit collision: merge them
+            return _codes_uninterned(values)
+        local = np.empty(len(self._labels), dtype=np.int64)
+        local[present] = np.arange(present.size)
+        local[0] = present.size
+        labels = self._labels
+        return CategoricalCodes(local[gid], hashes, [labels[i] for i in present.tolist()])
 
     def take(self, codes: CategoricalCodes, sel: np.ndarray) -> CategoricalCodes:
-        return CategoricalCodes(codes.hashes[sel], codes.missing[sel], codes.names)
+        return CategoricalCodes(codes.ids[sel], codes.table, codes.labels)
 
     def summarize(self, codes: CategoricalCodes) -> CategoricalSummary:
-        present = codes.hashes[~codes.missing]
-        keys, counts = np.unique(present, return_counts=True)
-        names = codes.names
-        if len(names) != keys.size:
-            names = {k: names[k] for k in keys.tolist()}
-        missing = int(codes.missing.size - present.size)
-        return _capped(self.cap, self.tail_size, keys, counts.astype(np.int64), names,
-                       np.zeros(self.tail_size, dtype=np.int64), missing)
+        n = codes.ids.size
+        return self.summarize_groups(codes, np.arange(n), np.zeros(n, dtype=np.int64), 1)[0]
+
+    def summarize_groups(self, codes: CategoricalCodes, sel: np.ndarray, groups: np.ndarray,
+                         n_groups: int) -> list[CategoricalSummary]:
+        m = codes.table.size
+        table = np.bincount(group_offsets(groups, n_groups, m + 1) + codes.ids[sel], minlength=n_groups * (m + 1))
+        table = table.astype(np.int64).reshape(n_groups, m + 1)
+        labels = codes.labels
+        out = []
+        for row in table:
+            nz = np.flatnonzero(row[:m])
+            keys = codes.table[nz]
+            if nz.size == m:
+                names = dict(zip(keys.tolist(), labels))
+            else:
+                names = dict(zip(keys.tolist(), [labels[i] for i in nz.tolist()]))
+            out.append(_capped(self.cap, self.tail_size, keys, row[nz], names,
+                               np.zeros(self.tail_size, dtype=np.int64), int(row[m])))
+        return out
 
     def empty(self) -> CategoricalSummary:
         return CategoricalSummary(self.cap, self.tail_size, np.zeros(0, np.uint64), np.zeros(0, np.int64), {},

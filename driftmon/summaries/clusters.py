@@ -379,6 +379,19 @@ class ClusteredSummarizer:
                            raw=True)  # sorted and capped when read or when the parts grow past the cap
         return ClusteredSummary(self.inner.summarize(codes.inner), raw if k <= self.cap else add_tables([raw]))
 
+    def summarize_groups(self, codes: ClusteredCodes, sel: np.ndarray, groups: np.ndarray,
+                         n_groups: int) -> list[ClusteredSummary]:
+        """One summary per group (segment): the feature's summaries in one vectorized pass, the
+        cluster tables per group (a loop over segments, not events)."""
+        inner = self.inner.summarize_groups(codes.inner, sel, groups, n_groups)
+        order = np.argsort(groups, kind="stable")
+        bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
+        out = []
+        for g in range(n_groups):
+            part = self.summarize(self.take(codes, sel[order[bounds[g]:bounds[g + 1]]]))
+            out.append(ClusteredSummary(inner[g], part._parts))
+        return out
+
     def empty(self) -> ClusteredSummary:
         z = np.zeros(0, dtype=np.int64)
         return ClusteredSummary(self.inner.empty(),

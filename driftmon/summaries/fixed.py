@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from driftmon.summaries.base import FORMAT_VERSION, Support, check_version
+from driftmon.summaries.base import FORMAT_VERSION, Support, check_version, group_offsets
 from driftmon.summaries.bins import BinSpec, NumericSpec
 
 
@@ -70,6 +70,12 @@ class FixedSummarizer:
 
     def summarize(self, codes: np.ndarray) -> FixedSummary:
         return FixedSummary(np.bincount(codes, minlength=self.spec.size).astype(np.int64))
+
+    def summarize_groups(self, codes: np.ndarray, sel: np.ndarray, groups: np.ndarray,
+                         n_groups: int) -> list[FixedSummary]:
+        k = self.spec.size
+        table = np.bincount(group_offsets(groups, n_groups, k) + codes[sel], minlength=n_groups * k)
+        return [FixedSummary(row) for row in table.astype(np.int64).reshape(n_groups, k)]
 
     def empty(self) -> FixedSummary:
         return FixedSummary(np.zeros(self.spec.size, dtype=np.int64))

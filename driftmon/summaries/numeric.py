@@ -37,7 +37,16 @@ from typing import Any
 import numpy as np
 
 from driftmon.summaries import exact
-from driftmon.summaries.base import FORMAT_VERSION, MISSING, Support, add_sparse, check_version, pack, unpack
+from driftmon.summaries.base import (
+    FORMAT_VERSION,
+    MISSING,
+    Support,
+    add_sparse,
+    check_version,
+    group_offsets,
+    pack,
+    unpack,
+)
 
 DEFAULT_ACCURACY = 0.01
 OFFSET = 1 << 40  # positive codes are OFFSET + i, negative ones -(OFFSET + i)
@@ -49,6 +58,8 @@ MISSING_CODE = np.iinfo(np.int64).min  # NaN / absent
 class NumericCodes:
     codes: np.ndarray  # int64 bucket code per event (MISSING_CODE for NaN)
     values: np.ndarray  # float64 per event, for the exact moments
+    ids: np.ndarray | None = None  # int64 per event: index into ``table`` (len(table): missing)
+    table: np.ndarray | None = None  # int64: the batch's distinct present codes, ascending
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,20 +162,41 @@ class NumericSummarizer:
         codes[x == np.inf] = INF
         codes[x == -np.inf] = -INF
         codes[np.isnan(x)] = MISSING_CODE
-        return NumericCodes(codes, x)
+        ids, table = _dense(codes)
+        return NumericCodes(codes, x, ids, table)
 
     def take(self, codes: NumericCodes, sel: np.ndarray) -> NumericCodes:
-        return NumericCodes(codes.codes[sel], codes.values[sel])
+        ids = None if codes.ids is None else codes.ids[sel]
+        return NumericCodes(codes.codes[sel], codes.values[sel], ids, codes.table)
 
     def summarize(self, codes: NumericCodes) -> NumericSummary:
-        present = codes.codes != MISSING_CODE
-        keys, counts = np.unique(codes.codes[present], return_counts=True)
-        x = codes.values[present & np.isfinite(codes.values)]
+        n = codes.codes.size
+        return self.summarize_groups(codes, np.arange(n), np.zeros(n, dtype=np.int64), 1)[0]
+
+    def summarize_groups(self, codes: NumericCodes, sel: np.ndarray, groups: np.ndarray,
+                         n_groups: int) -> list[NumericSummary]:
+        if codes.ids is None or codes.table is None:
+            ids, table = _dense(codes.codes[sel])
+        else:
+            ids, table = codes.ids[sel], codes.table
+        m = table.size
+        counts = np.bincount(group_offsets(groups, n_groups, m + 1) + ids, minlength=n_groups * (m + 1))
+        counts = counts.astype(np.int64).reshape(n_groups, m + 1)
+        x = codes.values[sel]
+        fin = np.isfinite(x)
+        xg, gg = (x, groups) if fin.all() else (x[fin], groups[fin])
         with np.errstate(over="ignore"):
-            sq = x * x
-        overflow = bool(np.isinf(sq).any())
-        return NumericSummary(self.accuracy, keys, counts.astype(np.int64), int((~present).sum()),
-                              exact.exact_sum(x), exact.exact_sum(sq[np.isfinite(sq)]), overflow)
+            sq = xg * xg
+        sq_ok = np.isfinite(sq)
+        overflow = set() if sq_ok.all() else set(gg[~sq_ok].tolist())
+        sums = exact.exact_sums(xg, gg, n_groups)
+        sumsqs = exact.exact_sums(sq[sq_ok], gg[sq_ok], n_groups) if overflow else exact.exact_sums(sq, gg, n_groups)
+        out = []
+        for g, row in enumerate(counts):
+            nz = np.flatnonzero(row[:m])
+            out.append(NumericSummary(self.accuracy, table[nz], row[nz], int(row[m]), sums[g], sumsqs[g],
+                                      g in overflow))
+        return out
 
     def empty(self) -> NumericSummary:
         return NumericSummary(self.accuracy, np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0, 0)
@@ -241,6 +273,31 @@ class NumericSummarizer:
             c[at[hit]] = s.counts[hit]
             counts.append(c)
         return Support(values, counts, np.searchsorted(hi_codes, keys, side="left"), hi_codes.size + 1)
+
+
+def _dense(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, table)``: the distinct present codes ascending, and each event's index
+    in them (``len(table)`` for missing).  A ``bincount`` over the codes' range when it
+    is small (the usual case: one sign, a few hundred buckets), else a sort."""
+    present = codes != MISSING_CODE
+    all_present = bool(present.all())
+    p = codes if all_present else codes[present]
+    if p.size == 0:
+        return np.zeros(codes.size, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lo, hi = int(p.min()), int(p.max())
+    if hi - lo <= max(4 * p.size, 4096):
+        seen = np.bincount(p - lo, minlength=hi - lo + 1) > 0
+        table = np.flatnonzero(seen) + lo
+        rank = np.cumsum(seen) - 1
+        ids_p = rank[p - lo]
+    else:
+        table, inv = np.unique(p, return_inverse=True)
+        ids_p = inv.reshape(-1)
+    if all_present:
+        return ids_p.astype(np.int64, copy=False), table.astype(np.int64)
+    ids = np.full(codes.size, table.size, dtype=np.int64)
+    ids[present] = ids_p
+    return ids, table.astype(np.int64)
 
 
 def _pool(summaries: Sequence[NumericSummary]) -> NumericSummary:

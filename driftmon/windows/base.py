@@ -43,28 +43,25 @@ class WindowState:
         if sel.size == 0:
             return
         if batch.segments is None or cap is None:
-            groups: list[tuple[str | None, np.ndarray]] = [(None, sel)]
+            names: list[str | None] = [None]
+            groups = np.zeros(sel.size, dtype=np.int64)
         else:
             inv = batch.segments.inverse[sel]
-            present = np.unique(inv)
-            names = [batch.segments.keys[i] for i in present.tolist()]
-            kept, evicted = cap.admit(self.segments, names)
+            present = np.flatnonzero(np.bincount(inv, minlength=len(batch.segments.keys)))
+            seg_names = [batch.segments.keys[i] for i in present.tolist()]
+            kept, evicted = cap.admit(self.segments, seg_names)
             for gone in sorted(evicted):  # fold evicted segments into __other__ (addition is exact)
                 self._merge(OTHER_SEGMENT, self.segments.pop(gone))
-            target: list[str | None] = [k if k in kept else OTHER_SEGMENT for k in names]
-            tnames = list(dict.fromkeys(target))
-            tpos = {k: i for i, k in enumerate(tnames)}
+            target: list[str | None] = [k if k in kept else OTHER_SEGMENT for k in seg_names]
+            names = list(dict.fromkeys(target))
+            tpos = {k: i for i, k in enumerate(names)}
             lookup = np.zeros(len(batch.segments.keys), dtype=np.int64)
             lookup[present] = [tpos[k] for k in target]
-            t = lookup[inv]
-            if len(tnames) == 1:
-                groups = [(tnames[0], sel)]
-            else:
-                order = np.argsort(t, kind="stable")
-                cuts = np.flatnonzero(np.diff(t[order])) + 1
-                groups = [(tnames[int(t[g[0]])], sel[g]) for g in np.split(order, cuts)]
-        for key, idx in groups:
-            self._merge(key, [s.summarize(s.take(c, idx)) for s, c in zip(summarizers, batch.codes)])
+            groups = lookup[inv]
+        # one pass per feature for all segments of this batch
+        parts = [s.summarize_groups(c, sel, groups, len(names)) for s, c in zip(summarizers, batch.codes)]
+        for g, key in enumerate(names):
+            self._merge(key, [p[g] for p in parts])
         ts = batch.ts[sel]
         self.t_min, self.t_max = min(self.t_min, float(ts.min())), max(self.t_max, float(ts.max()))
 

@@ -87,7 +87,7 @@ class EventTimeWindows:
 
     def _watermarks(self, ts: np.ndarray, part: np.ndarray, now: float | None) -> np.ndarray:
         """Event time up to which the stream is complete, as seen just before each event."""
-        keys = np.unique(part).tolist()
+        keys = _distinct(part)
         base = min(self._active(now, set(keys)), default=math.inf)
         low = np.full(ts.size, base)
         for p in keys:
@@ -119,13 +119,13 @@ class EventTimeWindows:
             if not keep.size:
                 continue
             wk = w[keep]
-            for idx in np.unique(wk).tolist():
+            for idx, sel in _groups(wk, keep):
                 st = self.open.get(idx)
                 if st is None:
                     st = self.open[idx] = WindowState()
-                st.add(self.summarizers, self.cap, batch, keep[wk == idx])
-        for p in np.unique(part).tolist():
-            self.part_max[p] = max(self.part_max.get(p, -math.inf), float(ts[part == p].max()))
+                st.add(self.summarizers, self.cap, batch, sel)
+        for p, sel in _groups(part, None):
+            self.part_max[p] = max(self.part_max.get(p, -math.inf), float(ts[sel].max()))
             if now is not None:
                 self.part_seen[p] = now
         low = min(self._active(now, set()), default=-math.inf)
@@ -161,3 +161,20 @@ class EventTimeWindows:
         self.closed_below = int(d["closed_below"])
         self.open = {int(i): WindowState.from_dict(st, self.summarizers) for i, st in d["open"].items()}
         self.emitter.last_nonzero = set(d["last_nonzero"])
+
+
+def _distinct(a: np.ndarray) -> list[int]:
+    """The distinct values of an int array, ascending (no sort when they are all equal)."""
+    lo, hi = int(a.min()), int(a.max())
+    return [lo] if lo == hi else np.unique(a).tolist()
+
+
+def _groups(a: np.ndarray, positions: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
+    """``(value, positions where a == value)`` per distinct value of ``a``, ascending
+    (``positions`` None: ``arange(a.size)``).  Usually a batch is in one window and one
+    partition: then no sort and no mask."""
+    lo, hi = int(a.min()), int(a.max())
+    if lo == hi:
+        return [(lo, np.arange(a.size) if positions is None else positions)]
+    pos = np.arange(a.size) if positions is None else positions
+    return [(v, pos[a == v]) for v in np.unique(a).tolist()]

@@ -59,7 +59,11 @@ class Segmenter:
     def ids(self, seg: SegmentKeys | None, n: int) -> np.ndarray:
         if not self.segmented or seg is None:
             return np.zeros(n, dtype=np.int64)
-        return np.asarray([self._id(k) for k in seg.keys], dtype=np.int64)[seg.inverse]
+        # only the keys of this batch (an interned keys list may hold earlier ones), in list order
+        present = np.flatnonzero(np.bincount(seg.inverse, minlength=len(seg.keys))).tolist()
+        lookup = np.zeros(len(seg.keys), dtype=np.int64)
+        lookup[present] = [self._id(seg.keys[i]) for i in present]
+        return lookup[seg.inverse]
 
     def _id(self, key: str) -> int:
         found = self._ids.get(key)

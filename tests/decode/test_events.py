@@ -6,11 +6,16 @@ fast path and the per-event slow path."""
 from __future__ import annotations
 
 import json
+import math
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftmon.config import parse_config
+from driftmon.decode import events as events_mod
 from driftmon.decode.events import MAX_VALUE_CHARS, TRUNCATION_MARKER, Decoder
+from driftmon.decode.prepare import SegmentInterner
 from driftmon.detect.result import MAX_LABEL_CHARS, BinShare, DriftResult, cap_label
 from driftmon.pipeline import StreamPipeline
 from driftmon.vocabulary import EMPTY_SEGMENT, segment_label
@@ -160,3 +165,66 @@ def test_entity_columns_ride_along_only_when_configured():
     assert np.array_equal(ent.coded.ts, plain.coded.ts[[0, 1, 2, 4]])
     again = pickle.loads(pickle.dumps(ent))  # what the decode worker sends back
     assert again.entities.keys == ent.entities.keys and again.entities.hashes.dtype == np.uint64
+def _mixed_config():
+    return parse_config({"streams": [{"name": "s", "timestamp": {"field": "t.s", "unit": "s"},
+                                      "segment_by": ["p", "q.r"], "features": [
+        {"name": "c", "field": "a.b", "type": "categorical", "top_k": 3},
+        {"name": "k", "field": "a.k", "type": "categorical", "categories": ["x", "y"]},
+        {"name": "n", "field": "n", "type": "numeric", "bins": "quantile"},
+        {"name": "p", "field": "p", "type": "categorical", "top_k": 2}]}]}).streams[0]
+
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-1e6, 1e6), st.sampled_from(
+    ["x", "y", "", "z" * 70, "w" * 300]), st.lists(st.integers(-9, 9), max_size=1), st.just({}))
+
+
+@st.composite
+def _event(draw) -> bytes:
+    if draw(st.integers(0, 19)) == 0:
+        return draw(st.sampled_from([b"not json", b"[1]", b'"s"', b"{", b"null"]))
+    full = draw(st.integers(0, 3)) > 0  # most batches: every key present (the column fast path)
+    doc: dict = {"t": {"s": draw(st.one_of(st.floats(1.6e9, 1.7e9), st.integers(1_600_000_000, 1_700_000_000),
+                                           _scalar))}}
+    doc["a"] = {"b": draw(_scalar), "k": draw(_scalar)} if full or draw(st.booleans()) else draw(_scalar)
+    for key, val in (("n", _scalar), ("p", _scalar)):
+        if full or draw(st.booleans()):
+            doc[key] = draw(val)
+    doc["q"] = {"r": draw(_scalar)}
+    return orjson.dumps(doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=st.lists(st.lists(_event(), max_size=12), min_size=1, max_size=4))
+def test_fast_paths_decode_exactly_like_the_per_event_reference(batches):
+    """The column (itemgetter) and row (extractor) fast paths, with the back-off between
+    them, give the per-event reference decoder's values, rejections and cuts."""
+    dec = Decoder(_mixed_config(), clock=lambda: 2e9)
+    for values in batches:
+        got = dec.decode(values)
+        ref = Decoder(_mixed_config(), clock=lambda: 2e9)
+        want = ref._decode_slow(values, 2e9)
+        want.truncated = [0 if cap is None else events_mod._cap_column(c, cap) for c, cap in zip(want.features,
+                                                                                              ref.caps)]
+        assert got.accepted == want.accepted and got.rejected == want.rejected
+        assert got.ts.tolist() == want.ts.tolist() and got.segments == want.segments
+        assert got.truncated == want.truncated
+        for a, b in zip(got.features, want.features):
+            assert [("nan" if isinstance(v, float) and math.isnan(v) else v) for v in a] == \
+                   [("nan" if isinstance(v, float) and math.isnan(v) else v) for v in b]
+            assert [type(v) for v in a] == [type(v) for v in b]
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches=st.lists(st.lists(st.sampled_from(["ios", "web", "android", "tv", "car"]), max_size=20),
+                        min_size=1, max_size=6), limit=st.integers(1, 6))
+def test_interned_segment_keys_name_the_same_segment_per_event(batches, limit):
+    """Segment keys interned across batches (bounded, restarted when full) give every event
+    the key it had, and a batch's key list never changes after it was handed out."""
+    interner = SegmentInterner(limit=limit)
+    handed = []
+    for segs in batches:
+        keys = interner.of(segs)
+        assert [keys.keys[i] for i in keys.inverse.tolist()] == segs
+        handed.append((keys, list(keys.keys)))
+    for keys, snapshot in handed:
+        assert keys.keys == snapshot

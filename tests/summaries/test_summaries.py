@@ -174,3 +174,54 @@ def test_from_dict_rejects_damaged_summaries():
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+@settings(max_examples=100, deadline=None)
+@given(cats=cat_values, nums=num_values, data=st.data())
+def test_summarize_groups_equals_one_summary_per_group(cats, nums, data):
+    """The one-pass, all-segments summaries the windows use equal per-group summarize()."""
+    for s, values in ((CAT, cats), (NUM, nums), (FIX_CAT, [v if v in (None, "a", "b") else "c" for v in cats]),
+                      (FIX_NUM, nums)):
+        n = len(values)
+        n_groups = data.draw(st.integers(1, 4))
+        sel = np.asarray(data.draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=n if n else 0, unique=True)),
+                         dtype=np.int64)
+        groups = np.asarray(data.draw(st.lists(st.integers(0, n_groups - 1), min_size=sel.size,
+                                               max_size=sel.size)), dtype=np.int64)
+        codes = s.codes(values)
+        got = s.summarize_groups(codes, sel, groups, n_groups)
+        assert len(got) == n_groups
+        for g in range(n_groups):
+            expected = summary(s, [values[i] for i in sel[groups == g].tolist()])
+            assert got[g] == expected
+            assert s.summarize(s.take(codes, sel[groups == g])) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(cat_values, min_size=1, max_size=6), limit=st.integers(2, 8))
+def test_categorical_codes_do_not_depend_on_the_interning_table(batches, limit):
+    """Values are interned across batches (a bounded cache, cleared when full); a fresh
+    summarizer and a long-lived small-table one give the same summary of every batch."""
+    warm = CategoricalSummarizer(top_k=3, cap=5, tail_size=4, intern_limit=limit)
+    for values in batches:
+        fresh = CategoricalSummarizer(top_k=3, cap=5, tail_size=4)
+        got = warm.summarize(warm.codes(values))
+        assert got == fresh.summarize(fresh.codes(values))
+        assert got.names == fresh.summarize(fresh.codes(values)).names
+        assert len(warm._ids) <= max(limit, 1)
+
+
+def test_add_sparse_subset_and_general_cases():
+    from driftmon.summaries.base import add_sparse
+
+    a_keys, a_counts = np.array([1, 3, 5, 7], dtype=np.uint64), np.array([1, 2, 3, 4], dtype=np.int64)
+    for b_keys, b_counts, keys, counts in (
+        ([3, 7], [10, 20], [1, 3, 5, 7], [1, 12, 3, 24]),  # subset
+        ([0, 3, 8], [5, 5, 5], [0, 1, 3, 5, 7, 8], [5, 1, 7, 3, 4, 5]),  # general
+        ([1, 3, 5, 7, 9], [1, 1, 1, 1, 1], [1, 3, 5, 7, 9], [2, 3, 4, 5, 1]),  # superset
+    ):
+        b = (np.array(b_keys, np.uint64), np.array(b_counts, np.int64))
+        for x, y in (((a_keys, a_counts), b), (b, (a_keys, a_counts))):
+            k, c = add_sparse(*x, *y)
+            assert k.tolist() == keys and c.tolist() == counts
+    assert a_counts.tolist() == [1, 2, 3, 4]  # inputs untouched
