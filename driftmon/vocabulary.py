@@ -79,3 +79,10 @@ DROP_REASONS = ("too_large", "rejected", "buffer_full")
 # truncated copy (headers ``driftmon-truncated``, ``driftmon-original-size``,
 # ``driftmon-original-sha256``) because the original was over the producer's size limit.
 DEAD_LETTER_OUTCOMES = ("delivered", "truncated")
+
+# ``kafka.client``: the Kafka client library behind the source and the producers (one module
+# each, registered in driftmon.source.clients).  kafka-python is the default; confluent-kafka
+# (librdkafka) is the ``fast`` extra.
+KAFKA_PYTHON = "kafka-python"
+CONFLUENT_KAFKA = "confluent-kafka"
+KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT_KAFKA)

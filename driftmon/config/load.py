@@ -20,6 +20,7 @@ from driftmon.config.names import check_bootstrap, check_listen, check_log_level
 from driftmon.config.node import ConfigError, _Node, _show, parse_duration
 from driftmon.config.yamlsafe import MAX_BYTES, YAMLLimitError, load_yaml
 from driftmon.util.secrets import redact_field
+from driftmon.vocabulary import KAFKA_CLIENTS
 
 __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]
 
@@ -68,6 +69,7 @@ _KAFKA_RULES: dict[str, dict[str, Any]] = {
     "heartbeat_interval_ms": _MS,
     "decode_workers": {"maximum": 1},
     "security_protocol": {"choices": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")},
+    "client": {"choices": KAFKA_CLIENTS},
 }
 
 
@@ -91,7 +93,17 @@ def _kafka(node: _Node) -> c.KafkaConfig:
                 kafka.sasl_plain_username and kafka.sasl_plain_password):
             raise ConfigError("kafka.sasl_plain_username", f"{kafka.sasl_mechanism} needs sasl_plain_username "
                               "and sasl_plain_password (e.g. ${KAFKA_PASSWORD} from the environment)")
+    _check_client(kafka)
     return kafka
+
+
+def _check_client(kafka: c.KafkaConfig) -> None:
+    """``kafka.client``'s library must be installed (confluent-kafka is the ``fast`` extra)."""
+    from driftmon.source.clients import missing_client
+
+    missing = missing_client(kafka.client)
+    if missing:
+        raise ConfigError("kafka.client", missing)
 
 
 _POSITIVE = {"above": 0.0}

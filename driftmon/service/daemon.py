@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
 from driftmon.service.statedir import acquire_state_dir, describe_os_error
 from driftmon.source.base import RecordLike
-from driftmon.source.kafka import KafkaSource, probe_cluster
+from driftmon.source.clients import make_source, probe_cluster
 from driftmon.source.offsets import OffsetGuard
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import REJECT_REASONS
@@ -81,7 +82,7 @@ class Daemon:
         self._results_topic_pending = bool(cfg.sinks.kafka_topic)  # its producer is not built yet
         self.connector: Connector | None = None
         self.guard = OffsetGuard(self.offsets, cfg.kafka.auto_offset_reset, self.metrics.offset_out_of_range)
-        self.source: KafkaSource | None = None
+        self.source: Any = None  # the kafka.client's Source (driftmon.source.clients)
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
         self.last_lag = 0.0
@@ -323,7 +324,7 @@ class Daemon:
             self._shutdown()
         return 0
 
-    def _connect(self, topics: list[str]) -> KafkaSource | None:
+    def _connect(self, topics: list[str]) -> Any:
         """Build the producers, then the consumer (so every record it delivers can be
         dead-lettered and every result sent), each off the main thread and retried while
         the cluster is unreachable; None when stopped first."""
@@ -344,7 +345,7 @@ class Daemon:
         if not dlq_topic and not sinks.kafka_topic:  # a failed consumer constructor leaks a thread: probe first
             if conn.build("cluster probe", lambda: probe_cluster(kafka)) is None:
                 return None
-        return conn.build("consumer", lambda: KafkaSource(kafka, topics, on_assign=self._on_assign,
+        return conn.build("consumer", lambda: make_source(kafka, topics, on_assign=self._on_assign,
                                                           on_revoke=self._on_revoke))
 
     def _check_offsets(self) -> None:
