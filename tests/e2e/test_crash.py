@@ -45,7 +45,7 @@ from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config
 from driftmon.service.daemon import Daemon
 from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING = re.compile(r"serving /metrics /healthz /readyz on http://([0-9.]+):(\d+)")
@@ -266,7 +266,7 @@ def stream_config(topic: str, idle_topic: str, bootstrap: str, state: Path, grou
         "detector": {"metric": "kl", "reference": "previous", "min_count": 200, "max_p_value": 0.001,
                      "thresholds": {"warn": 0.05, "critical": 0.1},
                      "hysteresis": {"fire_after": 1, "resolve_after": 2}},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "client_id": "driftmon-crash",
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": group, "client_id": "driftmon-crash",
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200,
                   "max_poll_records": 2000, **kafka},
         "http": {"listen": "127.0.0.1:0"},

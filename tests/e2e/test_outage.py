@@ -31,7 +31,7 @@ from driftmon.testing import synth
 from driftmon.testing.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
 from driftmon.testing.s3 import MotoS3
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import (
     DaemonProcess,
     assert_no_driftmon_traceback,
@@ -57,7 +57,7 @@ def config(topic: str, bootstrap: str, state: Path, *, hook_port: int | None = N
                           "categories": list(synth.CATEGORIES)}],
         }],
         "detector": {"min_count": 200, "reference": "previous", "hysteresis": {"fire_after": 1, "resolve_after": 1}},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": unique_name("outage-group"),
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": unique_name("outage-group"),
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200},
         "http": {"listen": "127.0.0.1:0", "ready_broker_timeout": "5s"},
         "state": {"dir": str(state), "checkpoint_interval": "0.5s"},

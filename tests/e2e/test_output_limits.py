@@ -38,7 +38,7 @@ from driftmon.outputs.deadletter import ORIGINAL_SHA256, ORIGINAL_SIZE, TRUNCATE
 from driftmon.pipeline import StreamPipeline
 from driftmon.testing.embedded import create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import (
     DaemonProcess,
     assert_no_driftmon_traceback,
@@ -119,7 +119,7 @@ def top_k_config(topic: str, bootstrap: str, state: Path, **extra: object) -> di
             "features": [{"name": "category", "field": "item.category", "type": "categorical", "top_k": 20}],
         }],
         "detector": {"min_count": 50, "reference": "previous", "permutations": 0},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": unique_name("limits"), "auto_offset_reset": "earliest",
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": unique_name("limits"), "auto_offset_reset": "earliest",
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200},
         "http": {"listen": "127.0.0.1:0"},
         "state": {"dir": str(state), "checkpoint_interval": "0.5s"},

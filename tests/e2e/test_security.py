@@ -36,7 +36,7 @@ from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics
 from driftmon.testing.receiver import WebhookSink
 from driftmon.util.secrets import redact_kwargs
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import REPO, DaemonProcess, sample, wait_until, write_config
 
 HOOK_SECRET = "hmac-Secret-7f3a9c1e"
@@ -111,7 +111,7 @@ def _daemon_doc(topic: str, bootstrap: str, tmp_path, hook_port: int, *, fmt: st
     return {
         "streams": [stream(topic)],
         "detector": {"min_count": 200},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": unique_name("sec-group"),
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": unique_name("sec-group"),
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200, **(kafka or {})},
         "http": {"listen": "127.0.0.1:0"},
         "alerts": {"webhooks": [{"name": "oncall", "url": f"http://127.0.0.1:{hook_port}/hook?token=${{DM_URL_TOKEN}}",
