@@ -67,8 +67,10 @@ class Preparer:
         self.decoder = Decoder(cfg, clock)
         self.summarizers = [summarizer_for(f) for f in cfg.features]
 
-    def prepare(self, values: Sequence[bytes | str]) -> PreparedBatch:
-        batch = self.decoder.decode(values)
+    def prepare(self, values: Sequence[bytes | str], parsed: Sequence[Any] | None = None) -> PreparedBatch:
+        """``parsed``: the values parsed once for every stream of their topic
+        (:func:`driftmon.decode.events.parse_values`), or None to parse here."""
+        batch = self.decoder.decode(values, parsed)
         seg = None if batch.segments is None else SegmentKeys.of(batch.segments)
         codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
         return PreparedBatch(len(values), np.asarray(batch.accepted, dtype=np.int64), batch.rejected,

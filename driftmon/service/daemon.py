@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from driftmon.config import Config
+from driftmon.decode.events import parse_values
 from driftmon.decode.prepare import PreparedBatch
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError
 from driftmon.outputs.alerts import AlertDispatcher
@@ -183,9 +184,12 @@ class Daemon:
         """Count a grouped poll (decoded here, or by the worker) and advance its offsets."""
         self.consistent = False  # until every pipeline counted the batch and offsets moved past it
         for topic, parts, recs, values, partitions in polled:
-            for pipe in self.by_topic.get(topic, ()):
+            pipes = self.by_topic.get(topic, ())
+            # several streams on one topic: each message is parsed once for all of them
+            parsed = parse_values(values) if decoded is None and len(pipes) > 1 else None
+            for pipe in pipes:
                 self._run(pipe, recs, values, partitions,
-                          None if decoded is None else decoded[(topic, pipe.cfg.name)])
+                          None if decoded is None else decoded[(topic, pipe.cfg.name)], parsed)
             for partition, rs in parts:  # OffsetGuard.admit let through only what follows the state
                 self.offsets[(topic, partition)] = rs[-1].offset + 1
         self.consistent = True
@@ -224,10 +228,10 @@ class Daemon:
             worker.close(timeout=1.0)
 
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
-             partitions: np.ndarray, decoded: PreparedBatch | None = None) -> None:
+             partitions: np.ndarray, decoded: PreparedBatch | None = None, parsed: list[Any] | None = None) -> None:
         parts = partitions + (partition_id(pipe.cfg.topics, recs[0].topic, 0) if recs else 0)
         if decoded is None:
-            out = pipe.process(values, parts, time.monotonic())
+            out = pipe.process(values, parts, time.monotonic(), parsed)
         else:
             out = pipe.count(decoded, parts, time.monotonic())
         self.outputs.step(pipe.cfg, recs, len(values), out)
