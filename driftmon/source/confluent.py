@@ -228,7 +228,14 @@ class ConfluentSource:
 
     def _consume(self, timeout_ms: int | None) -> list[Message]:
         timeout = self._poll_timeout_s if timeout_ms is None else timeout_ms / 1000
-        msgs = self._consumer.consume(self._max_records, timeout)
+        # consume(n, timeout) waits until n messages or the timeout: take what is fetched already,
+        # else wait for the first message only, then take what came with it (kafka-python's poll)
+        consume, n = self._consumer.consume, self._max_records
+        msgs = consume(n, 0)
+        if not msgs and timeout > 0:
+            msgs = consume(1, timeout)
+            if msgs and n > 1:
+                msgs += consume(n - 1, 0)
         if not msgs:
             return msgs
         self._contact = time.monotonic()
