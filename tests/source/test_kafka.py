@@ -104,6 +104,50 @@ def test_seek_applies_restored_offsets_on_assignment_then_calls_on_assign(kafka_
     assert sorted((r.partition, r.offset) for r in got) == [(0, i) for i in range(10)] + [(1, 1)]
 
 
+def test_rebalance_revokes_after_a_commit_and_the_new_member_resumes_there(kafka_broker, fresh_topic):
+    """A second member joins: the first is told before its partitions go (it commits what it
+    counted there), the two split the partitions, and every record is read exactly once."""
+    topic = fresh_topic(partitions=2)
+    for p in (0, 1):
+        produce(kafka_broker.bootstrap, topic, [f"{p}-{i}" for i in range(10)], partition=p)
+    cfg = kafka_config(kafka_broker.bootstrap)
+    calls: list[tuple[str, str, list]] = []
+    got: dict[str, list] = {"a": [], "b": []}
+
+    def on_revoke(partitions):
+        calls.append(("a", "revoke", partitions))
+        a.commit({tp: o for tp, o in next_offsets(got["a"]).items() if tp in partitions})
+
+    a = make_source(cfg, [topic], on_revoke=on_revoke, on_assign=lambda ps: calls.append(("a", "assign", ps)))
+    b = None
+    try:
+        got["a"] += consume(a, 20)
+        assert a.assignment() == {(topic, 0), (topic, 1)}
+        for p in (0, 1):
+            produce(kafka_broker.bootstrap, topic, [f"{p}-{i}" for i in range(10, 15)], partition=p)
+        b = make_source(cfg, [topic], on_assign=lambda ps: calls.append(("b", "assign", ps)))
+        deadline = time.monotonic() + 45
+        while not (len(a.assignment()) == 1 and len(b.assignment()) == 1
+                   and len(got["a"]) + len(got["b"]) >= 30):
+            assert time.monotonic() < deadline, (calls, len(got["a"]), len(got["b"]))
+            got["a"] += a.poll(100)
+            got["b"] += b.poll(100)
+        got["a"] += _drain(a, 0.5)
+        got["b"] += _drain(b, 0.5)
+        assert a.assignment() | b.assignment() == {(topic, 0), (topic, 1)}
+        b_final = b.assignment()
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+    (moved,) = b_final
+    told = [i for i, c in enumerate(calls) if c[:2] == ("a", "revoke") and moved in c[2]]
+    assert told and told[0] < max(i for i, c in enumerate(calls) if c[:2] == ("b", "assign") and moved in c[2])
+    keys = sorted((r.partition, r.offset) for r in got["a"] + got["b"])
+    assert keys == [(p, i) for p in (0, 1) for i in range(15)]  # none lost, none read twice
+    assert all(r.offset >= 10 for r in got["b"])  # the new member started at a's commits
+
+
 def test_lag_is_highwater_minus_position(kafka_broker, fresh_topic):
     topic = fresh_topic(partitions=1)
     produce(kafka_broker.bootstrap, topic, [f"{i}" for i in range(20)], partition=0)
