@@ -40,6 +40,9 @@ from driftmon.source.base import Record
 from driftmon.util.secrets import redact_kwargs
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines (warnings and worse) go through Python logging, so they get the
+# configured format (text or JSON) and secret scrubbing; they are served by poll/consume/flush
+_RD_LOG = logging.getLogger("driftmon.source.librdkafka")
 
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
@@ -106,11 +109,11 @@ def probe_cluster(kafka: KafkaConfig) -> bool:
     it does not answer within :data:`BOOTSTRAP_TIMEOUT_S`."""
     conf = {**client_config(kafka), "client.id": f"{kafka.client_id}-probe"}
     log.info("probing the kafka cluster: %s", redact_kwargs(conf))
-    producer = _RdProducer(conf)
+    producer = _RdProducer({**conf, "logger": _RD_LOG})
     try:
         producer.list_topics(timeout=BOOTSTRAP_TIMEOUT_S)
     finally:
-        producer.flush(0)
+        producer.poll(0.1)  # hand over librdkafka's log lines (why it did not answer)
     return True
 
 
@@ -211,11 +214,15 @@ class ConfluentSource:
         self._sought: dict[Partition, int] = {}  # start offsets given to librdkafka, until a message arrives
         self._lock = threading.Lock()
         self._in_callback = False
-        self._contact = 0.0
+        # the assignment as the rebalance callbacks left it: /readyz asks from the HTTP thread, and
+        # librdkafka's assignment() waits while consume() runs on the main thread
+        self._assigned: frozenset[Partition] = frozenset()
+        self._contact = time.monotonic()  # built after the cluster answered (probe or producers)
         conf = librdkafka_config(kafka)
         log.info("kafka consumer (librdkafka %s) for %s: %s", _libversion(), list(self.topics), redact_kwargs(conf))
         conf["stats_cb"] = self._on_stats
         conf["error_cb"] = self._on_error
+        conf["logger"] = _RD_LOG
         self._consumer = Consumer(conf)
         self._consumer.subscribe(list(self.topics), on_assign=self._handle_assigned,
                                  on_revoke=self._handle_revoked, on_lost=self._handle_lost)
@@ -318,6 +325,7 @@ class ConfluentSource:
                     tp.offset = off
                     self._sought[(tp.topic, tp.partition)] = off
         consumer.assign(partitions)
+        self._assigned = frozenset(keys)
 
     def _handle_revoked(self, consumer: Any, partitions: list[TopicPartition], lost: bool = False) -> None:
         if lost:
@@ -325,12 +333,16 @@ class ConfluentSource:
         keys = sorted((tp.topic, tp.partition) for tp in partitions)
         for k in keys:
             self._sought.pop(k, None)
-        if self.on_revoke is not None:
-            self._in_callback = True
-            try:
-                self.on_revoke(keys)
-            finally:
-                self._in_callback = False
+        try:
+            if self.on_revoke is not None:
+                self._in_callback = True
+                try:
+                    self.on_revoke(keys)
+                finally:
+                    self._in_callback = False
+        finally:
+            consumer.unassign()  # eager rebalancing: everything goes
+            self._assigned = frozenset()
 
     def _handle_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._handle_revoked(consumer, partitions, lost=True)
@@ -338,15 +350,13 @@ class ConfluentSource:
     # -- observability --------------------------------------------------------------------------
 
     def assignment(self) -> set[Partition]:
-        try:
-            return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        except RuntimeError:  # closed
-            return set()
+        """The partitions assigned now (kept by the rebalance callbacks: safe from any thread)."""
+        return set(self._assigned)
 
     def _positions(self) -> dict[Partition, int]:
         """The next offset per assigned partition: librdkafka's position, or the start offset
         it was given while no message arrived yet."""
-        tps = self._consumer.assignment()
+        tps = [TopicPartition(t, p) for t, p in self._assigned]
         out: dict[Partition, int] = {}
         if not tps:
             return out
@@ -454,8 +464,12 @@ class ConfluentProducer:
         del retries, max_block_ms  # librdkafka retries until message.timeout.ms and never blocks in produce()
         log.info("kafka producer (librdkafka %s): %s", _libversion(), redact_kwargs(conf))
         conf["error_cb"] = ConfluentSource._on_error
+        conf["logger"] = _RD_LOG
         self._producer = _RdProducer(conf)
-        self._producer.list_topics(timeout=BOOTSTRAP_TIMEOUT_S)  # raises KafkaException: not reachable
+        try:
+            self._producer.list_topics(timeout=BOOTSTRAP_TIMEOUT_S)  # raises KafkaException: not reachable
+        finally:
+            self._producer.poll(0)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              headers: list[tuple[str, bytes]] | None = None,

@@ -355,6 +355,7 @@ def compare_with_replay(got: list[dict], expected: list[dict]) -> int:
 
 @pytest.mark.kafka
 @pytest.mark.slow
+@pytest.mark.one_client  # test-time budget: kill -9 and restore run with both clients in the 3-partition test below
 def test_kill9_six_times_then_every_window_equals_replay(kafka_broker, tmp_path):
     """One partition: the daemon sees the events in replay's order, so every
     result (bins, late events included) must equal replay's."""
@@ -530,6 +531,7 @@ def test_bad_checkpoint_refuses_to_start_with_exit_3(tmp_path, damage):
 
 
 @pytest.mark.kafka
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_reset_state_moves_the_bad_checkpoint_aside_and_starts_afresh(kafka_broker, tmp_path):
     topic, idle = unique_name("reset"), unique_name("reset-idle")
     create_topics(kafka_broker.bootstrap, [topic, idle], partitions=1)

@@ -162,6 +162,7 @@ def outbox_files(state: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_webhook_down_and_daemon_killed_meanwhile_every_alert_arrives_once_in_order(kafka_broker, tmp_path):
     topic = unique_name("hook-outage")
     create_topics(kafka_broker.bootstrap, [topic], partitions=1)
@@ -207,6 +208,7 @@ def test_webhook_down_and_daemon_killed_meanwhile_every_alert_arrives_once_in_or
 
 
 @pytest.mark.slow
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_full_outbox_drops_oldest_only_counted_and_logged(kafka_broker, tmp_path):
     topic = unique_name("hook-full")
     create_topics(kafka_broker.bootstrap, [topic], partitions=1)

@@ -190,6 +190,7 @@ def test_broker_started_5s_after_the_daemon_then_events_results_and_dead_letters
 
 
 @pytest.mark.kafka
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_second_daemon_on_the_same_state_dir_exits_5_naming_the_holder(kafka_broker, tmp_path):
     topic = unique_name("lock")
     create_topics(kafka_broker.bootstrap, [topic], partitions=2)
