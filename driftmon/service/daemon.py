@@ -250,8 +250,9 @@ class Daemon:
         age = time.monotonic() - self.source.last_broker_contact
         if age > self.cfg.http.ready_broker_timeout:
             return False, f"no broker contact for {age:.0f}s"
-        if not self.source.assignment():
-            return False, "no partitions assigned"
+        if not self.source.assignment():  # librdkafka also gives partitions up when the group coordinator
+            # stays unreachable for session_timeout_ms: the contact age tells that case apart
+            return False, f"no partitions assigned (last broker contact {age:.0f}s ago)"
         return True, "ready"
 
     def _on_assign(self, partitions: list[tuple[str, int]]) -> None:

@@ -413,7 +413,8 @@ class ConfluentSource:
             brokers = orjson.loads(stats_json).get("brokers", {})
         except orjson.JSONDecodeError:
             return
-        idle = [b["rxidle"] for b in brokers.values() if b.get("nodeid", -1) >= 0 and b.get("rxidle", -1) >= 0]
+        idle = [b["rxidle"] for b in brokers.values()
+                if b.get("nodeid", -1) >= 0 and b.get("state") == "UP" and b.get("rxidle", -1) >= 0]
         if idle:
             self._contact = max(self._contact, time.monotonic() - min(idle) / 1e6)
 
