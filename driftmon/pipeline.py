@@ -91,13 +91,14 @@ class StreamPipeline:
             forget(partitions)
 
     def process(self, values: Sequence[bytes | str], partitions: Sequence[int] | np.ndarray | None = None,
-                now: float | None = None) -> StepOutput:
+                now: float | None = None, parsed: Sequence[Any] | None = None) -> StepOutput:
         """Prepare and count one batch of raw events.
 
         ``partitions``: the source partition id of each value (for per-partition
-        watermarks); ``now``: processing time, for partition idleness.
+        watermarks); ``now``: processing time, for partition idleness; ``parsed``: the
+        values already parsed for every stream of their topic (decode once per topic).
         """
-        return self.count(self.preparer.prepare(values), partitions, now)
+        return self.count(self.preparer.prepare(values, parsed), partitions, now)
 
     def count(self, batch: PreparedBatch, partitions: Sequence[int] | np.ndarray | None = None,
               now: float | None = None) -> StepOutput:

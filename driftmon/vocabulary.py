@@ -106,3 +106,9 @@ CALIBRATION_COUNTS = (
     "orphan_outcome", "duplicate_prediction", "duplicate_outcome", "late_prediction",
     "overflow_prediction", "overflow_outcome", "invalid_prediction", "invalid_outcome",
 )
+# ``kafka.client``: the Kafka client library behind the source and the producers (one module
+# each, registered in driftmon.source.clients).  kafka-python is the default; confluent-kafka
+# (librdkafka) is the ``fast`` extra.
+KAFKA_PYTHON = "kafka-python"
+CONFLUENT_KAFKA = "confluent-kafka"
+KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT_KAFKA)

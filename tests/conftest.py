@@ -27,6 +27,38 @@ from driftmon.config import KafkaConfig
 from driftmon.testing.embedded import EmbeddedBroker, create_topics
 
 # ---------------------------------------------------------------------------------------------
+# Kafka clients: every test marked ``kafka`` runs once per client (``kafka.client``)
+# ---------------------------------------------------------------------------------------------
+
+KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
+_CLIENT = ["kafka-python"]  # the client of the running test (a test runs on one thread)
+
+
+def current_client() -> str:
+    """The ``kafka.client`` of the running test: every config a Kafka test builds uses it
+    (:func:`kafka_config` does; YAML documents add ``"client": current_client()``)."""
+    return _CLIENT[0]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test, two backends (as getsentry/arroyo does): a test marked ``kafka`` runs with
+    kafka-python and with confluent-kafka, unless marked ``one_client`` (it tests the broker
+    or a tool, not driftmon's client)."""
+    if ("kafka_client" in metafunc.fixturenames and metafunc.definition.get_closest_marker("kafka")
+            and not metafunc.definition.get_closest_marker("one_client")):
+        metafunc.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def kafka_client(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The Kafka client this test runs with (see :func:`pytest_generate_tests`)."""
+    name = getattr(request, "param", "kafka-python")
+    _CLIENT[0] = name
+    yield name
+    _CLIENT[0] = "kafka-python"
+
+
+# ---------------------------------------------------------------------------------------------
 # Kafka helpers
 # ---------------------------------------------------------------------------------------------
 
@@ -46,6 +78,7 @@ def kafka_config(bootstrap: str, group: str | None = None, **overrides: object) 
         "session_timeout_ms": 5000,
         "heartbeat_interval_ms": 1000,
         "poll_timeout_ms": 200,
+        "client": current_client(),
     }
     settings.update(overrides)
     return KafkaConfig(**settings)  # type: ignore[arg-type]
@@ -81,6 +114,13 @@ def produce(
     finally:
         producer.close(timeout=5)
     return n
+
+
+def make_source(cfg: KafkaConfig, topics: list[str], **kw: object):
+    """A source of ``cfg.client`` (driftmon.source.clients.make_source)."""
+    from driftmon.source.clients import make_source as make
+
+    return make(cfg, topics, **kw)  # type: ignore[arg-type]
 
 
 def consume(source, n: int, timeout: float = 30.0) -> list:

@@ -21,6 +21,7 @@ from driftmon.config.names import check_bootstrap, check_listen, check_log_level
 from driftmon.config.node import ConfigError, _Node, _show, parse_duration
 from driftmon.config.yamlsafe import MAX_BYTES, YAMLLimitError, load_yaml
 from driftmon.util.secrets import redact_field
+from driftmon.vocabulary import KAFKA_CLIENTS, KAFKA_PYTHON
 
 __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]
 
@@ -69,6 +70,7 @@ _KAFKA_RULES: dict[str, dict[str, Any]] = {
     "heartbeat_interval_ms": _MS,
     "decode_workers": {"maximum": 1},
     "security_protocol": {"choices": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")},
+    "client": {"choices": KAFKA_CLIENTS},
 }
 
 
@@ -92,7 +94,17 @@ def _kafka(node: _Node) -> c.KafkaConfig:
                 kafka.sasl_plain_username and kafka.sasl_plain_password):
             raise ConfigError("kafka.sasl_plain_username", f"{kafka.sasl_mechanism} needs sasl_plain_username "
                               "and sasl_plain_password (e.g. ${KAFKA_PASSWORD} from the environment)")
+    _check_client(kafka)
     return kafka
+
+
+def _check_client(kafka: c.KafkaConfig) -> None:
+    """``kafka.client``'s library must be installed (confluent-kafka is the ``fast`` extra)."""
+    from driftmon.source.clients import missing_client
+
+    missing = missing_client(kafka.client)
+    if missing:
+        raise ConfigError("kafka.client", missing)
 
 
 _POSITIVE = {"above": 0.0}
@@ -165,6 +177,9 @@ def _scale(node: _Node, cfg: c.Config) -> c.ScaleConfig:
             raise ConfigError(f"streams[{i}].entities", "per-entity interest drift does not run with scale: yet "
                                                         "(its state would need partitioning by entity key); "
                                                         "run it in a daemon without scale:")
+    if cfg.kafka.client != KAFKA_PYTHON:
+        raise ConfigError("kafka.client", "scale-out runs with the kafka-python client only for now; "
+                                          "remove kafka.client or set it to kafka-python")
     if cfg.calibration:
         raise ConfigError("calibration", "calibration monitors do not run with scale: yet (the join needs both "
                                          "streams in one process); run them in a daemon without scale:")

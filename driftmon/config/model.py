@@ -204,6 +204,7 @@ class KafkaConfig:
     sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = field(default=None, repr=False)
+    client: str = "kafka-python"  # kafka-python | confluent-kafka (driftmon.source.clients, docs/kafka.md)
 
 
 @dataclass(frozen=True)

@@ -175,11 +175,14 @@ class Decoder:
             raise _Reject("bad_timestamp")
         return ts
 
-    def decode(self, values: Sequence[bytes | str]) -> DecodedBatch:
+    def decode(self, values: Sequence[bytes | str], parsed: Sequence[Any] | None = None) -> DecodedBatch:
         """Decode a batch: a column-wise fast path for well-formed events; any event it
         is not sure about goes through :meth:`_decode_slow`, the reference semantics.
-        Then categorical values over the length cap are cut (and counted)."""
-        batch = self._decode(values)
+        Then categorical values over the length cap are cut (and counted).
+
+        ``parsed``: the values already parsed by :func:`parse_values` (several streams
+        reading one topic parse each message once); never modified here."""
+        batch = self._decode(values, parsed)
         batch.truncated = [0 if cap is None else _cap_column(col, cap) for col, cap in zip(batch.features, self.caps)]
         if self.n_extras:
             cut = len(batch.features) - self.n_extras
@@ -212,14 +215,18 @@ class Decoder:
             return None
         return out
 
-    def _decode(self, values: Sequence[bytes | str]) -> DecodedBatch:
+    def _decode(self, values: Sequence[bytes | str], parsed: Sequence[Any] | None = None) -> DecodedBatch:
         horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
         extract, loads = self._extract, orjson.loads
         idx: list[int] | None = None  # input index of each row (None: row i is input i)
-        try:  # common case: every event parses (C-level loop)
-            objs: list[Any] | None = list(map(loads, values))
-        except Exception:
-            objs = None
+        objs: list[Any] | None
+        if parsed is not None:  # parsed once per topic (INVALID where not JSON: the columns and extractor refuse it)
+            objs = list(parsed)
+        else:
+            try:  # common case: every event parses (C-level loop)
+                objs = list(map(loads, values))
+            except Exception:
+                objs = None
         cols: list[Any] | None = None if objs is None else self._columns(objs)
         if cols is None:
             try:  # every event has dicts along every path (C-level loops)
@@ -251,7 +258,8 @@ class Decoder:
         good_idx = good if idx is None else [idx[p] for p in good]
         taken = set(good_idx)
         slow_idx = [i for i in range(len(values)) if i not in taken]
-        slow = self._decode_slow([values[i] for i in slow_idx], horizon)
+        slow = self._decode_slow([values[i] for i in slow_idx], horizon,
+                                 None if parsed is None else [parsed[i] for i in slow_idx])
         acc = good_idx + [slow_idx[j] for j in slow.accepted]
         order = np.argsort(np.asarray(acc, dtype=np.int64), kind="stable").tolist()
         fast_ts = ts[np.asarray(good, dtype=np.int64)] if good else np.empty(0)
@@ -286,7 +294,8 @@ class Decoder:
                 bad[i] = True
         return out
 
-    def _decode_slow(self, values: Sequence[bytes | str], horizon: float) -> DecodedBatch:
+    def _decode_slow(self, values: Sequence[bytes | str], horizon: float,
+                     parsed: Sequence[Any] | None = None) -> DecodedBatch:
         """One event at a time; the reference semantics the fast path must match."""
         loads, get = orjson.loads, _get
         ts_out: list[float] = []
@@ -298,8 +307,11 @@ class Decoder:
         segmented = bool(self.seg_paths)
         for i, raw in enumerate(values):
             try:
-                obj = loads(raw)
+                obj = loads(raw) if parsed is None else parsed[i]
             except (orjson.JSONDecodeError, TypeError, ValueError):
+                rejected.append((i, "invalid_json"))
+                continue
+            if obj is INVALID:
                 rejected.append((i, "invalid_json"))
                 continue
             try:
@@ -330,6 +342,32 @@ class Decoder:
             rejected=rejected,
             accepted=accepted,
         )
+
+
+class _Invalid:
+    """What :func:`parse_values` gives for a value that is not JSON (no ``.get``: the
+    column-wise path sends it to the slow path, which rejects it as ``invalid_json``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Any = _Invalid()
+
+
+def parse_values(values: Sequence[bytes | str]) -> list[Any]:
+    """Each value parsed once (``INVALID`` where it is not JSON): what several streams
+    reading one topic share, each passing it to :meth:`Decoder.decode` as ``parsed``."""
+    out: list[Any] = []
+    parsed = map(orjson.loads, values)
+    while len(out) < len(values):
+        try:  # C-level; list.extend keeps what it appended before a value failed
+            out.extend(parsed)
+        except Exception:  # JSONDecodeError, RecursionError, a bad type: that value only
+            out.append(INVALID)
+    return out
 
 
 def cap_value(value: str, cap: int = MAX_VALUE_CHARS) -> str:

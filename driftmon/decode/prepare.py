@@ -120,8 +120,10 @@ class Preparer:
             self.decoder = Decoder(with_cluster_column(cfg), clock)
             self.summarizers = [ClusteredSummarizer(s, cfg.cluster_max_pairs) for s in self.summarizers]
 
-    def prepare(self, values: Sequence[bytes | str]) -> PreparedBatch:
-        return self.code(len(values), self.decoder.decode(values))
+    def prepare(self, values: Sequence[bytes | str], parsed: Sequence[Any] | None = None) -> PreparedBatch:
+        """``parsed``: the values parsed once for every stream of their topic
+        (:func:`driftmon.decode.events.parse_values`), or None to parse here."""
+        return self.code(len(values), self.decoder.decode(values, parsed))
 
     def code(self, n: int, batch: DecodedBatch) -> PreparedBatch:
         """Summary codes and segment keys of a decoded batch of ``n`` input values."""

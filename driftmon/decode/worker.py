@@ -34,10 +34,12 @@ import logging
 import multiprocessing
 import signal
 import traceback
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from driftmon.config import StreamConfig
+from driftmon.decode.events import parse_values
 from driftmon.decode.prepare import PreparedBatch, Preparer
 
 log = logging.getLogger("driftmon.decode.worker")
@@ -76,9 +78,10 @@ def _serve(inbox: Any, outbox: Any, streams: list[StreamConfig]) -> None:
         seq, jobs = msg
         try:
             out = []
+            shared = _shared_parses(jobs)  # a topic's values arrive once (pickle memo) and are parsed once
             for name, values, now in jobs:
                 clock_now[name] = now
-                out.append(preparers[name].prepare(values))
+                out.append(preparers[name].prepare(values, shared.get(id(values))))
             reply: Any = (seq, out)
         except Exception:
             reply = (seq, "error: " + traceback.format_exc(limit=5))
@@ -86,6 +89,16 @@ def _serve(inbox: Any, outbox: Any, streams: list[StreamConfig]) -> None:
             outbox.send(reply)
         except (EOFError, OSError):
             return
+
+
+def _shared_parses(jobs: list[Job]) -> dict[int, list[Any]]:
+    """The values lists that several jobs (streams of one topic) share, parsed once each."""
+    seen = Counter(id(values) for _, values, _ in jobs)
+    out: dict[int, list[Any]] = {}
+    for _, values, _ in jobs:
+        if seen[id(values)] > 1 and id(values) not in out:
+            out[id(values)] = parse_values(values)
+    return out
 
 
 class DecodeWorkerError(RuntimeError):

@@ -37,21 +37,20 @@ raises :class:`DeadLetterError` until then); one that can never be delivered
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kafka import KafkaProducer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from driftmon.config import KafkaConfig
 from driftmon.outputs.failures import RETRY, FailureLog, HeldBack, classify
 from driftmon.outputs.metrics import Metrics
 from driftmon.source.base import RecordLike
-from driftmon.source.kafka import client_kwargs
-from driftmon.util.secrets import redact_kwargs
+from driftmon.source.clients import make_producer
 
 log = logging.getLogger(__name__)
 
@@ -157,19 +156,10 @@ class DeadLetterProducer:
         self._inflight = 0
         self._held: HeldBack[Letter] = HeldBack(lambda letter: letter.size)
         self._failures = FailureLog(log, f"dead-letter topic {topic!r}")
-        kw: dict[str, Any] = {
-            **client_kwargs(kafka),
-            "client_id": f"{kafka.client_id}-deadletter",
-            "acks": "all",
-            "retries": 5,
-            "linger_ms": linger_ms,
-            "max_block_ms": max_block_ms,
-        }
-        if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
-            kw["enable_idempotence"] = False
-        self.max_request_size = int(kw.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"]))
-        log.info("dead-letter producer to %r: %s", topic, redact_kwargs(kw))
-        self._producer = KafkaProducer(**kw)
+        log.info("dead-letter producer to %r (kafka.client: %s)", topic, kafka.client)
+        self._producer = make_producer(kafka, client_id=f"{kafka.client_id}-deadletter", acks="all", retries=5,
+                                       linger_ms=linger_ms, max_block_ms=max_block_ms)
+        self.max_request_size = self._producer.max_request_size
 
     def __repr__(self) -> str:
         return f"DeadLetterProducer(topic={self.topic!r}, sent={self.sent}, failed={self.failed})"
@@ -193,16 +183,25 @@ class DeadLetterProducer:
 
     def _send(self, letter: Letter) -> bool:
         """Hand ``letter`` to the producer; False if it was held back for a retry."""
-        try:
-            fut = self._producer.send(self.topic, value=letter.value, key=letter.key, headers=letter.headers)
-        except Exception as exc:  # no metadata within max_block_ms, too large, closed
-            return self._failed(letter, exc)
-        with self._lock:
+        with self._lock:  # before the send: the acknowledgement may come before it returns
             self.sent += 1
             self._inflight += 1
-        fut.add_callback(self._on_delivered, letter)
-        fut.add_errback(self._on_error, letter)
+        try:
+            self._producer.send(self.topic, value=letter.value, key=letter.key, headers=letter.headers,
+                                on_done=functools.partial(self._on_done, letter))
+        except Exception as exc:  # no metadata within max_block_ms, too large, queue full, closed
+            with self._lock:
+                self.sent -= 1
+                self._inflight -= 1
+                self._lock.notify_all()
+            return self._failed(letter, exc)
         return True
+
+    def _on_done(self, letter: Letter, exc: BaseException | None) -> None:
+        if exc is None:
+            self._on_delivered(letter, None)
+        else:
+            self._on_error(letter, exc)
 
     def _on_delivered(self, letter: Letter, _meta: Any) -> None:
         with self._lock:

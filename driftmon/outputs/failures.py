@@ -37,6 +37,9 @@ def classify(exc: BaseException) -> str:
     (:data:`driftmon.vocabulary.DROP_REASONS`)."""
     from kafka import errors
 
+    rd = _classify_librdkafka(exc)
+    if rd is not None:
+        return rd
     if isinstance(exc, (errors.MessageSizeTooLargeError, errors.RecordListTooLargeError)):
         return "too_large"
     if isinstance(exc, errors.KafkaError):
@@ -44,6 +47,31 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, (TypeError, ValueError)):  # kafka-python's checks of the record itself
         return "rejected"
     return RETRY  # anything else (OSError, a closed connection): keep it and try again
+
+
+# librdkafka error codes that no retry can fix (confluent-kafka): the record or the request is refused
+_RD_TOO_LARGE = ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE")
+_RD_REJECTED = ("INVALID_RECORD", "CORRUPT_MESSAGE", "TOPIC_EXCEPTION", "TOPIC_AUTHORIZATION_FAILED",
+                "CLUSTER_AUTHORIZATION_FAILED", "INVALID_REQUIRED_ACKS", "UNSUPPORTED_VERSION", "_INVALID_ARG",
+                "_UNKNOWN_TOPIC")
+
+
+def _classify_librdkafka(exc: BaseException) -> str | None:
+    """:func:`classify` for confluent-kafka's ``KafkaException`` (None for anything else).
+    librdkafka marks few errors retriable (not even a delivery timeout), so what is not
+    known to be permanent is retried."""
+    import sys
+
+    ck = sys.modules.get("confluent_kafka")
+    if ck is None or not isinstance(exc, ck.KafkaException) or not exc.args:
+        return None
+    err = exc.args[0]
+    name = err.name() if hasattr(err, "name") else ""
+    if name in _RD_TOO_LARGE:
+        return "too_large"
+    if name in _RD_REJECTED or (hasattr(err, "fatal") and err.fatal()):
+        return "rejected"
+    return RETRY
 
 
 class HeldBack(Generic[T]):

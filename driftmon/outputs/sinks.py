@@ -185,16 +185,13 @@ class KafkaResultsSink:
     output = "kafka_topic"
 
     def __init__(self, kafka: KafkaConfig, topic: str, metrics: Metrics | None = None):
-        from kafka import KafkaProducer
-
-        from driftmon.source.kafka import client_kwargs
+        from driftmon.source.clients import make_producer
 
         self.topic = topic
         self.metrics = metrics
-        kw = {**client_kwargs(kafka), "linger_ms": 50, "acks": "all", "max_block_ms": MAX_BLOCK_MS}
-        if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
-            kw["enable_idempotence"] = False  # duplicates are identical rows; survive broker restarts
-        self.producer = KafkaProducer(**kw)
+        # not idempotent: duplicates are identical rows; survive broker restarts
+        self.producer = make_producer(kafka, client_id=kafka.client_id, linger_ms=50, acks="all",
+                                      max_block_ms=MAX_BLOCK_MS)
         self._held: HeldBack[tuple[bytes, bytes]] = HeldBack(lambda kv: len(kv[0]) + len(kv[1]))
         self._failures = FailureLog(log, f"results topic {topic!r}")
         self._inflight = 0
@@ -211,15 +208,14 @@ class KafkaResultsSink:
                 self._send(key, value)
 
     def _send(self, key: bytes, value: bytes) -> None:
-        try:
-            fut = self.producer.send(self.topic, key=key, value=value)
-        except Exception as exc:  # too large, metadata unavailable within max_block_ms, closed
-            self._failed(key, value, exc)
-            return
-        with self._cond:
+        with self._cond:  # before the send: the acknowledgement may come before it returns
             self._inflight += 1
-        fut.add_callback(self._on_acked)
-        fut.add_errback(self._on_failed, key, value)
+        try:
+            self.producer.send(self.topic, key=key, value=value,
+                               on_done=lambda exc: self._on_acked(None) if exc is None else self._on_failed(key, value, exc))
+        except Exception as exc:  # too large, metadata unavailable within max_block_ms, queue full, closed
+            self._done()
+            self._failed(key, value, exc)
 
     def _on_acked(self, _meta: Any) -> None:
         self._done()

@@ -192,9 +192,9 @@ class ScaledDaemon(Daemon):
     # -- mapper ---------------------------------------------------------------------------------
 
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
-             partitions: np.ndarray, decoded: PreparedBatch | None = None) -> None:
+             partitions: np.ndarray, decoded: PreparedBatch | None = None, parsed: list[Any] | None = None) -> None:
         with self.scale_lock:
-            prep = decoded if decoded is not None else pipe.preparer.prepare(values)
+            prep = decoded if decoded is not None else pipe.preparer.prepare(values, parsed)
             topic = recs[0].topic
             ranges: dict[int, tuple[int, int]] = {}
             start = 0

@@ -24,10 +24,12 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from driftmon.config import Config
+from driftmon.decode.events import parse_values
 from driftmon.decode.prepare import PreparedBatch
 from driftmon.decode.worker import DecodeWorker, DecodeWorkerError
 from driftmon.monitors.calibration import CalibrationMonitor, monitors_for
@@ -45,7 +47,7 @@ from driftmon.service.errors import UnwritablePathError
 from driftmon.service.http import StatusServer
 from driftmon.service.statedir import acquire_state_dir, describe_os_error
 from driftmon.source.base import RecordLike
-from driftmon.source.kafka import KafkaSource, probe_cluster
+from driftmon.source.clients import make_source, probe_cluster
 from driftmon.source.offsets import OffsetGuard
 from driftmon.source.partitions import Polled, group_poll, partition_id
 from driftmon.vocabulary import REJECT_REASONS
@@ -91,7 +93,7 @@ class Daemon:
         self._entity_topics_pending = any(s.entities is not None and s.entities.topic for s in cfg.streams)
         self.connector: Connector | None = None
         self.guard = OffsetGuard(self.offsets, cfg.kafka.auto_offset_reset, self.metrics.offset_out_of_range)
-        self.source: KafkaSource | None = None
+        self.source: Any = None  # the kafka.client's Source (driftmon.source.clients)
         self.server: StatusServer | None = None
         self.last_checkpoint = time.monotonic()
         self.last_lag = 0.0
@@ -205,9 +207,12 @@ class Daemon:
         """Count a grouped poll (decoded here, or by the worker) and advance its offsets."""
         self.consistent = False  # until every pipeline counted the batch and offsets moved past it
         for topic, parts, recs, values, partitions in polled:
-            for pipe in self.by_topic.get(topic, ()):
+            pipes = self.by_topic.get(topic, ())
+            # several streams on one topic: each message is parsed once for all of them
+            parsed = parse_values(values) if decoded is None and len(pipes) > 1 else None
+            for pipe in pipes:
                 self._run(pipe, recs, values, partitions,
-                          None if decoded is None else decoded[(topic, pipe.cfg.name)])
+                          None if decoded is None else decoded[(topic, pipe.cfg.name)], parsed)
             for partition, rs in parts:  # OffsetGuard.admit let through only what follows the state
                 self.offsets[(topic, partition)] = rs[-1].offset + 1
         self._advance_monitors(time.monotonic())
@@ -256,10 +261,10 @@ class Daemon:
             worker.close(timeout=1.0)
 
     def _run(self, pipe: StreamPipeline, recs: Sequence[RecordLike], values: list[bytes],
-             partitions: np.ndarray, decoded: PreparedBatch | None = None) -> None:
+             partitions: np.ndarray, decoded: PreparedBatch | None = None, parsed: list[Any] | None = None) -> None:
         parts = partitions + (partition_id(pipe.cfg.topics, recs[0].topic, 0) if recs else 0)
         if decoded is None:
-            out = pipe.process(values, parts, time.monotonic())
+            out = pipe.process(values, parts, time.monotonic(), parsed)
         else:
             out = pipe.count(decoded, parts, time.monotonic())
         self.outputs.step(pipe.cfg, recs, len(values), out)
@@ -280,8 +285,9 @@ class Daemon:
         age = time.monotonic() - self.source.last_broker_contact
         if age > self.cfg.http.ready_broker_timeout:
             return False, f"no broker contact for {age:.0f}s"
-        if not self.source.assignment():
-            return False, "no partitions assigned"
+        if not self.source.assignment():  # librdkafka also gives partitions up when the group coordinator
+            # stays unreachable for session_timeout_ms: the contact age tells that case apart
+            return False, f"no partitions assigned (last broker contact {age:.0f}s ago)"
         return True, "ready"
 
     def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
@@ -360,7 +366,7 @@ class Daemon:
             self._shutdown()
         return 0
 
-    def _connect(self, topics: list[str]) -> KafkaSource | None:
+    def _connect(self, topics: list[str]) -> Any:
         """Build the producers, then the consumer (so every record it delivers can be
         dead-lettered and every result sent), each off the main thread and retried while
         the cluster is unreachable; None when stopped first."""
@@ -387,7 +393,7 @@ class Daemon:
         if not dlq_topic and not sinks.kafka_topic:  # a failed consumer constructor leaks a thread: probe first
             if conn.build("cluster probe", lambda: probe_cluster(kafka)) is None:
                 return None
-        return conn.build("consumer", lambda: KafkaSource(kafka, topics, on_assign=self._on_assign,
+        return conn.build("consumer", lambda: make_source(kafka, topics, on_assign=self._on_assign,
                                                           on_revoke=self._on_revoke))
 
     def _check_offsets(self) -> None:

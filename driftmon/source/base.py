@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 Partition = tuple[str, int]  # (topic, partition)
 
@@ -33,6 +33,20 @@ class RecordLike(Protocol):
     def offset(self) -> int: ...
     @property
     def value(self) -> bytes | None: ...
+
+
+class Record(NamedTuple):
+    """One Kafka message as a Kafka source's ``poll()`` returns it; ``value`` is the raw
+    bytes (decoding is a later stage)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
 
 _VALUE = operator.attrgetter("value")
 

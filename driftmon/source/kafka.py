@@ -16,13 +16,14 @@ import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from driftmon.config import KafkaConfig
+from driftmon.source.base import Record
 from driftmon.util.secrets import redact_kwargs
 
 try:  # kafka-python >= 2.0
@@ -38,18 +39,6 @@ LIST_OFFSETS_TIMEOUT_MS = 5000  # a ListOffsets request from the run loop: never
 # kafka-python backs reconnects off exponentially up to 30 s: a broker that came up after a
 # minute's outage (or after the daemon, at start) was noticed up to 30 s late.
 RECONNECT_BACKOFF_MAX_MS = 5000
-
-
-class Record(NamedTuple):
-    """One Kafka message; ``value`` is the raw bytes (decoding is a later stage)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
 
 
 # Building Record straight from ConsumerRecord's tuple slots (field positions
@@ -380,3 +369,41 @@ class KafkaSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class KafkaPythonProducer:
+    """kafka-python's ``KafkaProducer`` as a :class:`driftmon.source.clients.Producer`."""
+
+    def __init__(self, kafka: KafkaConfig, *, client_id: str, acks: str = "all", linger_ms: int = 20,
+                 max_block_ms: int = 1000, retries: int | None = None) -> None:
+        from kafka import KafkaProducer
+
+        kw: dict[str, Any] = {**client_kwargs(kafka), "client_id": client_id, "acks": acks,
+                              "linger_ms": linger_ms, "max_block_ms": max_block_ms}
+        if retries is not None:
+            kw["retries"] = retries
+        if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
+            kw["enable_idempotence"] = False
+        self.max_request_size = int(kw.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"]))
+        log.info("kafka producer: %s", redact_kwargs(kw))
+        self._producer = KafkaProducer(**kw)
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             headers: list[tuple[str, bytes]] | None = None,
+             on_done: Callable[[BaseException | None], None] | None = None) -> None:
+        fut = self._producer.send(topic, value=value, key=key, headers=headers)
+        if on_done is not None:
+            fut.add_callback(lambda _meta: on_done(None))
+            fut.add_errback(on_done)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._producer.flush(timeout=timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._producer.close(timeout=timeout)
+
+
+# The names driftmon.source.clients looks up (kafka.client: kafka-python).
+LIBRARY = "kafka-python"
+Source = KafkaSource
+Producer = KafkaPythonProducer

@@ -25,7 +25,11 @@ def group_poll(batches: Mapping[tuple[str, int], Sequence[RecordLike]]) -> list[
             by_topic[topic].append((partition, recs))
     polled: list[Polled] = []
     for topic, parts in by_topic.items():
-        recs = parts[0][1] if len(parts) == 1 else [r for _, rs in parts for r in rs]
+        if len(parts) == 1:
+            recs = parts[0][1]
+        else:  # a client's batch type may join without a Python object per record
+            join = getattr(type(parts[0][1]), "join", None)
+            recs = join([rs for _, rs in parts]) if join else [r for _, rs in parts for r in rs]
         values = values_of(recs)
         partitions = np.repeat(np.asarray([p for p, _ in parts], dtype=np.int64), [len(rs) for _, rs in parts])
         polled.append((topic, parts, recs, values, partitions))

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +31,7 @@ class Received:
     json: Any  # None if the body was not JSON
     signature_valid: bool | None  # None when the sink has no secret
     status: int
+    at: float = 0.0  # time.monotonic() when it was answered (bench/throughput.py --latency)
 
     @property
     def idempotency_key(self) -> str | None:
@@ -179,7 +181,7 @@ class WebhookSink:
                     valid = verify(body, sink.secret, self.headers.get(SIGNATURE_HEADER))
                 status = sink._next_status() if parsed is not None else 400
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                sink._record(Received(self.path, headers, body, parsed, valid, status))
+                sink._record(Received(self.path, headers, body, parsed, valid, status, time.monotonic()))
                 try:
                     self.send_response(status)
                     self.send_header("Content-Length", "0")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from driftmon.config import Config
 
 MASK = "***"
-SECRET_KEYS = ("secret", "ssl_password", "sasl_plain_password")
+SECRET_KEYS = ("secret", "ssl_password", "sasl_plain_password", "ssl.key.password", "sasl.password")  # +librdkafka names
 MIN_SECRET_LENGTH = 4  # shorter values would scrub ordinary words out of every log line
 
 

@@ -79,3 +79,10 @@ def test_calibration_is_refused_with_scale():
     parse_config({k: v for k, v in doc.items() if k != "scale"})  # valid without scale:
     with pytest.raises(ConfigError, match=r"^calibration"):
         parse_config(doc)
+
+
+def test_the_confluent_client_is_refused_with_scale():
+    doc = _doc(partials_topic="p")
+    doc["kafka"]["client"] = "confluent-kafka"
+    with pytest.raises(ConfigError, match=r"^kafka\.client"):
+        parse_config(doc)

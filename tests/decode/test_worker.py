@@ -33,7 +33,7 @@ from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.service.checkpoint import CheckpointStore, config_fingerprint
 from driftmon.service.daemon import Daemon
 from driftmon.testing import synth
-from tests.conftest import unique_name
+from tests.conftest import current_client, unique_name
 
 NOW = 1.9e9  # the pipelines' wall clock: events after NOW + max_future_skew are bad_timestamp
 
@@ -186,7 +186,7 @@ def test_daemon_with_decode_worker_equals_replay(kafka_broker, fresh_topic, tmp_
     doc: dict[str, Any] = {
         "streams": [stream_doc(topic)],
         "detector": {"min_count": 50, "reference": "previous", "permutations": 99},
-        "kafka": {"bootstrap_servers": [kafka_broker.bootstrap], "group_id": unique_name("dw"),
+        "kafka": {"client": current_client(), "bootstrap_servers": [kafka_broker.bootstrap], "group_id": unique_name("dw"),
                   "auto_offset_reset": "earliest", "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000,
                   "poll_timeout_ms": 200, "max_poll_records": 1500, "decode_workers": 1},
         "http": {"listen": "127.0.0.1:0"},

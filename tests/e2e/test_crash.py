@@ -45,7 +45,7 @@ from driftmon.service.checkpoint import CheckpointError, CheckpointStore, config
 from driftmon.service.daemon import Daemon
 from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING = re.compile(r"serving /metrics /healthz /readyz on http://([0-9.]+):(\d+)")
@@ -266,7 +266,7 @@ def stream_config(topic: str, idle_topic: str, bootstrap: str, state: Path, grou
         "detector": {"metric": "kl", "reference": "previous", "min_count": 200, "max_p_value": 0.001,
                      "thresholds": {"warn": 0.05, "critical": 0.1},
                      "hysteresis": {"fire_after": 1, "resolve_after": 2}},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "client_id": "driftmon-crash",
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": group, "client_id": "driftmon-crash",
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200,
                   "max_poll_records": 2000, **kafka},
         "http": {"listen": "127.0.0.1:0"},
@@ -355,6 +355,7 @@ def compare_with_replay(got: list[dict], expected: list[dict]) -> int:
 
 @pytest.mark.kafka
 @pytest.mark.slow
+@pytest.mark.one_client  # test-time budget: kill -9 and restore run with both clients in the 3-partition test below
 def test_kill9_six_times_then_every_window_equals_replay(kafka_broker, tmp_path):
     """One partition: the daemon sees the events in replay's order, so every
     result (bins, late events included) must equal replay's."""
@@ -530,6 +531,7 @@ def test_bad_checkpoint_refuses_to_start_with_exit_3(tmp_path, damage):
 
 
 @pytest.mark.kafka
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_reset_state_moves_the_bad_checkpoint_aside_and_starts_afresh(kafka_broker, tmp_path):
     topic, idle = unique_name("reset"), unique_name("reset-idle")
     create_topics(kafka_broker.bootstrap, [topic, idle], partitions=1)

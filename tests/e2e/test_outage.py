@@ -31,7 +31,7 @@ from driftmon.testing import synth
 from driftmon.testing.embedded import EmbeddedBroker, create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
 from driftmon.testing.s3 import MotoS3
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import (
     DaemonProcess,
     assert_no_driftmon_traceback,
@@ -57,7 +57,7 @@ def config(topic: str, bootstrap: str, state: Path, *, hook_port: int | None = N
                           "categories": list(synth.CATEGORIES)}],
         }],
         "detector": {"min_count": 200, "reference": "previous", "hysteresis": {"fire_after": 1, "resolve_after": 1}},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": unique_name("outage-group"),
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": unique_name("outage-group"),
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200},
         "http": {"listen": "127.0.0.1:0", "ready_broker_timeout": "5s"},
         "state": {"dir": str(state), "checkpoint_interval": "0.5s"},
@@ -162,6 +162,7 @@ def outbox_files(state: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_webhook_down_and_daemon_killed_meanwhile_every_alert_arrives_once_in_order(kafka_broker, tmp_path):
     topic = unique_name("hook-outage")
     create_topics(kafka_broker.bootstrap, [topic], partitions=1)
@@ -207,6 +208,7 @@ def test_webhook_down_and_daemon_killed_meanwhile_every_alert_arrives_once_in_or
 
 
 @pytest.mark.slow
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_full_outbox_drops_oldest_only_counted_and_logged(kafka_broker, tmp_path):
     topic = unique_name("hook-full")
     create_topics(kafka_broker.bootstrap, [topic], partitions=1)

@@ -38,7 +38,7 @@ from driftmon.outputs.deadletter import ORIGINAL_SHA256, ORIGINAL_SIZE, TRUNCATE
 from driftmon.pipeline import StreamPipeline
 from driftmon.testing.embedded import create_topics, free_port
 from driftmon.testing.receiver import WebhookSink
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import (
     DaemonProcess,
     assert_no_driftmon_traceback,
@@ -119,7 +119,7 @@ def top_k_config(topic: str, bootstrap: str, state: Path, **extra: object) -> di
             "features": [{"name": "category", "field": "item.category", "type": "categorical", "top_k": 20}],
         }],
         "detector": {"min_count": 50, "reference": "previous", "permutations": 0},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": unique_name("limits"), "auto_offset_reset": "earliest",
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": unique_name("limits"), "auto_offset_reset": "earliest",
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200},
         "http": {"listen": "127.0.0.1:0"},
         "state": {"dir": str(state), "checkpoint_interval": "0.5s"},
@@ -139,6 +139,7 @@ def assert_private_modes(state: Path) -> None:
     assert temp_files(state) == []
 
 
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_2_mib_category_values_are_cut_rows_stay_small_and_restarts_are_clean(kafka_broker, tmp_path):
     topic, results_topic = unique_name("huge-values"), unique_name("results")
     create_topics(kafka_broker.bootstrap, [topic, results_topic], partitions=1)
@@ -205,6 +206,7 @@ def test_a_10_mib_reject_reaches_the_dead_letter_topic_as_a_marked_truncated_cop
     assert_no_driftmon_traceback(daemon.logs())
 
 
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_full_disk_holds_alerts_results_and_checkpoint_back_and_loses_nothing(kafka_broker, tmp_path):
     topic = unique_name("full-disk")
     create_topics(kafka_broker.bootstrap, [topic], partitions=1)
@@ -254,6 +256,7 @@ def test_full_disk_holds_alerts_results_and_checkpoint_back_and_loses_nothing(ka
     assert_private_modes(state)
 
 
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_a_checkpoint_that_cannot_be_written_is_postponed_not_fatal(kafka_broker, tmp_path):
     """No sinks, no webhooks: only the checkpoint file is over the limit.  It used to stop the
     daemon; now the failure is counted, the daemon keeps consuming, and it checkpoints when it can."""

@@ -33,7 +33,7 @@ from tests.e2e.test_crash import (
     write_config,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.one_client]  # scale-out: kafka-python only
 
 PARTITIONS = 6
 PARTIALS_PARTITIONS = 3

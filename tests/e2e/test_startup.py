@@ -33,7 +33,7 @@ from driftmon.service.errors import EXIT_STATE_DIR_IN_USE, EXIT_UNWRITABLE
 from driftmon.service.statedir import LOCK_NAME
 from driftmon.testing import synth
 from driftmon.testing.embedded import EmbeddedBroker, create_topics, free_port
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import (
     REPO,
     DaemonProcess,
@@ -54,7 +54,7 @@ def shipped_config(bootstrap: str, tmp: Path, **kafka: object) -> dict:
     broker, port and paths moved into the test's sandbox."""
     doc = yaml.safe_load((REPO / "config" / "driftmon.yaml").read_text())
     assert doc["kafka"]["dead_letter_topic"], "the shipped config has a dead-letter topic"
-    doc["kafka"].update(bootstrap_servers=[bootstrap], group_id=unique_name("startup"), session_timeout_ms=5000,
+    doc["kafka"].update(client=current_client(), bootstrap_servers=[bootstrap], group_id=unique_name("startup"), session_timeout_ms=5000,
                         heartbeat_interval_ms=1000, poll_timeout_ms=200, **kafka)
     doc["http"] = {"listen": "127.0.0.1:0", "ready_broker_timeout": "5s"}
     doc["state"] = {"dir": str(tmp / "state"), "checkpoint_interval": "0.5s"}
@@ -70,7 +70,7 @@ def small_config(topic: str, bootstrap: str, state: Path, **kafka: object) -> di
                      "features": [{"name": "item_category", "field": "item.category", "type": "categorical",
                                    "categories": list(synth.CATEGORIES)}]}],
         "detector": {"min_count": 100},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": unique_name("startup"),
+        "kafka": {"client": current_client(), "bootstrap_servers": [bootstrap], "group_id": unique_name("startup"),
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200, **kafka},
         "http": {"listen": "127.0.0.1:0", "ready_broker_timeout": "5s"},
         "state": {"dir": str(state), "checkpoint_interval": "0.5s"},
@@ -190,6 +190,7 @@ def test_broker_started_5s_after_the_daemon_then_events_results_and_dead_letters
 
 
 @pytest.mark.kafka
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_second_daemon_on_the_same_state_dir_exits_5_naming_the_holder(kafka_broker, tmp_path):
     topic = unique_name("lock")
     create_topics(kafka_broker.bootstrap, [topic], partitions=2)

@@ -22,7 +22,7 @@ from driftmon.testing.receiver import WebhookSink
 from tests.conftest import unique_name
 from tests.service.test_daemon import SECRET, hook, results_rows, running, scrape, send, wait_until
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.one_client]  # the monitor, not the client, is under test
 
 WINDOW = 30.0
 DELAY = 20.0

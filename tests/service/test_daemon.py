@@ -44,7 +44,7 @@ from driftmon.outputs.alerts.payload import alert_labels, fingerprint, severity_
 from driftmon.service.daemon import Daemon
 from driftmon.testing import synth
 from driftmon.testing.receiver import WebhookSink
-from tests.conftest import unique_name
+from tests.conftest import current_client, unique_name
 
 pytestmark = pytest.mark.kafka
 
@@ -89,6 +89,7 @@ def daemon_cfg(bootstrap: str, topic: str, state_dir: Path, *, webhooks: list[di
             "hysteresis": {"fire_after": 1, "resolve_after": 1},
         },
         "kafka": {
+            "client": current_client(),
             "bootstrap_servers": [bootstrap],
             "group_id": unique_name("driftmon"),
             "auto_offset_reset": "earliest",

@@ -18,7 +18,7 @@ from driftmon.cli import replay
 from driftmon.config import parse_config
 from tests.service.test_daemon import daemon_cfg, processed, results_rows, running, scrape, send, wait_until
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.one_client]  # the monitor, not the client, is under test
 
 N = 30  # events per per-user window
 

@@ -192,6 +192,7 @@ def _threads(pid: int) -> int:
 
 
 @pytest.mark.kafka
+@pytest.mark.one_client  # test-time budget: what this test checks does not depend on the Kafka client
 def test_daemon_under_300_idle_connections_keeps_its_threads_and_answers(kafka_broker, fresh_topic, tmp_path):
     doc = daemon_cfg(kafka_broker.bootstrap, fresh_topic(), tmp_path / "state", segmented=False)
     config_file = Path(tmp_path / "driftmon.yaml")

@@ -1,4 +1,4 @@
-"""KafkaSource and DeadLetterProducer against a real (tansu) broker."""
+"""The Kafka sources (both clients) and DeadLetterProducer against a real (tansu) broker."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 
 from driftmon.config import KafkaConfig
 from driftmon.outputs.deadletter import DeadLetterProducer
-from driftmon.source.kafka import RECONNECT_BACKOFF_MAX_MS, KafkaSource, Record, consumer_kwargs, next_offsets
+from driftmon.source.base import Record
+from driftmon.source.kafka import RECONNECT_BACKOFF_MAX_MS, consumer_kwargs, next_offsets
 from driftmon.testing.embedded import EmbeddedBroker, create_topics
 from driftmon.util.secrets import redact_kwargs
-from tests.conftest import consume, kafka_config, produce, unique_name
+from tests.conftest import consume, kafka_config, make_source, produce, unique_name
 
 pytestmark = pytest.mark.kafka
 
@@ -39,7 +40,7 @@ def test_poll_returns_every_record_with_topic_partition_offset_and_bytes(kafka_b
     produce(kafka_broker.bootstrap, t2, [b"\x00\xffraw"], partition=0)
     expected.append((t2, 0, 0, b"\x00\xffraw"))
 
-    with KafkaSource(kafka_config(kafka_broker.bootstrap), [t1, t2]) as src:
+    with make_source(kafka_config(kafka_broker.bootstrap), [t1, t2]) as src:
         got = consume(src, len(expected))
         got += _drain(src, 0.5)
         assert src.assignment() == {(t1, 0), (t1, 1), (t1, 2), (t2, 0)}
@@ -57,12 +58,12 @@ def test_commit_only_given_offsets_and_same_group_resumes_after_them(kafka_broke
     produce(kafka_broker.bootstrap, topic, [f"b{i}" for i in range(3)], partition=1)
     cfg = kafka_config(kafka_broker.bootstrap)
 
-    with KafkaSource(cfg, [topic]) as src:
+    with make_source(cfg, [topic]) as src:
         consume(src, 9)
         src.commit({})  # no-op
         src.commit({(topic, 0): 4})  # partition 1 deliberately left uncommitted
 
-    with KafkaSource(cfg, [topic]) as src:
+    with make_source(cfg, [topic]) as src:
         got = consume(src, 2 + 3)
         got += _drain(src, 0.5)
     assert _coords(got) == [
@@ -79,9 +80,9 @@ def test_seek_applies_restored_offsets_on_assignment_then_calls_on_assign(kafka_
 
     def on_assign(partitions):
         events.append(("assign", partitions))
-        src.commit({(topic, 1): 1})  # inside a rebalance callback: sent without blocking
+        src.commit({(topic, 1): 1})  # inside a rebalance callback (kafka-python: sent without blocking)
 
-    src = KafkaSource(kafka_config(kafka_broker.bootstrap), [topic], on_assign=on_assign)
+    src = make_source(kafka_config(kafka_broker.bootstrap), [topic], on_assign=on_assign)
     try:
         src.seek({(topic, 0): 7})  # before any assignment: kept until the group assigns it
         got = consume(src, 3)
@@ -97,17 +98,61 @@ def test_seek_applies_restored_offsets_on_assignment_then_calls_on_assign(kafka_
     finally:
         src.close()
 
-    with KafkaSource(kafka_config(kafka_broker.bootstrap, src.kafka.group_id), [topic]) as src2:
+    with make_source(kafka_config(kafka_broker.bootstrap, src.kafka.group_id), [topic]) as src2:
         got = consume(src2, 10 + 1)  # nothing committed for p0; p1 committed at 1 in on_assign
         got += _drain(src2, 0.5)
     assert sorted((r.partition, r.offset) for r in got) == [(0, i) for i in range(10)] + [(1, 1)]
+
+
+def test_rebalance_revokes_after_a_commit_and_the_new_member_resumes_there(kafka_broker, fresh_topic):
+    """A second member joins: the first is told before its partitions go (it commits what it
+    counted there), the two split the partitions, and every record is read exactly once."""
+    topic = fresh_topic(partitions=2)
+    for p in (0, 1):
+        produce(kafka_broker.bootstrap, topic, [f"{p}-{i}" for i in range(10)], partition=p)
+    cfg = kafka_config(kafka_broker.bootstrap)
+    calls: list[tuple[str, str, list]] = []
+    got: dict[str, list] = {"a": [], "b": []}
+
+    def on_revoke(partitions):
+        calls.append(("a", "revoke", partitions))
+        a.commit({tp: o for tp, o in next_offsets(got["a"]).items() if tp in partitions})
+
+    a = make_source(cfg, [topic], on_revoke=on_revoke, on_assign=lambda ps: calls.append(("a", "assign", ps)))
+    b = None
+    try:
+        got["a"] += consume(a, 20)
+        assert a.assignment() == {(topic, 0), (topic, 1)}
+        for p in (0, 1):
+            produce(kafka_broker.bootstrap, topic, [f"{p}-{i}" for i in range(10, 15)], partition=p)
+        b = make_source(cfg, [topic], on_assign=lambda ps: calls.append(("b", "assign", ps)))
+        deadline = time.monotonic() + 45
+        while not (len(a.assignment()) == 1 and len(b.assignment()) == 1
+                   and len(got["a"]) + len(got["b"]) >= 30):
+            assert time.monotonic() < deadline, (calls, len(got["a"]), len(got["b"]))
+            got["a"] += a.poll(100)
+            got["b"] += b.poll(100)
+        got["a"] += _drain(a, 0.5)
+        got["b"] += _drain(b, 0.5)
+        assert a.assignment() | b.assignment() == {(topic, 0), (topic, 1)}
+        b_final = b.assignment()
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+    (moved,) = b_final
+    told = [i for i, c in enumerate(calls) if c[:2] == ("a", "revoke") and moved in c[2]]
+    assert told and told[0] < max(i for i, c in enumerate(calls) if c[:2] == ("b", "assign") and moved in c[2])
+    keys = sorted((r.partition, r.offset) for r in got["a"] + got["b"])
+    assert keys == [(p, i) for p in (0, 1) for i in range(15)]  # none lost, none read twice
+    assert all(r.offset >= 10 for r in got["b"])  # the new member started at a's commits
 
 
 def test_lag_is_highwater_minus_position(kafka_broker, fresh_topic):
     topic = fresh_topic(partitions=1)
     produce(kafka_broker.bootstrap, topic, [f"{i}" for i in range(20)], partition=0)
     cfg = kafka_config(kafka_broker.bootstrap, max_poll_records=5)
-    with KafkaSource(cfg, [topic]) as src:
+    with make_source(cfg, [topic]) as src:
         assert src.lag() == {}  # nothing fetched yet: highwater unknown
         first = consume(src, 1)
         assert src.lag() == {(topic, 0): 20 - (first[-1].offset + 1)}
@@ -123,7 +168,7 @@ def test_last_broker_contact_advances_while_idle_and_stops_when_broker_dies():
         topic = unique_name("contact")
         create_topics(broker.bootstrap, [topic])
         produce(broker.bootstrap, topic, ["x"])
-        src = KafkaSource(kafka_config(broker.bootstrap), [topic])
+        src = make_source(kafka_config(broker.bootstrap), [topic])
         try:
             consume(src, 1)
             seen = src.last_broker_contact
@@ -150,7 +195,7 @@ def test_dead_letter_keeps_bytes_and_key_and_adds_provenance_headers(kafka_broke
         dl.flush(timeout=10)
         assert (dl.sent, dl.delivered, dl.failed) == (2, 2, 0)
 
-    with KafkaSource(cfg, [dlq]) as src:
+    with make_source(cfg, [dlq]) as src:
         got = sorted(consume(src, 2), key=lambda r: r.offset)
     assert [(r.key, r.value) for r in got] == [(b"k1", b"\xffnot json"), (None, b"{}")]
     assert got[0].headers == [
@@ -163,6 +208,7 @@ def test_dead_letter_keeps_bytes_and_key_and_adds_provenance_headers(kafka_broke
     assert dict(got[1].headers)["driftmon-source-offset"] == b"7"
 
 
+@pytest.mark.one_client
 def test_every_kafka_setting_is_wired_and_secrets_are_redacted():
     cfg = KafkaConfig(
         bootstrap_servers=("b1:9093", "b2:9093"), group_id="g", client_id="c", auto_offset_reset="latest",
@@ -189,3 +235,39 @@ def test_every_kafka_setting_is_wired_and_secrets_are_redacted():
     assert not {"ssl_password", "sasl_plain_password", "sasl_mechanism"} & plain.keys()
     with pytest.raises(ValueError, match="sasl_mechanism"):
         consumer_kwargs(KafkaConfig(security_protocol="SASL_PLAINTEXT"))
+
+
+@pytest.mark.one_client
+def test_every_kafka_setting_maps_to_librdkafka_and_secrets_are_redacted():
+    from confluent_kafka import Consumer
+
+    from driftmon.source.confluent import RECONNECT_BACKOFF_MAX_MS as RD_BACKOFF
+    from driftmon.source.confluent import STATS_INTERVAL_MS, librdkafka_config
+
+    cfg = KafkaConfig(
+        bootstrap_servers=("b1:9093", "b2:9093"), group_id="g", client_id="c", auto_offset_reset="latest",
+        max_poll_interval_ms=6001, max_poll_records=2, poll_timeout_ms=3, session_timeout_ms=6000,
+        heartbeat_interval_ms=5, security_protocol="SASL_SSL", ssl_cafile="/ca.pem",
+        ssl_certfile="/c.pem", ssl_keyfile="/k.pem", ssl_password="keypass",
+        ssl_check_hostname=False, sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="alice", sasl_plain_password="hunter2", client="confluent-kafka",
+    )  # fmt: skip
+    conf = librdkafka_config(cfg)
+    assert conf == {
+        "bootstrap.servers": "b1:9093,b2:9093", "client.id": "c", "group.id": "g",
+        "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "latest",
+        "max.poll.interval.ms": 6001, "session.timeout.ms": 6000, "heartbeat.interval.ms": 5,
+        "security.protocol": "sasl_ssl", "ssl.endpoint.identification.algorithm": "none",
+        "ssl.ca.location": "/ca.pem", "ssl.certificate.location": "/c.pem", "ssl.key.location": "/k.pem",
+        "ssl.key.password": "keypass", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
+        "sasl.password": "hunter2", "reconnect.backoff.max.ms": RD_BACKOFF, "log_level": 4,
+        "statistics.interval.ms": STATS_INTERVAL_MS,
+    }  # fmt: skip
+    shown = repr(redact_kwargs(conf))
+    assert "hunter2" not in shown and "keypass" not in shown and "alice" in shown
+    # librdkafka knows every name (it refuses unknown ones at construction; no TLS files needed here)
+    sasl = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_plain_username="u",
+                       sasl_plain_password="p", session_timeout_ms=6000, client="confluent-kafka")
+    Consumer(librdkafka_config(sasl)).close()
+    plain = librdkafka_config(KafkaConfig(ssl_password="x", sasl_plain_password="y"))
+    assert not {"ssl.key.password", "sasl.password", "sasl.mechanism"} & plain.keys()

@@ -17,7 +17,7 @@ from driftmon.testing.embedded import EmbeddedBroker, EmbeddedBrokerError, creat
 from driftmon.testing.s3 import MotoS3
 from tests.conftest import consume, kafka_config, produce, unique_name
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.one_client]  # tests the broker, not the client
 REPO = str(Path(__file__).resolve().parents[2])
 
 
