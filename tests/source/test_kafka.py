@@ -241,8 +241,8 @@ def test_every_kafka_setting_is_wired_and_secrets_are_redacted():
 def test_every_kafka_setting_maps_to_librdkafka_and_secrets_are_redacted():
     from confluent_kafka import Consumer
 
+    from driftmon.source.confluent import FETCH_QUEUE_BACKOFF_MS, STATS_INTERVAL_MS, librdkafka_config
     from driftmon.source.confluent import RECONNECT_BACKOFF_MAX_MS as RD_BACKOFF
-    from driftmon.source.confluent import STATS_INTERVAL_MS, librdkafka_config
 
     cfg = KafkaConfig(
         bootstrap_servers=("b1:9093", "b2:9093"), group_id="g", client_id="c", auto_offset_reset="latest",
@@ -261,7 +261,7 @@ def test_every_kafka_setting_maps_to_librdkafka_and_secrets_are_redacted():
         "ssl.ca.location": "/ca.pem", "ssl.certificate.location": "/c.pem", "ssl.key.location": "/k.pem",
         "ssl.key.password": "keypass", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
         "sasl.password": "hunter2", "reconnect.backoff.max.ms": RD_BACKOFF, "log_level": 4,
-        "statistics.interval.ms": STATS_INTERVAL_MS,
+        "statistics.interval.ms": STATS_INTERVAL_MS, "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
     }  # fmt: skip
     shown = repr(redact_kwargs(conf))
     assert "hunter2" not in shown and "keypass" not in shown and "alice" in shown
