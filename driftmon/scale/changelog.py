@@ -38,6 +38,13 @@ FORMAT = 1
 FLUSH_TIMEOUT = 30.0
 
 
+def acknowledge(producer: Any, futures: list[Any], timeout: float = FLUSH_TIMEOUT) -> None:
+    """Flush ``producer`` and wait for each of ``futures`` (its sends); raises the first failure."""
+    producer.flush(timeout=timeout)
+    for f in futures:
+        f.get(timeout=timeout)
+
+
 class ChangelogError(OSError):
     """The changelog could not be written: the checkpoint is postponed (OSError: see Checkpointer)."""
 
@@ -149,9 +156,7 @@ class Changelog:
         """Wait until every write is acknowledged; raise :class:`ChangelogError` otherwise."""
         futures, self._futures = self._futures, []
         try:
-            self.producer.flush(timeout=FLUSH_TIMEOUT)
-            for f in futures:
-                f.get(timeout=FLUSH_TIMEOUT)
+            acknowledge(self.producer, futures)
         except Exception as exc:
             raise ChangelogError(f"changelog {self.topic!r} not acknowledged: {exc}") from exc
 

@@ -40,7 +40,7 @@ from driftmon.decode.prepare import PreparedBatch
 from driftmon.outputs.fanout import Participant
 from driftmon.outputs.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
-from driftmon.scale.changelog import Changelog
+from driftmon.scale.changelog import Changelog, acknowledge
 from driftmon.scale.mapper import StreamMapper
 from driftmon.scale.records import Mark, Partial, decode, encode, series_key
 from driftmon.scale.reducer import Reducer, series_pipelines
@@ -51,7 +51,6 @@ from driftmon.source.base import RecordLike
 from driftmon.source.kafka import KafkaSource, client_kwargs
 
 log = logging.getLogger("driftmon.scale.service")
-FLUSH_TIMEOUT = 30.0
 TICK_INTERVAL = 1.0
 REDUCE_POLL_MS = 100
 
@@ -93,9 +92,7 @@ class PartialsProducer:
     def flush(self) -> None:
         futures, self._futures = self._futures, []
         try:
-            self.producer.flush(timeout=FLUSH_TIMEOUT)
-            for f in futures:
-                f.get(timeout=FLUSH_TIMEOUT)
+            acknowledge(self.producer, futures)
         except Exception as exc:
             self._futures = futures + self._futures  # checked again at the next checkpoint
             raise RuntimeError(f"partials not acknowledged: {exc}") from exc
