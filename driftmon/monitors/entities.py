@@ -61,190 +61,29 @@ their rows, and snapshots of disjoint key sets concatenate (the population count
 
 from __future__ import annotations
 
-import base64
 import math
-import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import repeat
 from operator import is_not
 from typing import Any
 
 import numpy as np
-from scipy.special import rel_entr
-from scipy.stats import chi2
 
 from driftmon.config import EntitiesConfig
 from driftmon.decode.prepare import PreparedBatch
-from driftmon.detect.result import BinShare, json_number, rfc3339
 from driftmon.monitors.base import MonitorStep
+from driftmon.monitors.entity_scoring import KIND, UNIT, Comparison, EntityShift, compare, order, shift_record
+from driftmon.monitors.packing import pack, pack_counts, unpack, unpack_counts
 
-KIND = "interest_shift"
-UNIT = "nats"
+__all__ = ["KIND", "OTHER", "UNIT", "Comparison", "EntityMonitor", "EntityShift", "compare"]
+
 OTHER = "__other__"
 COUNT_MAX = np.iinfo(np.uint16).max
 CHUNK = 8192  # entities compared at once (bounds the (entities x categories) float temporaries)
 NAME_BYTES = 64  # keys up to this many UTF-8 bytes are stored in a fixed-width array
 EVICT_REASONS = ("idle", "capacity")
-P_VALUE_METHOD = "g_test_williams"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class EntityShift:
-    """One entity whose interests moved: the ``interest_shift`` record."""
-
-    stream: str
-    entity: str
-    window_start: float
-    window_end: float
-    divergence: float  # adjusted: shrunk KL minus its no-change expectation, nats
-    shrunk_divergence: float  # D(P~ || Q~) of the shrunk distributions, nats
-    shrunk_bias: float  # what was subtracted: the shrunk KL's expectation with no change, nats
-    raw_divergence: float  # plug-in KL of the two windows' shares, nats (inf possible)
-    p_value: float
-    n_current: int
-    n_reference: int
-    top_bins: tuple[BinShare, ...]
-    threshold: float
-    max_p_value: float
-    prior_strength: float
-    bias: float  # (K-1)/2 (1/n + 1/m): the plug-in KL's expected value with no change, nats
-    kind: str = KIND
-    unit: str = UNIT
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "stream": self.stream,
-            "entity": self.entity,
-            "window_start": rfc3339(self.window_start),
-            "window_end": rfc3339(self.window_end),
-            "divergence": json_number(self.divergence),
-            "unit": self.unit,
-            "n_current": self.n_current,
-            "n_reference": self.n_reference,
-            "top_bins": [b.to_dict() for b in self.top_bins],
-            "metric": "kl",
-            "shrunk_divergence": json_number(self.shrunk_divergence),
-            "shrunk_bias": json_number(self.shrunk_bias),
-            "raw_divergence": json_number(self.raw_divergence),
-            "raw_bias": json_number(self.bias),
-            "p_value": json_number(self.p_value),
-            "p_value_method": P_VALUE_METHOD,
-            "prior_strength": self.prior_strength,
-            "threshold": self.threshold,
-            "max_p_value": self.max_p_value,
-        }
-
-    def sink_key(self) -> bytes:
-        """The Kafka key: the entity, so all of one user's records share a partition."""
-        return self.entity.encode("utf-8", "surrogatepass")
-
-
-@dataclass
-class Comparison:
-    """Vectorised result of comparing E entities' current windows with their references."""
-
-    adjusted: np.ndarray  # (E,) nats: max(shrunk - bias, 0)
-    shrunk: np.ndarray  # (E,) nats: D(P~ || Q~) of the shrunk distributions
-    bias: np.ndarray  # (E,) nats: the shrunk KL's approximate expectation when nothing changed
-    raw: np.ndarray  # (E,) nats, inf where q = 0 < p
-    p_value: np.ndarray  # (E,)
-    n: np.ndarray  # (E,) current counts
-    m: np.ndarray  # (E,) reference counts
-    terms: np.ndarray  # (E, K) per-category terms of the adjusted KL
-    support: np.ndarray  # (E,) categories with an event in either window
-    g: np.ndarray  # (E,) G statistic of the 2 x K table (before Williams' correction)
-    williams: np.ndarray  # (E,) Williams' correction divisor q (>= 1)
-    p_adj: np.ndarray  # (E, K) shrunk current distribution
-    q_adj: np.ndarray  # (E, K) shrunk reference distribution
-
-    @property
-    def df(self) -> np.ndarray:
-        return np.maximum(self.support - 1, 0)
-
-
-def compare(cur: np.ndarray, ref: np.ndarray, population: np.ndarray, prior_strength: float) -> Comparison:
-    """Compare each row of ``cur`` (current window counts, E x K) with the same row of ``ref``.
-
-    ``population``: the population's category distribution (K, sums to 1), the mean of the
-    Dirichlet prior; ``prior_strength``: its weight in pseudo-events.  Rows with no events in
-    either window give NaN.
-    """
-    c = np.asarray(cur, dtype=np.float64)
-    r = np.asarray(ref, dtype=np.float64)
-    n, m = c.sum(axis=1), r.sum(axis=1)
-    a = float(prior_strength)
-    prior = a * np.asarray(population, dtype=np.float64)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_adj = (c + prior) / (n + a)[:, None]
-        q_adj = (r + prior) / (m + a)[:, None]
-        terms = rel_entr(p_adj, q_adj)
-        shrunk = terms.sum(axis=1)
-        raw = rel_entr(c / n[:, None], r / m[:, None]).sum(axis=1)
-        # G-test of independence on the 2 x K table [c; r]
-        t = c + r
-        total = n + m
-        e_c = t * (n / total)[:, None]
-        e_r = t * (m / total)[:, None]
-        g = 2.0 * (rel_entr(c, e_c).sum(axis=1) + rel_entr(r, e_r).sum(axis=1))
-        cols = (t > 0).sum(axis=1)
-        # E[D(P~||Q~)] with no change, to first order: each of the (support - 1) free shares of
-        # P~ and Q~ varies by (n / (n + a))^2 theta (1 - theta) / n; with a = 0 this is the plug-in
-        # bias (K-1)/2 (1/n + 1/m)
-        bias = np.maximum(cols - 1, 0) / 2.0 * (n / (n + a) ** 2 + m / (m + a) ** 2)
-        adjusted = np.maximum(shrunk - bias, 0.0)
-        df = np.maximum(cols - 1, 0)
-        inv_t = np.where(t > 0, 1.0 / np.where(t > 0, t, 1.0), 0.0).sum(axis=1)
-        williams = 1.0 + (total * (1.0 / n + 1.0 / m) - 1.0) * (total * inv_t - 1.0) / (6.0 * total * np.maximum(df, 1))
-        stat = np.where(williams > 0, g / williams, g)
-        p = np.where(df > 0, chi2.sf(np.maximum(stat, 0.0), np.maximum(df, 1)), 1.0)
-    bad = (n <= 0) | (m <= 0)
-    if bad.any():
-        adjusted, shrunk, raw, p = adjusted.copy(), shrunk.copy(), raw.copy(), p.copy()
-        adjusted[bad] = shrunk[bad] = raw[bad] = p[bad] = np.nan
-    return Comparison(adjusted, shrunk, bias, raw, p, n, m, terms, cols, g, williams, p_adj, q_adj)
-
-
-def _order(r: EntityShift) -> tuple[float, str]:
-    return (r.window_end, r.entity)
-
-
-def _pack(a: np.ndarray, compress: bool = True) -> str:
-    """Base64 of the array's bytes (zlib-compressed unless ``compress`` is False: random hashes)."""
-    raw = np.ascontiguousarray(a).tobytes()
-    return base64.b64encode(zlib.compress(raw, 1) if compress else raw).decode()
-
-
-def _unpack(s: str, dtype: Any, shape: tuple[int, ...], compressed: bool = True) -> np.ndarray:
-    raw = base64.b64decode(s)
-    a = np.frombuffer(zlib.decompress(raw) if compressed else raw, dtype=dtype)
-    if a.size != math.prod(shape):
-        raise ValueError(f"entities snapshot: expected {math.prod(shape)} values of {np.dtype(dtype)}, got {a.size}")
-    return a.reshape(shape).copy()
-
-
-def _pack_counts(m: np.ndarray) -> dict[str, str]:
-    """A count matrix as its non-zero cells (flat index, value): users touch few categories."""
-    flat = m.reshape(-1)
-    idx = np.flatnonzero(flat)
-    wide = flat.size > np.iinfo(np.uint32).max
-    return {"idx": _pack(idx.astype(np.uint64 if wide else np.uint32), compress=False),
-            "val": _pack(flat[idx], compress=False), "nnz": str(idx.size)}
-
-
-def _unpack_counts(d: dict[str, str], shape: tuple[int, int]) -> np.ndarray:
-    nnz, size = int(d["nnz"]), math.prod(shape)
-    wide = size > np.iinfo(np.uint32).max
-    idx = _unpack(d["idx"], np.uint64 if wide else np.uint32, (nnz,), compressed=False).astype(np.int64)
-    val = _unpack(d["val"], np.uint16, (nnz,), compressed=False)
-    if nnz and (idx.min() < 0 or idx.max() >= size or not bool(np.all(np.diff(idx) > 0))):
-        raise ValueError("entities snapshot: count cells out of range or out of order")
-    out = np.zeros(size, dtype=np.uint16)
-    out[idx] = val
-    return out.reshape(shape)
 
 
 class EntityMonitor:
@@ -315,7 +154,7 @@ class EntityMonitor:
                 [cols.keys[i] for i in sel.tolist()])
             self._count(ts[sel], cols.hashes[sel], keys, self._columns(values), step)
         step.tracked = self.tracked
-        step.records.sort(key=_order)  # (window end, entity): not slot numbers, which depend on batching
+        step.records.sort(key=order)  # (window end, entity): not slot numbers, which depend on batching
         return step
 
     def flush(self) -> MonitorStep:
@@ -325,7 +164,7 @@ class EntityMonitor:
         if self.window is not None and self.window >= 0:
             self._close_time_window(step)
         step.tracked = self.tracked
-        step.records.sort(key=_order)
+        step.records.sort(key=order)
         return step
 
     # -- categories ------------------------------------------------------------------------
@@ -628,20 +467,8 @@ class EntityMonitor:
 
     def _record(self, slot: int, start: float, end: float, cmp: Comparison, i: int) -> EntityShift:
         self.counters["shifts"] += 1
-        terms = cmp.terms[i]
-        k = min(self.cfg.top_bins, len(self.labels))
-        top = np.argsort(-np.abs(terms), kind="stable")[:k] if k else np.zeros(0, dtype=np.int64)
-        n, m = float(cmp.n[i]), float(cmp.m[i])
-        return EntityShift(
-            stream=self.stream, entity=self.name_of(slot), window_start=start, window_end=end,
-            divergence=float(cmp.adjusted[i]), shrunk_divergence=float(cmp.shrunk[i]),
-            shrunk_bias=float(cmp.bias[i]), raw_divergence=float(cmp.raw[i]), p_value=float(cmp.p_value[i]),
-            n_current=int(n), n_reference=int(m),
-            top_bins=tuple(BinShare(self.labels[j], float(cmp.q_adj[i, j]), float(cmp.p_adj[i, j]),
-                                    float(terms[j])) for j in top.tolist()),
-            threshold=self.cfg.threshold, max_p_value=self.cfg.max_p_value,
-            prior_strength=self.prior_strength, bias=(float(cmp.support[i]) - 1) / 2.0 * (1.0 / n + 1.0 / m),
-        )
+        return shift_record(self.stream, self.name_of(slot), start, end, cmp, i, self.labels, self.cfg,
+                            self.prior_strength)
 
     # -- checkpoint ------------------------------------------------------------------------
 
@@ -652,9 +479,9 @@ class EntityMonitor:
             "v": FORMAT_VERSION, "labels": list(self.labels), "k": self.k,
             "population": self.population.tolist(), "watermark": self.watermark, "window": self.window,
             "counters": dict(self.counters), "n": int(live.size), "name_width": int(self.names.dtype.itemsize),
-            "hashes": _pack(self.index_hashes, compress=False),
-            "cur": _pack_counts(self.cur[live]), "ref": _pack_counts(self.ref[live]),
-            "start": _pack(self.start[live]), "last": _pack(self.last[live]), "names": _pack(names),
+            "hashes": pack(self.index_hashes, compress=False),
+            "cur": pack_counts(self.cur[live]), "ref": pack_counts(self.ref[live]),
+            "start": pack(self.start[live]), "last": pack(self.last[live]), "names": pack(names),
             "long_names": [[i, self.long_names[int(s)]] for i, s in enumerate(live.tolist())
                            if int(s) in self.long_names],
         }
@@ -672,15 +499,15 @@ class EntityMonitor:
         cap = max(n, self.cfg.max_entities, 1)
         self.cur = np.zeros((cap, k), dtype=np.uint16)
         self.ref = np.zeros((cap, k), dtype=np.uint16)
-        self.cur[:n] = _unpack_counts(d["cur"], (n, k))
-        self.ref[:n] = _unpack_counts(d["ref"], (n, k))
+        self.cur[:n] = unpack_counts(d["cur"], (n, k))
+        self.ref[:n] = unpack_counts(d["ref"], (n, k))
         self.start = np.zeros(cap, dtype=np.uint32)
-        self.start[:n] = _unpack(d["start"], np.uint32, (n,))
+        self.start[:n] = unpack(d["start"], np.uint32, (n,))
         self.last = np.zeros(cap, dtype=np.uint32)
-        self.last[:n] = _unpack(d["last"], np.uint32, (n,))
+        self.last[:n] = unpack(d["last"], np.uint32, (n,))
         self.names = np.zeros(cap, dtype=f"S{max(width, 1)}")
-        self.names[:n] = _unpack(d["names"], f"S{max(width, 1)}", (n,))
-        hashes = _unpack(d["hashes"], np.uint64, (n,), compressed=False)
+        self.names[:n] = unpack(d["names"], f"S{max(width, 1)}", (n,))
+        hashes = unpack(d["hashes"], np.uint64, (n,), compressed=False)
         if n > 1 and not bool(np.all(hashes[1:] > hashes[:-1])):
             raise ValueError("entities snapshot: key hashes are not strictly increasing")
         self.index_hashes = hashes
