@@ -53,10 +53,16 @@ numpy over batches: no Python loop per event or per bin (only per shifted entity
 build its record).  Entities unseen for ``idle_ttl`` are evicted (reason ``idle``), and
 past ``max_entities`` the least recently seen ones are (reason ``capacity``).
 
-Partitioning: an entity's state depends only on its own events (and on ``pi``, an
-aggregate), so entity state can be split by entity key: a scale-out consumer that owns a
-set of keys (Kafka partitions keyed by entity, or ``hash(key) mod N``) holds exactly
-their rows, and snapshots of disjoint key sets concatenate (the population counts add).
+The population ``pi``: with time windows, the categories of every event (with a key and a
+value) of the windows closed so far; with ``last_events``, the counts of the entity windows
+closed so far.
+
+Partitioning (scale-out, docs/scaling.md): with time windows an entity's state depends only
+on its own events' counts per window and on the population's per-window category totals,
+both sums, so per-partition counts add up exactly: the mappers count each source partition
+(:mod:`driftmon.scale.entity_mapper`), and the reducer of an entity shard (``hash(key) mod
+shards``) feeds the merged counts of each window to :meth:`EntityMonitor.add_window`, which
+closes it exactly as :meth:`EntityMonitor.feed` would have.
 """
 
 from __future__ import annotations
@@ -86,6 +92,16 @@ EVICT_REASONS = ("idle", "capacity")
 FORMAT_VERSION = 1
 
 
+def declared_labels(cfg: EntitiesConfig) -> list[str]:
+    """The columns of a declared vocabulary (its categories, then ``__other__``); [] when learned."""
+    return [*cfg.categories, OTHER] if cfg.categories else []
+
+
+def declared_columns(vocab: dict[str, int], values: Sequence[str]) -> np.ndarray:
+    """The column of each value in a declared vocabulary (undeclared values: ``__other__``)."""
+    return np.fromiter(map(vocab.get, values, repeat(vocab[OTHER])), dtype=np.int64, count=len(values))
+
+
 class EntityMonitor:
     """Per-entity interest drift for one stream (see the module docstring)."""
 
@@ -96,7 +112,7 @@ class EntityMonitor:
         self.cfg = cfg
         # a declared vocabulary has its __other__ column from the start; a learned one adds it when
         # the (max_categories + 1)-th distinct value arrives
-        self.labels: list[str] = [*cfg.categories, OTHER] if cfg.categories else []
+        self.labels: list[str] = declared_labels(cfg)
         self.vocab: dict[str, int] = {v: i for i, v in enumerate(self.labels)}
         k = max(len(self.labels), 1)
         # Rows for max_entities up front: np.zeros maps untouched zero pages, so memory is only
@@ -113,6 +129,7 @@ class EntityMonitor:
         self.free: list[np.ndarray] = []  # freed slot numbers (reused before new ones)
         self.high = 0  # slots ever used: [0, high)
         self.population = np.zeros(k, dtype=np.float64)  # decayed counts of closed windows
+        self.totals = np.zeros(k, dtype=np.int64)  # time windows: category counts of the open window
         self.watermark = -math.inf
         self.window = None if cfg.window_size is None else -1  # index of the open event-time window
         self._swept = -math.inf  # watermark at the last idle sweep
@@ -173,8 +190,7 @@ class EntityMonitor:
         """The column of each value; a learned vocabulary grows up to ``max_categories``,
         later values count as ``__other__`` (as does any undeclared value)."""
         if self.cfg.categories is not None:
-            return np.fromiter(map(self.vocab.get, values, repeat(self.vocab[OTHER])), dtype=np.int64,
-                               count=len(values))
+            return declared_columns(self.vocab, values)
         col = np.fromiter(map(self.vocab.get, values, repeat(-1)), dtype=np.int64, count=len(values))
         unknown = np.flatnonzero(col < 0)
         if unknown.size:
@@ -198,6 +214,7 @@ class EntityMonitor:
             self.cur = self._widen(self.cur, grow)
             self.ref = self._widen(self.ref, grow)
             self.population = np.pad(self.population, (0, grow))
+            self.totals = np.pad(self.totals, (0, grow))
 
     def _widen(self, m: np.ndarray, grow: int) -> np.ndarray:
         """``m`` with ``grow`` more (zero) columns; only the rows in use are copied (and touched)."""
@@ -337,11 +354,16 @@ class EntityMonitor:
 
     # -- counting and windows --------------------------------------------------------------
 
-    def _add(self, slots: np.ndarray, cols: np.ndarray, ts: np.ndarray) -> None:
-        """Count events into the current windows (saturating at 65,535 per cell)."""
+    def _add(self, slots: np.ndarray, cols: np.ndarray, ts: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Count events (``weights``: that many events each) into the current windows
+        (saturating at 65,535 per cell)."""
         k = self.k
         flat = slots * k + cols
-        u, c = np.unique(flat, return_counts=True)
+        if weights is None:
+            u, c = np.unique(flat, return_counts=True)
+        else:
+            u, inv = np.unique(flat, return_inverse=True)
+            c = np.bincount(inv, weights=weights, minlength=u.size).astype(np.int64)
         view = self.cur.reshape(-1)
         total = view[u].astype(np.int64) + c
         over = total > COUNT_MAX
@@ -357,12 +379,12 @@ class EntityMonitor:
                step: MonitorStep) -> None:
         self.counters["events"] += int(ts.size)
         slots = self._slots(hashes, keys, ts, step)
-        if (slots < 0).any():
-            keep = slots >= 0
-            ts, slots, cols = ts[keep], slots[keep], cols[keep]
-        if self.cfg.window_size is not None:
+        if self.cfg.window_size is not None:  # (refused entities' events still count in the population)
             self._count_time(ts, slots, cols, step)
         else:
+            if (slots < 0).any():
+                keep = slots >= 0
+                ts, slots, cols = ts[keep], slots[keep], cols[keep]
             self._count_events(ts, slots, cols, step)
         self.watermark = max(self.watermark, float(ts.max())) if ts.size else self.watermark
         self._evict_idle(step)
@@ -380,7 +402,9 @@ class EntityMonitor:
             if w > self.window:
                 self._close_time_window(step)
                 self.window = w
-            self._add(slots[lo:hi], cols[lo:hi], ts[lo:hi])
+            self.totals += np.bincount(cols[lo:hi], minlength=self.k)
+            ok = slots[lo:hi] >= 0
+            self._add(slots[lo:hi][ok], cols[lo:hi][ok], ts[lo:hi][ok])
 
     def _close_time_window(self, step: MonitorStep) -> None:
         """Close the open event-time window of every entity with at least ``min_events``
@@ -391,7 +415,9 @@ class EntityMonitor:
         closing = np.flatnonzero((self.start[: self.high] > 0) & (n >= self.cfg.min_events))
         if closing.size:
             starts = np.floor(self.start[closing] / size) * size  # the window the entity's began in
-            self._close(closing, starts, np.full(closing.size, end), step)
+            self._close(closing, starts, np.full(closing.size, end), step, self.prior(), population=False)
+        self._add_population(self.totals.astype(np.float64))
+        self.totals = np.zeros(self.k, dtype=np.int64)
         step.windows_closed += 1
 
     def _count_events(self, ts: np.ndarray, slots: np.ndarray, cols: np.ndarray, step: MonitorStep) -> None:
@@ -416,17 +442,50 @@ class EntityMonitor:
                 self._close(closing, self.start[closing].astype(np.float64), ends, step, pi)
                 step.windows_closed += 1
 
+    def add_window(self, window: int, hashes: np.ndarray, keys: Sequence[str], last: np.ndarray,
+                   rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, totals: np.ndarray,
+                   watermark: float) -> MonitorStep:
+        """Time windows, merged elsewhere (the scale-out reducer of an entity shard): count
+        event-time window ``window``'s per-entity category counts and close it, as :meth:`feed`
+        does when its watermark passes the window's end.  ``hashes``/``keys``/``last`` per
+        entity (unique hashes; ``last``: its last event time in the window, seconds);
+        ``rows``/``cols``/``counts``: the sparse (entity, category column, count) cells;
+        ``totals``: the window's category counts over every entity (the population's, of all
+        shards); ``watermark``: the largest event time of the window (for ``idle_ttl``).
+        Windows come in increasing order, each once."""
+        step = MonitorStep(self.name)
+        size = float(self.cfg.window_size or 0.0)
+        if self.window is not None and self.window >= 0 and window <= self.window:
+            raise ValueError(f"window {window} after window {self.window}: windows come in order, once")
+        self.window = window
+        self.counters["events"] += int(np.asarray(totals).sum())
+        if hashes.size:
+            slots = self._slots(hashes, keys, np.asarray(last, dtype=np.float64), step)[rows]
+            ok = slots >= 0
+            self._add(slots[ok], cols[ok], np.full(int(ok.sum()), window * size), counts[ok])
+        self.totals += np.asarray(totals, dtype=np.int64)
+        self._close_time_window(step)
+        if math.isfinite(watermark):
+            self.watermark = max(self.watermark, watermark)
+        self._evict_idle(step)
+        step.tracked = self.tracked
+        step.records.sort(key=order)
+        return step
+
     def prior(self) -> np.ndarray:
-        """The population's distribution over the categories: the counts of all entity windows
-        closed so far plus 1/2 per category (so a category no closed window had yet, e.g. one
+        """The population's distribution over the categories: the counts of all events of the
+        windows closed so far (per-entity count windows: of the entity windows closed so far)
+        plus 1/2 per category (so a category no closed window had yet, e.g. one
         that just appeared, has some mass and the adjusted divergence stays finite)."""
         return (self.population + 0.5) / (self.population.sum() + 0.5 * self.k)
 
     def _close(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, step: MonitorStep,
-               pi: np.ndarray | None = None) -> None:
+               pi: np.ndarray | None = None, population: bool = True) -> None:
         """Compare these entities' current windows with their references, report shifts,
         and make the current windows the references.  ``pi``: the prior's mean (default: the
-        population of the windows closed before these).  In chunks of :data:`CHUNK` entities,
+        population of the windows closed before these); ``population``: add these windows'
+        counts to the population (per-entity count windows; time windows add every event of
+        the window instead, :meth:`_close_time_window`).  In chunks of :data:`CHUNK` entities,
         so the float temporaries stay small with a million entities closing at once."""
         if slots.size == 0:
             return
@@ -436,11 +495,15 @@ class EntityMonitor:
         for lo in range(0, slots.size, CHUNK):
             sl = slice(lo, lo + CHUNK)
             added += self._close_chunk(slots[sl], starts[sl], ends[sl], step, pi)
+        if population:
+            self._add_population(added)
+        self.counters["windows"] += int(slots.size)
+
+    def _add_population(self, added: np.ndarray) -> None:
         self.population += added
         total = self.population.sum()
         if total > 1e12:  # keep the population counts far from float precision limits
             self.population *= 1e6 / total
-        self.counters["windows"] += int(slots.size)
 
     def _close_chunk(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, step: MonitorStep,
                      pi: np.ndarray) -> np.ndarray:
@@ -477,7 +540,7 @@ class EntityMonitor:
         names = self.names[live]
         return {
             "v": FORMAT_VERSION, "labels": list(self.labels), "k": self.k,
-            "population": self.population.tolist(), "watermark": self.watermark, "window": self.window,
+            "population": self.population.tolist(), "totals": self.totals.tolist(), "watermark": self.watermark, "window": self.window,
             "counters": dict(self.counters), "n": int(live.size), "name_width": int(self.names.dtype.itemsize),
             "hashes": pack(self.index_hashes, compress=False),
             "cur": pack_counts(self.cur[live]), "ref": pack_counts(self.ref[live]),
@@ -516,6 +579,9 @@ class EntityMonitor:
         self.population = np.asarray(d["population"], dtype=np.float64)
         if self.population.size != k:
             raise ValueError("entities snapshot: population size does not match the categories")
+        self.totals = np.asarray(d.get("totals", [0] * k), dtype=np.int64)
+        if self.totals.size != k:
+            raise ValueError("entities snapshot: window totals do not match the categories")
         self.watermark = float(d["watermark"])
         self.window = None if d["window"] is None else int(d["window"])
         self.counters = Counter({str(a): int(b) for a, b in d["counters"].items()})
