@@ -30,7 +30,7 @@ from driftmon.config import StreamConfig
 from driftmon.decode.prepare import CodedBatch, EntityColumns
 from driftmon.monitors.entities import declared_columns, declared_labels
 from driftmon.monitors.packing import pack, unpack
-from driftmon.scale.entity_records import EntityMark, EntityPartial, Source
+from driftmon.scale.entity_records import CELLS_PER_RECORD, EntityMark, EntityPartial, Source
 from driftmon.scale.mapper import StreamMapper
 from driftmon.scale.records import Mark, Partial, Record
 from driftmon.summaries.base import Summarizer
@@ -110,10 +110,20 @@ class PartitionEntityCounts:
             remap = np.full(self.ent_h.size, -1, dtype=np.int64)
             remap[ents] = np.arange(ents.size)
             cells = np.flatnonzero(cell_shard == s)
-            hs = self.ent_h[ents]
-            out.append(EntityPartial(stream, self.window, src[0], src[1], s, shards, offsets, self.t_max,
-                                     self.totals.copy(), hs, [self.names[int(x)] for x in hs.tolist()], last[ents],
-                                     remap[cell_ent[cells]], self.cell_c[cells], self.cell_n[cells]))
+            local = remap[cell_ent[cells]]  # nondecreasing: cells are in (hash, column) order
+            per_ent = np.bincount(local, minlength=ents.size)
+            part_of = (np.cumsum(per_ent) - per_ent) // CELLS_PER_RECORD  # by each entity's first cell
+            parts = int(part_of[-1]) + 1 if ents.size else 1
+            cell_part = part_of[local]
+            for j in range(parts):
+                pe = np.flatnonzero(part_of == j)
+                pc = np.flatnonzero(cell_part == j)
+                hs = self.ent_h[ents[pe]]
+                out.append(EntityPartial(stream, self.window, src[0], src[1], s, shards, offsets, self.t_max,
+                                         self.totals.copy() if j == 0 else np.zeros(self.k, dtype=np.int64), hs,
+                                         [self.names[int(x)] for x in hs.tolist()], last[ents[pe]],
+                                         local[pc] - (int(pe[0]) if pe.size else 0), self.cell_c[cells[pc]],
+                                         self.cell_n[cells[pc]], j, parts))
         self.totals = np.zeros(self.k, dtype=np.int64)
         self.t_max = -math.inf
         self.cell_h, self.cell_c, self.cell_n = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),

@@ -8,11 +8,13 @@ that event-time window, for the entities of one shard (``shard = XXH3-64(key) mo
 (the population mix each shard's monitor shrinks toward, so each shard sums the same
 totals) and the largest event time of the window (the watermark ``idle_ttl`` counts from).
 A source partition that counted events in a window sends its partial to every shard, even
-with no cells (for the totals).  Wire form (compact JSON, arrays as base64 of little-endian
+with no cells (for the totals).  A shard's partial of many cells is cut into ``parts``
+records of at most :data:`CELLS_PER_RECORD` cells (whole entities each, in key-hash order,
+so a re-sent window is cut the same way); part 0 carries the totals.  Wire form (compact JSON, arrays as base64 of little-endian
 numpy bytes, :mod:`driftmon.monitors.packing`; ``hashes`` raw, the rest zlib-compressed)::
 
     {"v": 1, "type": "entities", "stream": "interactions", "window": 19675, "topic": "events",
-     "partition": 3, "shard": 1, "shards": 3, "offsets": [1200, 2399], "t_max": 1700000123.5,
+     "partition": 3, "shard": 1, "shards": 3, "part": 0, "parts": 1, "offsets": [1200, 2399], "t_max": 1700000123.5,
      "totals": [<count per category column>], "n": <entities>, "cells": <cells>,
      "hashes": <uint64 per entity>, "key_len": <uint32 per entity>, "key_bytes": <UTF-8 keys>,
      "last": <uint32 per entity: last event time, s>,
@@ -37,6 +39,7 @@ from driftmon.monitors.packing import pack, unpack
 
 FORMAT = 1
 Source = tuple[str, int]
+CELLS_PER_RECORD = 50_000  # about 450 kB of record: under the 1 MiB message size brokers accept by default
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +59,8 @@ class EntityPartial:
     rows: np.ndarray  # int64 per cell: the entity
     cols: np.ndarray  # int64 per cell: the category column
     counts: np.ndarray  # int64 per cell
+    part: int = 0
+    parts: int = 1
 
     @property
     def source(self) -> Source:
@@ -84,7 +89,8 @@ def to_dict(rec: EntityPartial | EntityMark) -> dict[str, Any]:
                 "of": rec.of, "through": rec.through, "idle": rec.idle}
     enc = [k.encode("utf-8", "surrogatepass") for k in rec.keys]
     return {"v": FORMAT, "type": "entities", "stream": rec.stream, "window": rec.window, "topic": rec.topic,
-            "partition": rec.partition, "shard": rec.shard, "shards": rec.shards, "offsets": list(rec.offsets),
+            "partition": rec.partition, "shard": rec.shard, "shards": rec.shards,
+            "part": rec.part, "parts": rec.parts, "offsets": list(rec.offsets),
             "t_max": rec.t_max if np.isfinite(rec.t_max) else None,
             "totals": np.asarray(rec.totals, dtype=np.int64).tolist(), "n": len(rec.keys), "cells": int(rec.rows.size),
             "hashes": pack(rec.hashes.astype(np.uint64), compress=False),
@@ -115,13 +121,16 @@ def from_dict(d: dict[str, Any]) -> EntityPartial | EntityMark:
     shard, shards = _int(d["shard"]), _int(d["shards"])
     if not 0 <= shard < shards:
         raise ValueError(f"entity partial: shard {shard} outside 0..{shards - 1}")
+    part, parts = _int(d["part"]), _int(d["parts"])
+    if not 0 <= part < parts:
+        raise ValueError(f"entity partial: part {part} outside 0..{parts - 1}")
     first, last_off = (_int(x) for x in d["offsets"])
     t_max = -np.inf if d["t_max"] is None else float(d["t_max"])
     return EntityPartial(_str(d["stream"]), _int(d["window"]), _str(d["topic"]), _int(d["partition"]), shard,
                          shards, (first, last_off), t_max, totals,
                          unpack(d["hashes"], np.uint64, (n,), compressed=False), keys,
                          unpack(d["last"], np.uint32, (n,)), rows, cols,
-                         unpack(d["counts"], np.uint32, (cells,)).astype(np.int64))
+                         unpack(d["counts"], np.uint32, (cells,)).astype(np.int64), part, parts)
 
 
 def _int(x: Any) -> int:

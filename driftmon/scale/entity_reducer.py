@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,7 @@ class EntityShard:
         self.through: dict[tuple[str, Source], int] = {}
         self.idle: dict[tuple[str, Source], bool] = {}
         self.of: dict[str, int] = {}
-        self.partials: dict[tuple[str, int], dict[Source, EntityPartial]] = {}
+        self.partials: dict[tuple[str, int], dict[tuple[Source, int], EntityPartial]] = {}  # [..][(source, part)]
         self.done_below: dict[str, int] = {}
         self.blocked: dict[str, tuple[int, float]] = {}
         self.idle_advances: Counter[str] = Counter()
@@ -85,7 +85,7 @@ class EntityShard:
         if rec.window < self.done_below.get(rec.stream, NEVER):
             self.dropped_after_emit += 1
             return
-        self.partials.setdefault((rec.stream, rec.window), {})[rec.source] = rec
+        self.partials.setdefault((rec.stream, rec.window), {})[(rec.source, rec.part)] = rec
 
     def emit(self, now: float) -> list[tuple[str, StepOutput]]:
         out = []
@@ -127,12 +127,15 @@ class EntityShard:
             self.done_below[name] = ready + 1
         return out
 
-    def _close(self, name: str, w: int, parts: dict[Source, EntityPartial]) -> MonitorStep:
+    def _close(self, name: str, w: int, parts: dict[tuple[Source, int], EntityPartial]) -> MonitorStep:
         """Merge the window's partials (cells summed, entities in hash order) and close it."""
         mon = self.monitor(name)
         k = mon.k
         recs = [parts[src] for src in sorted(parts)]
-        totals = np.sum([r.totals for r in recs], axis=0).astype(np.int64) if recs else np.zeros(k, np.int64)
+        totals = np.zeros(k, dtype=np.int64)
+        for r in recs:
+            if r.part == 0:  # (the other parts of a source carry zeros: the totals once)
+                totals += r.totals[:k]
         h = np.concatenate([r.hashes for r in recs]) if recs else np.zeros(0, dtype=np.uint64)
         uh, first, inv = np.unique(h, return_index=True, return_inverse=True)
         keys_all = [key for r in recs for key in r.keys]
@@ -144,7 +147,7 @@ class EntityShard:
         cols = np.concatenate([r.cols for r in recs]) if recs else np.zeros(0, dtype=np.int64)
         counts = np.concatenate([r.counts for r in recs]) if recs else np.zeros(0, dtype=np.int64)
         wm = max((r.t_max for r in recs), default=-math.inf)
-        return mon.add_window(w, uh, keys, last, rows, cols, counts, totals[:k], wm)
+        return mon.add_window(w, uh, keys, last, rows, cols, counts, totals, wm)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -171,7 +174,7 @@ class EntityShard:
                 rec = from_dict(doc)
                 assert isinstance(rec, EntityPartial)
                 if rec.stream in self.streams:
-                    self.partials.setdefault((rec.stream, rec.window), {})[rec.source] = rec
+                    self.partials.setdefault((rec.stream, rec.window), {})[(rec.source, rec.part)] = rec
         self.done_below = {s: int(w) for s, w in d["done_below"].items()}
         self.monitors = {}
         for s, snap in d["monitors"].items():
@@ -188,12 +191,16 @@ class EntityShard:
 class ShardReducer(Reducer):
     """The reducer of one partials partition: the series it holds (:class:`Reducer`) and, when a
     stream configures ``entities``, the entity shard of the same number (:class:`EntityShard`).
-    Its window counters and ``dropped_after_emit`` count both."""
+    Its window counters and ``dropped_after_emit`` count both.  ``peers()``: the reducers of this
+    replica (itself included), so a step's ``tracked`` is the entities all of them hold
+    (``driftmon_entities_tracked`` is per replica, not per shard)."""
 
-    def __init__(self, streams: Iterable[StreamConfig], partial_timeout: float):
+    def __init__(self, streams: Iterable[StreamConfig], partial_timeout: float,
+                 peers: Callable[[], Iterable[ShardReducer]] | None = None):
         streams = list(streams)
         super().__init__(streams, partial_timeout)
         self.entities = EntityShard(streams, partial_timeout)
+        self.peers = peers
 
     def add(self, rec: Record) -> None:  # type: ignore[override]
         if isinstance(rec, (EntityPartial, EntityMark)):
@@ -208,6 +215,11 @@ class ShardReducer(Reducer):
         e = self.entities
         before = (Counter(e.complete_windows), Counter(e.partial_windows), Counter(e.idle_advances))
         steps = e.emit(now)
+        if self.peers is not None:
+            for name, step in steps:
+                tracked = sum(p.entities.monitors[name].tracked for p in self.peers() if name in p.entities.monitors)
+                for m in step.monitors:
+                    m.tracked = tracked
         for mine, theirs, old in ((self.complete_windows, e.complete_windows, before[0]),
                                   (self.partial_windows, e.partial_windows, before[1]),
                                   (self.idle_advances, e.idle_advances, before[2])):

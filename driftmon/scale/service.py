@@ -10,7 +10,8 @@ counting goes to per-partition mappers and whose results come from reducers:
   ``scale.partials_topic`` (a partial to its series' partition, a mark to
   every partition), in order, by one producer with one request in flight;
 * reducer: the group ``scale.reduce_group_id`` on the partials topic; one
-  :class:`Reducer` per assigned partials partition; what it emits goes to
+  :class:`~driftmon.scale.entity_reducer.ShardReducer` per assigned partials partition
+  (its series, and the entity shard of the same number); what it emits goes to
   the outputs (metrics, alerts, sinks) exactly as the single-process
   daemon's results do.
 
@@ -295,7 +296,7 @@ class ScaledDaemon(Daemon):
                 self.changelog.catch_up()
                 seeks = {}
                 for tq in partitions:
-                    red = ShardReducer(self.cfg.streams, self.scale.partial_timeout)
+                    red = ShardReducer(self.cfg.streams, self.scale.partial_timeout, self.reducers.values)
                     got = self.changelog.get("reduce", *tq)
                     if got is not None:
                         red.restore(got[1])

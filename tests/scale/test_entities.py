@@ -183,3 +183,28 @@ def test_entity_partials_are_compact():
     sizes = [len(encode(r)) for recs in mapped.values() for r in recs if isinstance(r, EntityPartial)]
     cells = sum(r.rows.size for recs in mapped.values() for r in recs if isinstance(r, EntityPartial))
     assert sum(sizes) / cells < 16  # bytes per (entity, category) cell, keys and totals included
+
+
+def test_tracked_is_the_entities_of_every_shard_this_replica_reduces():
+    mapped = map_partitions(CFG, 2, 2)
+    reducers: dict[int, ShardReducer] = {}
+    for s in (0, 1):
+        reducers[s] = ShardReducer([CFG], partial_timeout=1e9, peers=reducers.values)
+    steps = {}
+    for s, red in reducers.items():
+        for p in (0, 1):
+            for rec in mapped[p]:
+                if isinstance(rec, EntityMark) or rec.shard == s:
+                    red.add(rec)
+        steps[s] = [m for _, o in red.emit(0.0) for m in o.monitors]
+    own = [red.entities.monitors["interactions"].tracked for red in reducers.values()]
+    assert min(own) > 0
+    assert steps[1][-1].tracked == sum(own)
+
+
+def test_a_shard_partial_of_many_cells_is_cut_into_parts_that_merge_the_same(monkeypatch):
+    monkeypatch.setattr("driftmon.scale.entity_mapper.CELLS_PER_RECORD", 50)
+    mapped = map_partitions(CFG, 3, 2)
+    partials = [r for recs in mapped.values() for r in recs if isinstance(r, EntityPartial)]
+    assert max(r.parts for r in partials) > 3 and all(r.rows.size <= 50 + 8 for r in partials)
+    assert reduce(mapped, 2, random.Random(3), repeats=20) == EXPECTED
