@@ -53,8 +53,9 @@ class PartitionEntityCounts:
     cell_n: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     ent_h: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))  # sorted, unique
     ent_last: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
-    names: dict[int, str] = field(default_factory=dict)
+    ent_key: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # the key of each ent_h
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (h, col, ts)
+    pending_keys: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (unique h, its key)
     pending_n: int = 0
 
     def __post_init__(self) -> None:
@@ -65,10 +66,7 @@ class PartitionEntityCounts:
         self.totals += np.bincount(cols, minlength=self.k)
         self.t_max = max(self.t_max, float(ts.max()))
         uh, first = np.unique(h, return_index=True)
-        names = self.names
-        for hv, i in zip(uh.tolist(), first.tolist()):
-            if hv not in names:
-                names[hv] = keys[i]
+        self.pending_keys.append((uh, _objects(list(keys))[first]))
         self.pending.append((h, cols, ts))
         self.pending_n += h.size
         if self.pending_n > max(4096, self.cell_h.size):
@@ -82,19 +80,20 @@ class PartitionEntityCounts:
         n = np.concatenate([self.cell_n, np.ones(self.pending_n, dtype=np.int64)])
         order = np.lexsort((c, h))
         h, c, n = h[order], c[order], n[order]
-        new = np.ones(h.size, dtype=bool)
-        new[1:] = (h[1:] != h[:-1]) | (c[1:] != c[:-1])
-        starts = np.flatnonzero(new)
+        starts = _firsts(h, c)
         self.cell_h, self.cell_c, self.cell_n = h[starts], c[starts], np.add.reduceat(n, starts)
         eh = np.concatenate([self.ent_h, *(p[0] for p in self.pending)])
         et = np.concatenate([self.ent_last, *(p[2] for p in self.pending)])
+        kh = np.concatenate([self.ent_h, *(p[0] for p in self.pending_keys)])
+        ko = np.concatenate([self.ent_key, *(p[1] for p in self.pending_keys)])
         order = np.argsort(eh, kind="stable")
         eh, et = eh[order], et[order]
-        new = np.ones(eh.size, dtype=bool)
-        new[1:] = eh[1:] != eh[:-1]
-        starts = np.flatnonzero(new)
+        starts = _firsts(eh)
         self.ent_h, self.ent_last = eh[starts], np.maximum.reduceat(et, starts)
-        self.pending, self.pending_n = [], 0
+        order = np.argsort(kh, kind="stable")  # the first key seen of each hash
+        kh, ko = kh[order], ko[order]
+        self.ent_key = ko[_firsts(kh)]
+        self.pending, self.pending_keys, self.pending_n = [], [], 0
 
     def take(self, stream: str, src: Source, shards: int, offsets: tuple[int, int]) -> list[EntityPartial]:
         """The open window as one partial per shard (every shard: each needs the totals); resets it."""
@@ -121,7 +120,7 @@ class PartitionEntityCounts:
                 hs = self.ent_h[ents[pe]]
                 out.append(EntityPartial(stream, self.window, src[0], src[1], s, shards, offsets, self.t_max,
                                          self.totals.copy() if j == 0 else np.zeros(self.k, dtype=np.int64), hs,
-                                         [self.names[int(x)] for x in hs.tolist()], last[ents[pe]],
+                                         self.ent_key[ents[pe]].tolist(), last[ents[pe]],
                                          local[pc] - (int(pe[0]) if pe.size else 0), self.cell_c[cells[pc]],
                                          self.cell_n[cells[pc]], j, parts))
         self.totals = np.zeros(self.k, dtype=np.int64)
@@ -129,7 +128,7 @@ class PartitionEntityCounts:
         self.cell_h, self.cell_c, self.cell_n = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
                                                  np.zeros(0, dtype=np.int64))
         self.ent_h, self.ent_last = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float64)
-        self.names = {}
+        self.ent_key = np.zeros(0, dtype=object)
         return out
 
     def snapshot(self) -> dict[str, Any]:
@@ -139,7 +138,7 @@ class PartitionEntityCounts:
                 "cells": int(self.cell_h.size), "cell_h": pack(self.cell_h, compress=False),
                 "cell_c": pack(self.cell_c.astype(np.uint16)), "cell_n": pack(self.cell_n.astype(np.uint32)),
                 "ents": int(self.ent_h.size), "ent_h": pack(self.ent_h, compress=False),
-                "ent_last": pack(self.ent_last), "names": [self.names[int(x)] for x in self.ent_h.tolist()]}
+                "ent_last": pack(self.ent_last), "names": self.ent_key.tolist()}
 
     @classmethod
     def from_snapshot(cls, k: int, d: dict[str, Any]) -> PartitionEntityCounts:
@@ -152,8 +151,21 @@ class PartitionEntityCounts:
                    unpack(d["cell_h"], np.uint64, (cells,), compressed=False),
                    unpack(d["cell_c"], np.uint16, (cells,)).astype(np.int64),
                    unpack(d["cell_n"], np.uint32, (cells,)).astype(np.int64),
-                   ent_h, unpack(d["ent_last"], np.float64, (ents,)),
-                   dict(zip(ent_h.tolist(), (str(x) for x in d["names"]))))
+                   ent_h, unpack(d["ent_last"], np.float64, (ents,)), _objects([str(x) for x in d["names"]]))
+
+
+def _objects(items: list[str]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _firsts(*cols: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal rows of the (sorted) columns starts."""
+    new = np.ones(cols[0].size, dtype=bool)
+    if cols[0].size:
+        new[1:] = np.logical_or.reduce([x[1:] != x[:-1] for x in cols])
+    return np.flatnonzero(new)
 
 
 class EntityMapper:
@@ -204,7 +216,10 @@ class EntityMapper:
             sel = np.flatnonzero((partitions == p) & ok)
             if now is not None:
                 self.seen[src] = now
-            if sel.size:
+            if sel.size == ts.size:  # (one partition, every event valid: no copies)
+                out.extend(self._count(src, of, shards, ts, cols.hashes, cols.keys,  # type: ignore[arg-type]
+                                       declared_columns(self.vocab, cols.values)))  # type: ignore[arg-type]
+            elif sel.size:
                 col = declared_columns(self.vocab, [cols.values[i] for i in sel.tolist()])  # type: ignore[misc]
                 out.extend(self._count(src, of, shards, ts[sel], cols.hashes[sel],
                                        [cols.keys[i] for i in sel.tolist()], col))  # type: ignore[misc]
