@@ -31,7 +31,7 @@ from driftmon.decode.prepare import CodedBatch, EntityColumns
 from driftmon.monitors.entities import declared_columns, declared_labels
 from driftmon.monitors.packing import pack, unpack
 from driftmon.scale.entity_records import CELLS_PER_RECORD, EntityMark, EntityPartial, Source
-from driftmon.scale.mapper import StreamMapper
+from driftmon.scale.mapper import PartitionWindows, StreamMapper
 from driftmon.scale.records import Mark, Partial, Record
 from driftmon.summaries.base import Summarizer
 
@@ -213,15 +213,16 @@ class EntityMapper:
         ok = key_ok & val_ok
         for p in np.unique(partitions).tolist():
             src = (topic, int(p))
-            sel = np.flatnonzero((partitions == p) & ok)
+            mine = np.flatnonzero(partitions == p)
             if now is not None:
                 self.seen[src] = now
-            if sel.size == ts.size:  # (one partition, every event valid: no copies)
-                out.extend(self._count(src, of, shards, ts, cols.hashes, cols.keys,  # type: ignore[arg-type]
+            if mine.size == ts.size and ok.all():  # (one partition, every event valid: no copies)
+                out.extend(self._count(src, of, shards, ts, ok, cols.hashes, cols.keys,  # type: ignore[arg-type]
                                        declared_columns(self.vocab, cols.values)))  # type: ignore[arg-type]
-            elif sel.size:
+            else:
+                sel = mine[ok[mine]]
                 col = declared_columns(self.vocab, [cols.values[i] for i in sel.tolist()])  # type: ignore[misc]
-                out.extend(self._count(src, of, shards, ts[sel], cols.hashes[sel],
+                out.extend(self._count(src, of, shards, ts[mine], ok[mine], cols.hashes[sel],
                                        [cols.keys[i] for i in sel.tolist()], col))  # type: ignore[misc]
             if self.idle.get(src):  # back from idleness: say so at once
                 self.idle[src] = False
@@ -229,23 +230,31 @@ class EntityMapper:
                 self.marked[src] = self.through(src)
         return out
 
-    def _count(self, src: Source, of: int, shards: int, ts: np.ndarray, h: np.ndarray, keys: list[str],
-               col: np.ndarray) -> list[EntityPartial | EntityMark]:
+    def _count(self, src: Source, of: int, shards: int, ts: np.ndarray, ok: np.ndarray, h: np.ndarray,
+               keys: Sequence[str], col: np.ndarray) -> list[EntityPartial | EntityMark]:
+        """One partition's events (``ts``: all of them; ``ok``: those with a key and a value, whose
+        ``h``/``keys``/``col`` are given).  Windows follow the partition's watermark over all its
+        events, so a partition whose events lack keys still closes windows (marks move on)."""
         pc = self.counts(src)
         run = np.maximum.accumulate(np.maximum(ts, pc.watermark))
         widx = np.floor(run / self.size).astype(np.int64)
         if pc.window is None:
             pc.window = int(widx[0])
+        vpos = np.concatenate([[0], np.cumsum(ok)])  # events' positions among the valid ones
         out: list[EntityPartial | EntityMark] = []
         cuts = np.flatnonzero(np.diff(widx)) + 1
         bounds = [0, *cuts.tolist(), ts.size]
         for lo, hi in zip(bounds, bounds[1:]):
             w = int(widx[lo])
             if w > pc.window:
-                rng = (self.first_offset.pop(src, -1), self.last_offset.get(src, -1))
-                out.extend(pc.take(self.stream, src, shards, rng))
+                if pc.t_max > -math.inf:  # (a window without a valid event sends nothing)
+                    rng = (self.first_offset.pop(src, -1), self.last_offset.get(src, -1))
+                    out.extend(pc.take(self.stream, src, shards, rng))
                 pc.window = w
-            pc.add(h[lo:hi], col[lo:hi], ts[lo:hi], keys[lo:hi])
+            a, b = int(vpos[lo]), int(vpos[hi])
+            if b > a:
+                seg = ok[lo:hi]
+                pc.add(h[a:b], col[a:b], ts[lo:hi][seg], keys[a:b])
         pc.watermark = max(pc.watermark, float(run[-1]))
         through = self.through(src)
         if through > self.marked.get(src, NEVER):
@@ -300,6 +309,10 @@ class EntityStreamMapper(StreamMapper):
 
     def tick(self, now: float, of: dict[str, int]) -> list[Mark | EntityMark]:  # type: ignore[override]
         return [*super().tick(now, of), *self.entities.tick(now, of)]
+
+    def windows(self, src: Source) -> PartitionWindows:
+        self.entities.counts(src)  # (an assigned partition's entity marks go out too, idle ones included)
+        return super().windows(src)
 
     def forget(self, src: Source) -> None:
         super().forget(src)

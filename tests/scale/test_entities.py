@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftmon.config import parse_config
-from driftmon.decode.prepare import EntityColumns, PreparedBatch
+from driftmon.decode.prepare import CodedBatch, EntityColumns, PreparedBatch
 from driftmon.monitors.entities import EntityMonitor
 from driftmon.scale.entity_mapper import EntityMapper
 from driftmon.scale.entity_records import EntityMark, EntityPartial
@@ -47,28 +47,28 @@ def sub(b: PreparedBatch, sel: np.ndarray) -> tuple[np.ndarray, EntityColumns]:
     return b.coded.ts[sel], EntityColumns([e.keys[i] for i in idx], e.hashes[sel], [e.values[i] for i in idx])
 
 
-def one_process(cfg=CFG, batch: int = 500) -> list[dict]:
+def one_process(cfg=CFG, batch: int = 500, whole: PreparedBatch = ALL) -> list[dict]:
     """The monitor over the whole time-ordered stream, without the final flush (the replicas
     too leave the last window open)."""
     assert cfg.entities is not None
     mon = EntityMonitor(cfg.name, cfg.entities)
     out = []
-    n = len(ALL.coded)
+    n = len(whole.coded)
     for lo in range(0, n, batch):
         sel = np.arange(lo, min(lo + batch, n))
-        ts, cols = sub(ALL, sel)
-        b = PreparedBatch(sel.size, np.arange(sel.size), [], ALL.coded.__class__(ts, None, []), (), cols)
+        ts, cols = sub(whole, sel)
+        b = PreparedBatch(sel.size, np.arange(sel.size), [], CodedBatch(ts, None, []), (), cols)
         out += [r.to_dict() for r in mon.feed(b).records]
     return out
 
 
-def map_partitions(cfg, partitions: int, shards: int, batch: int = 97,
-                   restart_at: int | None = None) -> dict[int, list[EntityPartial | EntityMark]]:
+def map_partitions(cfg, partitions: int, shards: int, batch: int = 97, restart_at: int | None = None,
+                   whole: PreparedBatch = ALL) -> dict[int, list[EntityPartial | EntityMark]]:
     """Events round-robin over ``partitions``; one mapper per partition (as replicas would), fed
     batches of ``batch`` events; with ``restart_at``, each mapper is rebuilt from a JSON round
     trip of its snapshot after that many batches (a partition moving to another replica)."""
     out: dict[int, list[EntityPartial | EntityMark]] = {}
-    n = len(ALL.coded)
+    n = len(whole.coded)
     for p in range(partitions):
         mapper = EntityMapper(cfg)
         idx = np.arange(p, n, partitions)
@@ -79,7 +79,7 @@ def map_partitions(cfg, partitions: int, shards: int, batch: int = 97,
                 mapper = EntityMapper(cfg)
                 mapper.restore(("events", p), snap)
             sel = idx[lo:lo + batch]
-            ts, cols = sub(ALL, sel)
+            ts, cols = sub(whole, sel)
             recs += mapper.count("events", partitions, shards, ts, cols, np.full(sel.size, p),
                                  {p: (lo, lo + sel.size - 1)})
         out[p] = recs
@@ -208,3 +208,26 @@ def test_a_shard_partial_of_many_cells_is_cut_into_parts_that_merge_the_same(mon
     partials = [r for recs in mapped.values() for r in recs if isinstance(r, EntityPartial)]
     assert max(r.parts for r in partials) > 3 and all(r.rows.size <= 50 + 8 for r in partials)
     assert reduce(mapped, 2, random.Random(3), repeats=20) == EXPECTED
+
+
+def test_a_partition_whose_events_have_no_entity_key_does_not_hold_windows_back():
+    """Its entity windows follow its watermark over all its events: marks move on, nothing is
+    sent for windows without a valid event, and the records are one process's."""
+    e = ALL.entities
+    assert e is not None
+    keys = [None if i % 3 == 1 else k for i, k in enumerate(e.keys)]  # partition 1 of 3: no key at all
+    hashes = np.where(np.array([k is None for k in keys]), np.uint64(0), e.hashes)
+    whole = PreparedBatch(ALL.n, ALL.accepted, [], ALL.coded, (), EntityColumns(keys, hashes, e.values))
+    expected = one_process(whole=whole)
+    mapped = map_partitions(CFG, 3, 2, whole=whole)
+    assert not any(isinstance(r, EntityPartial) for r in mapped[1])
+    assert max(r.through for r in mapped[1] if isinstance(r, EntityMark)) >= 3
+    assert len(expected) >= 10 and reduce(mapped, 2) == expected
+
+
+def test_an_assigned_partition_without_events_sends_idle_marks():
+    mapper = EntityMapper(CFG)
+    mapper.counts(("events", 4))  # (what an assignment does, through EntityStreamMapper.windows)
+    assert mapper.tick(0.0, {"events": 6}) == []
+    marks = mapper.tick(CFG.window.idle_timeout + 1.0, {"events": 6})
+    assert [(m.partition, m.idle) for m in marks] == [(4, True)]
