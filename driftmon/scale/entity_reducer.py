@@ -25,6 +25,7 @@ from the largest event time of the windows merged so far, swept at each window c
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -41,6 +42,7 @@ from driftmon.scale.records import Record
 from driftmon.scale.reducer import Reducer
 
 NEVER = -(2**62)
+log = logging.getLogger("driftmon.scale.entity_reducer")
 
 
 class EntityShard:
@@ -61,6 +63,7 @@ class EntityShard:
         self.partial_windows: Counter[str] = Counter()
         self.complete_windows: Counter[str] = Counter()
         self.dropped_after_emit = 0
+        self.reshard_logged = False
 
     def monitor(self, stream: str) -> EntityMonitor:
         m = self.monitors.get(stream)
@@ -82,6 +85,11 @@ class EntityShard:
             return
         if self.shards is None:
             self.shards = rec.shards
+        elif rec.shards != self.shards and not self.reshard_logged:
+            self.reshard_logged = True
+            log.error("entity partials of stream %r for %d shards, this shard's state was built for %d: the "
+                      "partials topic's partition count changed, which re-shards the entities (start with a new "
+                      "changelog topic, docs/scaling.md)", rec.stream, rec.shards, self.shards)
         if rec.window < self.done_below.get(rec.stream, NEVER):
             self.dropped_after_emit += 1
             return
