@@ -64,6 +64,7 @@ class EntityShard:
         self.complete_windows: Counter[str] = Counter()
         self.dropped_after_emit = 0
         self.reshard_logged = False
+        self.invalid = 0  # partials whose categories do not match the config
 
     def monitor(self, stream: str) -> EntityMonitor:
         m = self.monitors.get(stream)
@@ -82,6 +83,13 @@ class EntityShard:
             key = (rec.stream, rec.source)
             self.through[key] = max(self.through.get(key, NEVER), rec.through)
             self.idle[key] = rec.idle
+            return
+        cfg = self.streams[rec.stream].entities
+        assert cfg is not None and cfg.categories is not None
+        if rec.totals.size != len(cfg.categories) + 1:  # (the declared categories and __other__)
+            self.invalid += 1
+            log.error("entity partial of stream %r with %d category columns, the config has %d: skipped",
+                      rec.stream, rec.totals.size, len(cfg.categories) + 1)
             return
         if self.shards is None:
             self.shards = rec.shards

@@ -231,3 +231,12 @@ def test_an_assigned_partition_without_events_sends_idle_marks():
     assert mapper.tick(0.0, {"events": 6}) == []
     marks = mapper.tick(CFG.window.idle_timeout + 1.0, {"events": 6})
     assert [(m.partition, m.idle) for m in marks] == [(4, True)]
+
+
+def test_a_partial_with_other_categories_is_skipped_not_fatal():
+    mapped = map_partitions(stream_cfg(categories=CATS[:5]), 2, 1)
+    red = EntityShard([CFG], partial_timeout=1e9)
+    for p in (0, 1):
+        for rec in mapped[p]:
+            red.add(rec)
+    assert red.invalid > 0 and red.emit(0.0) == []
