@@ -27,19 +27,24 @@ def unpack(s: str, dtype: Any, shape: tuple[int, ...], compressed: bool = True) 
 
 
 def pack_counts(m: np.ndarray) -> dict[str, str]:
-    """A count matrix as its non-zero cells (flat index, value): users touch few categories."""
+    """A count matrix as its non-zero cells: the gaps between their flat indices and their values,
+    zlib-compressed (``"z": "1"``; users touch few categories, so gaps are small and repeat)."""
     flat = m.reshape(-1)
     idx = np.flatnonzero(flat)
     wide = flat.size > np.iinfo(np.uint32).max
-    return {"idx": pack(idx.astype(np.uint64 if wide else np.uint32), compress=False),
-            "val": pack(flat[idx], compress=False), "nnz": str(idx.size)}
+    gaps = np.diff(idx, prepend=0).astype(np.uint64 if wide else np.uint32)
+    return {"idx": pack(gaps), "val": pack(flat[idx]), "nnz": str(idx.size), "z": "1"}
 
 
 def unpack_counts(d: dict[str, str], shape: tuple[int, int]) -> np.ndarray:
+    """(Also reads the older form without ``"z"``: absolute indices, uncompressed.)"""
     nnz, size = int(d["nnz"]), math.prod(shape)
     wide = size > np.iinfo(np.uint32).max
-    idx = unpack(d["idx"], np.uint64 if wide else np.uint32, (nnz,), compressed=False).astype(np.int64)
-    val = unpack(d["val"], np.uint16, (nnz,), compressed=False)
+    z = d.get("z") == "1"
+    idx = unpack(d["idx"], np.uint64 if wide else np.uint32, (nnz,), compressed=z).astype(np.int64)
+    if z:
+        idx = np.cumsum(idx)
+    val = unpack(d["val"], np.uint16, (nnz,), compressed=z)
     if nnz and (idx.min() < 0 or idx.max() >= size or not bool(np.all(np.diff(idx) > 0))):
         raise ValueError("entities snapshot: count cells out of range or out of order")
     out = np.zeros(size, dtype=np.uint16)
