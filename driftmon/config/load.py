@@ -173,10 +173,15 @@ def _scale(node: _Node, cfg: c.Config) -> c.ScaleConfig:
         if s.window.count is not None:
             raise ConfigError(f"streams[{i}].window.count", "scale-out needs event-time windows (count windows "
                                                             "close in arrival order, which partitions do not share)")
-        if s.entities is not None:
-            raise ConfigError(f"streams[{i}].entities", "per-entity interest drift does not run with scale: yet "
-                                                        "(its state would need partitioning by entity key); "
-                                                        "run it in a daemon without scale:")
+        if s.entities is not None and s.entities.last_events is not None:
+            raise ConfigError(f"streams[{i}].entities.window.last_events",
+                              "scale-out needs event-time entity windows (window: {size: ...}): a window of an "
+                              "entity's last N events depends on the order its events arrive in, which "
+                              "partitions do not share, so no merge of them can equal one process")
+        if s.entities is not None and s.entities.categories is None:
+            raise ConfigError(f"streams[{i}].entities.categories",
+                              "scale-out needs a declared vocabulary: a learned one numbers categories (and "
+                              "chooses which count as __other__) in arrival order, which partitions do not share")
     if cfg.kafka.client != KAFKA_PYTHON:
         raise ConfigError("kafka.client", "scale-out runs with the kafka-python client only for now; "
                                           "remove kafka.client or set it to kafka-python")

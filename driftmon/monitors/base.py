@@ -21,6 +21,24 @@ per-entity label).  ``flush()`` closes what is open at the end of input; ``snaps
 Adding one: a class with these methods, built from the stream config by a function in
 :data:`MONITORS` (one entry per monitor) that returns None when the stream does not
 configure it.  A stream that configures none pays nothing.
+
+**Mergeable parts (scale-out).**  Under ``scale:`` no process sees every event, so a
+monitor runs there only if what it counts splits into parts that add up exactly and its
+output is a function of the sums, not of the order events arrived in:
+
+* per source partition and event-time window, a *partial* (counts keyed by the monitor's
+  own key, plus any population-wide aggregate the scoring needs, sent to every key shard so
+  no shard needs another's state), merged by summing, in a fixed order;
+* the window's close a function of the merged window alone plus the monitor's state of
+  that key shard (``EntityMonitor.add_window``), the same code :meth:`Monitor.feed` runs
+  when its own watermark passes the window's end, so results equal one process's;
+* its state partitioned by key (``hash(key) mod shards``); a window that closes in arrival
+  order (per-key count windows) or a vocabulary numbered in arrival order is not mergeable
+  and the config refuses it with ``scale:``.
+
+The per-entity monitor follows this contract (:mod:`driftmon.scale.entity_mapper`,
+:mod:`driftmon.scale.entity_reducer`); a new monitor that does not is refused with
+``scale:`` in :mod:`driftmon.config.load` until it has such a mapper and reducer.
 """
 
 from __future__ import annotations

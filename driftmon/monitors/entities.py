@@ -53,201 +53,56 @@ numpy over batches: no Python loop per event or per bin (only per shifted entity
 build its record).  Entities unseen for ``idle_ttl`` are evicted (reason ``idle``), and
 past ``max_entities`` the least recently seen ones are (reason ``capacity``).
 
-Partitioning: an entity's state depends only on its own events (and on ``pi``, an
-aggregate), so entity state can be split by entity key: a scale-out consumer that owns a
-set of keys (Kafka partitions keyed by entity, or ``hash(key) mod N``) holds exactly
-their rows, and snapshots of disjoint key sets concatenate (the population counts add).
+The population ``pi``: with time windows, the categories of every event (with a key and a
+value) of the windows closed so far; with ``last_events``, the counts of the entity windows
+closed so far.
+
+Partitioning (scale-out, docs/scaling.md): with time windows an entity's state depends only
+on its own events' counts per window and on the population's per-window category totals,
+both sums, so per-partition counts add up exactly: the mappers count each source partition
+(:mod:`driftmon.scale.entity_mapper`), and the reducer of an entity shard (``hash(key) mod
+shards``) feeds the merged counts of each window to :meth:`EntityMonitor.add_window`, which
+closes it exactly as :meth:`EntityMonitor.feed` would have.
 """
 
 from __future__ import annotations
 
-import base64
 import math
-import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import repeat
 from operator import is_not
 from typing import Any
 
 import numpy as np
-from scipy.special import rel_entr
-from scipy.stats import chi2
 
 from driftmon.config import EntitiesConfig
 from driftmon.decode.prepare import PreparedBatch
-from driftmon.detect.result import BinShare, json_number, rfc3339
 from driftmon.monitors.base import MonitorStep
+from driftmon.monitors.entity_scoring import KIND, UNIT, Comparison, EntityShift, compare, order, shift_record
+from driftmon.monitors.entity_slots import SlotTable
+from driftmon.monitors.packing import pack, pack_counts, unpack, unpack_counts
 
-KIND = "interest_shift"
-UNIT = "nats"
+__all__ = ["KIND", "OTHER", "UNIT", "Comparison", "EntityMonitor", "EntityShift", "compare"]
+
 OTHER = "__other__"
 COUNT_MAX = np.iinfo(np.uint16).max
 CHUNK = 8192  # entities compared at once (bounds the (entities x categories) float temporaries)
-NAME_BYTES = 64  # keys up to this many UTF-8 bytes are stored in a fixed-width array
 EVICT_REASONS = ("idle", "capacity")
-P_VALUE_METHOD = "g_test_williams"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class EntityShift:
-    """One entity whose interests moved: the ``interest_shift`` record."""
-
-    stream: str
-    entity: str
-    window_start: float
-    window_end: float
-    divergence: float  # adjusted: shrunk KL minus its no-change expectation, nats
-    shrunk_divergence: float  # D(P~ || Q~) of the shrunk distributions, nats
-    shrunk_bias: float  # what was subtracted: the shrunk KL's expectation with no change, nats
-    raw_divergence: float  # plug-in KL of the two windows' shares, nats (inf possible)
-    p_value: float
-    n_current: int
-    n_reference: int
-    top_bins: tuple[BinShare, ...]
-    threshold: float
-    max_p_value: float
-    prior_strength: float
-    bias: float  # (K-1)/2 (1/n + 1/m): the plug-in KL's expected value with no change, nats
-    kind: str = KIND
-    unit: str = UNIT
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "stream": self.stream,
-            "entity": self.entity,
-            "window_start": rfc3339(self.window_start),
-            "window_end": rfc3339(self.window_end),
-            "divergence": json_number(self.divergence),
-            "unit": self.unit,
-            "n_current": self.n_current,
-            "n_reference": self.n_reference,
-            "top_bins": [b.to_dict() for b in self.top_bins],
-            "metric": "kl",
-            "shrunk_divergence": json_number(self.shrunk_divergence),
-            "shrunk_bias": json_number(self.shrunk_bias),
-            "raw_divergence": json_number(self.raw_divergence),
-            "raw_bias": json_number(self.bias),
-            "p_value": json_number(self.p_value),
-            "p_value_method": P_VALUE_METHOD,
-            "prior_strength": self.prior_strength,
-            "threshold": self.threshold,
-            "max_p_value": self.max_p_value,
-        }
-
-    def sink_key(self) -> bytes:
-        """The Kafka key: the entity, so all of one user's records share a partition."""
-        return self.entity.encode("utf-8", "surrogatepass")
+def declared_labels(cfg: EntitiesConfig) -> list[str]:
+    """The columns of a declared vocabulary (its categories, then ``__other__``); [] when learned."""
+    return [*cfg.categories, OTHER] if cfg.categories else []
 
 
-@dataclass
-class Comparison:
-    """Vectorised result of comparing E entities' current windows with their references."""
-
-    adjusted: np.ndarray  # (E,) nats: max(shrunk - bias, 0)
-    shrunk: np.ndarray  # (E,) nats: D(P~ || Q~) of the shrunk distributions
-    bias: np.ndarray  # (E,) nats: the shrunk KL's approximate expectation when nothing changed
-    raw: np.ndarray  # (E,) nats, inf where q = 0 < p
-    p_value: np.ndarray  # (E,)
-    n: np.ndarray  # (E,) current counts
-    m: np.ndarray  # (E,) reference counts
-    terms: np.ndarray  # (E, K) per-category terms of the adjusted KL
-    support: np.ndarray  # (E,) categories with an event in either window
-    g: np.ndarray  # (E,) G statistic of the 2 x K table (before Williams' correction)
-    williams: np.ndarray  # (E,) Williams' correction divisor q (>= 1)
-    p_adj: np.ndarray  # (E, K) shrunk current distribution
-    q_adj: np.ndarray  # (E, K) shrunk reference distribution
-
-    @property
-    def df(self) -> np.ndarray:
-        return np.maximum(self.support - 1, 0)
+def declared_columns(vocab: dict[str, int], values: Sequence[str]) -> np.ndarray:
+    """The column of each value in a declared vocabulary (undeclared values: ``__other__``)."""
+    return np.fromiter(map(vocab.get, values, repeat(vocab[OTHER])), dtype=np.int64, count=len(values))
 
 
-def compare(cur: np.ndarray, ref: np.ndarray, population: np.ndarray, prior_strength: float) -> Comparison:
-    """Compare each row of ``cur`` (current window counts, E x K) with the same row of ``ref``.
-
-    ``population``: the population's category distribution (K, sums to 1), the mean of the
-    Dirichlet prior; ``prior_strength``: its weight in pseudo-events.  Rows with no events in
-    either window give NaN.
-    """
-    c = np.asarray(cur, dtype=np.float64)
-    r = np.asarray(ref, dtype=np.float64)
-    n, m = c.sum(axis=1), r.sum(axis=1)
-    a = float(prior_strength)
-    prior = a * np.asarray(population, dtype=np.float64)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_adj = (c + prior) / (n + a)[:, None]
-        q_adj = (r + prior) / (m + a)[:, None]
-        terms = rel_entr(p_adj, q_adj)
-        shrunk = terms.sum(axis=1)
-        raw = rel_entr(c / n[:, None], r / m[:, None]).sum(axis=1)
-        # G-test of independence on the 2 x K table [c; r]
-        t = c + r
-        total = n + m
-        e_c = t * (n / total)[:, None]
-        e_r = t * (m / total)[:, None]
-        g = 2.0 * (rel_entr(c, e_c).sum(axis=1) + rel_entr(r, e_r).sum(axis=1))
-        cols = (t > 0).sum(axis=1)
-        # E[D(P~||Q~)] with no change, to first order: each of the (support - 1) free shares of
-        # P~ and Q~ varies by (n / (n + a))^2 theta (1 - theta) / n; with a = 0 this is the plug-in
-        # bias (K-1)/2 (1/n + 1/m)
-        bias = np.maximum(cols - 1, 0) / 2.0 * (n / (n + a) ** 2 + m / (m + a) ** 2)
-        adjusted = np.maximum(shrunk - bias, 0.0)
-        df = np.maximum(cols - 1, 0)
-        inv_t = np.where(t > 0, 1.0 / np.where(t > 0, t, 1.0), 0.0).sum(axis=1)
-        williams = 1.0 + (total * (1.0 / n + 1.0 / m) - 1.0) * (total * inv_t - 1.0) / (6.0 * total * np.maximum(df, 1))
-        stat = np.where(williams > 0, g / williams, g)
-        p = np.where(df > 0, chi2.sf(np.maximum(stat, 0.0), np.maximum(df, 1)), 1.0)
-    bad = (n <= 0) | (m <= 0)
-    if bad.any():
-        adjusted, shrunk, raw, p = adjusted.copy(), shrunk.copy(), raw.copy(), p.copy()
-        adjusted[bad] = shrunk[bad] = raw[bad] = p[bad] = np.nan
-    return Comparison(adjusted, shrunk, bias, raw, p, n, m, terms, cols, g, williams, p_adj, q_adj)
-
-
-def _order(r: EntityShift) -> tuple[float, str]:
-    return (r.window_end, r.entity)
-
-
-def _pack(a: np.ndarray, compress: bool = True) -> str:
-    """Base64 of the array's bytes (zlib-compressed unless ``compress`` is False: random hashes)."""
-    raw = np.ascontiguousarray(a).tobytes()
-    return base64.b64encode(zlib.compress(raw, 1) if compress else raw).decode()
-
-
-def _unpack(s: str, dtype: Any, shape: tuple[int, ...], compressed: bool = True) -> np.ndarray:
-    raw = base64.b64decode(s)
-    a = np.frombuffer(zlib.decompress(raw) if compressed else raw, dtype=dtype)
-    if a.size != math.prod(shape):
-        raise ValueError(f"entities snapshot: expected {math.prod(shape)} values of {np.dtype(dtype)}, got {a.size}")
-    return a.reshape(shape).copy()
-
-
-def _pack_counts(m: np.ndarray) -> dict[str, str]:
-    """A count matrix as its non-zero cells (flat index, value): users touch few categories."""
-    flat = m.reshape(-1)
-    idx = np.flatnonzero(flat)
-    wide = flat.size > np.iinfo(np.uint32).max
-    return {"idx": _pack(idx.astype(np.uint64 if wide else np.uint32), compress=False),
-            "val": _pack(flat[idx], compress=False), "nnz": str(idx.size)}
-
-
-def _unpack_counts(d: dict[str, str], shape: tuple[int, int]) -> np.ndarray:
-    nnz, size = int(d["nnz"]), math.prod(shape)
-    wide = size > np.iinfo(np.uint32).max
-    idx = _unpack(d["idx"], np.uint64 if wide else np.uint32, (nnz,), compressed=False).astype(np.int64)
-    val = _unpack(d["val"], np.uint16, (nnz,), compressed=False)
-    if nnz and (idx.min() < 0 or idx.max() >= size or not bool(np.all(np.diff(idx) > 0))):
-        raise ValueError("entities snapshot: count cells out of range or out of order")
-    out = np.zeros(size, dtype=np.uint16)
-    out[idx] = val
-    return out.reshape(shape)
-
-
-class EntityMonitor:
+class EntityMonitor(SlotTable):
     """Per-entity interest drift for one stream (see the module docstring)."""
 
     name = "entities"
@@ -257,7 +112,7 @@ class EntityMonitor:
         self.cfg = cfg
         # a declared vocabulary has its __other__ column from the start; a learned one adds it when
         # the (max_categories + 1)-th distinct value arrives
-        self.labels: list[str] = [*cfg.categories, OTHER] if cfg.categories else []
+        self.labels: list[str] = declared_labels(cfg)
         self.vocab: dict[str, int] = {v: i for i, v in enumerate(self.labels)}
         k = max(len(self.labels), 1)
         # Rows for max_entities up front: np.zeros maps untouched zero pages, so memory is only
@@ -274,6 +129,7 @@ class EntityMonitor:
         self.free: list[np.ndarray] = []  # freed slot numbers (reused before new ones)
         self.high = 0  # slots ever used: [0, high)
         self.population = np.zeros(k, dtype=np.float64)  # decayed counts of closed windows
+        self.totals = np.zeros(k, dtype=np.int64)  # time windows: category counts of the open window
         self.watermark = -math.inf
         self.window = None if cfg.window_size is None else -1  # index of the open event-time window
         self._swept = -math.inf  # watermark at the last idle sweep
@@ -282,18 +138,10 @@ class EntityMonitor:
     # -- public ----------------------------------------------------------------------------
 
     @property
-    def tracked(self) -> int:
-        return int(self.index_hashes.size)
-
-    @property
     def prior_strength(self) -> float:
         """``prior_strength``, or by default one pseudo-event per category (columns in use)."""
         p = self.cfg.prior_strength
         return float(max(len(self.labels), 1)) if p is None else float(p)
-
-    @property
-    def k(self) -> int:
-        return int(self.cur.shape[1])
 
     def feed(self, batch: PreparedBatch) -> MonitorStep:
         step = MonitorStep(self.name)
@@ -315,7 +163,7 @@ class EntityMonitor:
                 [cols.keys[i] for i in sel.tolist()])
             self._count(ts[sel], cols.hashes[sel], keys, self._columns(values), step)
         step.tracked = self.tracked
-        step.records.sort(key=_order)  # (window end, entity): not slot numbers, which depend on batching
+        step.records.sort(key=order)  # (window end, entity): not slot numbers, which depend on batching
         return step
 
     def flush(self) -> MonitorStep:
@@ -325,7 +173,7 @@ class EntityMonitor:
         if self.window is not None and self.window >= 0:
             self._close_time_window(step)
         step.tracked = self.tracked
-        step.records.sort(key=_order)
+        step.records.sort(key=order)
         return step
 
     # -- categories ------------------------------------------------------------------------
@@ -334,8 +182,7 @@ class EntityMonitor:
         """The column of each value; a learned vocabulary grows up to ``max_categories``,
         later values count as ``__other__`` (as does any undeclared value)."""
         if self.cfg.categories is not None:
-            return np.fromiter(map(self.vocab.get, values, repeat(self.vocab[OTHER])), dtype=np.int64,
-                               count=len(values))
+            return declared_columns(self.vocab, values)
         col = np.fromiter(map(self.vocab.get, values, repeat(-1)), dtype=np.int64, count=len(values))
         unknown = np.flatnonzero(col < 0)
         if unknown.size:
@@ -359,6 +206,7 @@ class EntityMonitor:
             self.cur = self._widen(self.cur, grow)
             self.ref = self._widen(self.ref, grow)
             self.population = np.pad(self.population, (0, grow))
+            self.totals = np.pad(self.totals, (0, grow))
 
     def _widen(self, m: np.ndarray, grow: int) -> np.ndarray:
         """``m`` with ``grow`` more (zero) columns; only the rows in use are copied (and touched)."""
@@ -366,143 +214,18 @@ class EntityMonitor:
         out[: self.high, : m.shape[1]] = m[: self.high]
         return out
 
-    # -- slots -----------------------------------------------------------------------------
-
-    def _slots(self, hashes: np.ndarray, keys: Sequence[str], ts: np.ndarray, step: MonitorStep) -> np.ndarray:
-        """The slot of each event's entity (new entities get one); -1 where capacity refused it."""
-        uh, first, inv = np.unique(hashes, return_index=True, return_inverse=True)
-        pos = np.searchsorted(self.index_hashes, uh)
-        pos_c = np.minimum(pos, max(self.index_hashes.size - 1, 0))
-        found = (pos < self.index_hashes.size) & (self.index_hashes[pos_c] == uh) if self.index_hashes.size \
-            else np.zeros(uh.size, dtype=bool)
-        slot_u = np.full(uh.size, -1, dtype=np.int64)
-        slot_u[found] = self.index_slots[pos_c[found]]
-        # last seen: found entities now, so the capacity eviction below never takes them
-        tmax = np.full(uh.size, 0.0)
-        np.maximum.at(tmax, inv, ts)
-        seen = np.minimum(np.ceil(tmax), np.iinfo(np.uint32).max).astype(np.uint32)
-        if found.any():
-            s = slot_u[found]
-            self.last[s] = np.maximum(self.last[s], seen[found])
-        new = np.flatnonzero(~found)
-        if new.size:
-            room = self.cfg.max_entities - self.tracked
-            if new.size > room:
-                self._evict_lru(new.size - room, step)
-                room = self.cfg.max_entities - self.tracked
-            if new.size > room:  # more new entities in one batch than the cap: the rest are not tracked
-                self.counters["refused"] += int(new.size - room)
-                new = new[:room]
-            slots = self._allocate(new.size)
-            slot_u[new] = slots
-            self.last[slots] = np.maximum(seen[new], 1)
-            self._set_names(slots, [keys[i] for i in first[new].tolist()])
-            self._index_insert(uh[new], slots)
-        return slot_u[inv]
-
-    def _allocate(self, n: int) -> np.ndarray:
-        out: list[np.ndarray] = []
-        need = n
-        while need and self.free:
-            f = self.free.pop()
-            take, rest = f[:need], f[need:]
-            if rest.size:
-                self.free.append(rest)
-            out.append(take)
-            need -= take.size
-        if need:
-            if self.high + need > self.cur.shape[0]:
-                self._grow(self.high + need)
-            out.append(np.arange(self.high, self.high + need, dtype=np.int64))
-            self.high += need
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-    def _grow(self, rows: int) -> None:
-        cap = min(max(rows, int(self.cur.shape[0] * 1.5) + 1), max(rows, self.cfg.max_entities))
-        extra = cap - self.cur.shape[0]
-        self.cur = np.concatenate([self.cur, np.zeros((extra, self.k), dtype=np.uint16)])
-        self.ref = np.concatenate([self.ref, np.zeros((extra, self.k), dtype=np.uint16)])
-        self.start = np.concatenate([self.start, np.zeros(extra, dtype=np.uint32)])
-        self.last = np.concatenate([self.last, np.zeros(extra, dtype=np.uint32)])
-        self.names = np.concatenate([self.names, np.zeros(extra, dtype=self.names.dtype)])
-
-    def _set_names(self, slots: np.ndarray, keys: list[str]) -> None:
-        try:
-            enc = list(map(str.encode, keys))  # C-level
-        except UnicodeEncodeError:  # a lone surrogate
-            enc = [k.encode("utf-8", "surrogatepass") for k in keys]
-        lens = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
-        nul = np.fromiter(map(bytes.endswith, enc, repeat(b"\0")), dtype=bool, count=len(enc))
-        short = (lens <= NAME_BYTES) & ~nul  # the rest in a dict: fixed-width bytes drop trailing NULs
-        if not short.all():
-            for i in np.flatnonzero(~short).tolist():
-                self.long_names[int(slots[i])] = keys[i]
-            enc = [enc[i] for i in np.flatnonzero(short).tolist()]
-        if not enc:
-            return
-        width = int(lens[short].max())
-        if width > self.names.dtype.itemsize:
-            wider = np.zeros(self.names.shape[0], dtype=f"S{width}")
-            wider[: self.high] = self.names[: self.high]
-            self.names = wider
-        self.names[slots[short]] = np.array(enc, dtype=self.names.dtype)
-
-    def name_of(self, slot: int) -> str:
-        long = self.long_names.get(slot)
-        return long if long is not None else bytes(self.names[slot]).decode("utf-8", "surrogatepass")
-
-    def _index_insert(self, hashes: np.ndarray, slots: np.ndarray) -> None:
-        pos = np.searchsorted(self.index_hashes, hashes)  # hashes are sorted (np.unique)
-        self.index_hashes = np.insert(self.index_hashes, pos, hashes)
-        self.index_slots = np.insert(self.index_slots, pos, slots.astype(np.int32))
-
-    def _evict(self, slots: np.ndarray, reason: str, step: MonitorStep) -> None:
-        if slots.size == 0:
-            return
-        gone = np.zeros(self.cur.shape[0], dtype=bool)
-        gone[slots] = True
-        keep = ~gone[self.index_slots]
-        self.index_hashes, self.index_slots = self.index_hashes[keep], self.index_slots[keep]
-        self.cur[slots] = 0
-        self.ref[slots] = 0
-        self.start[slots] = 0
-        self.last[slots] = 0
-        self.names[slots] = b""
-        for s in slots.tolist():
-            self.long_names.pop(s, None)
-        self.free.append(np.sort(slots)[::-1].astype(np.int64))
-        self.counters[f"evicted_{reason}"] += int(slots.size)
-        step.evicted[reason] += int(slots.size)
-
-    def _evict_lru(self, n: int, step: MonitorStep) -> None:
-        live = self.index_slots.astype(np.int64)
-        n = max(n, min(live.size, max(1, self.cfg.max_entities // 100)))  # amortise: at least 1% at a time
-        n = min(n, live.size)
-        if n <= 0:
-            return
-        order = np.argpartition(self.last[live], n - 1)[:n] if n < live.size else np.arange(live.size)
-        self._evict(live[order], "capacity", step)
-
-    def _evict_idle(self, step: MonitorStep) -> None:
-        """Evict the entities unseen for ``idle_ttl``; the O(entities) sweep runs each time the
-        watermark has moved on by an eighth of ``idle_ttl`` (so an entity goes at most 1/8 late)."""
-        if not math.isfinite(self.watermark) or self.watermark - self._swept < self.cfg.idle_ttl / 8:
-            return
-        self._swept = self.watermark
-        cutoff = self.watermark - self.cfg.idle_ttl
-        if cutoff <= 0:
-            return
-        live = self.index_slots.astype(np.int64)
-        idle = live[self.last[live] < cutoff]
-        self._evict(idle, "idle", step)
-
     # -- counting and windows --------------------------------------------------------------
 
-    def _add(self, slots: np.ndarray, cols: np.ndarray, ts: np.ndarray) -> None:
-        """Count events into the current windows (saturating at 65,535 per cell)."""
+    def _add(self, slots: np.ndarray, cols: np.ndarray, ts: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Count events (``weights``: that many events each) into the current windows
+        (saturating at 65,535 per cell)."""
         k = self.k
         flat = slots * k + cols
-        u, c = np.unique(flat, return_counts=True)
+        if weights is None:
+            u, c = np.unique(flat, return_counts=True)
+        else:
+            u, inv = np.unique(flat, return_inverse=True)
+            c = np.bincount(inv, weights=weights, minlength=u.size).astype(np.int64)
         view = self.cur.reshape(-1)
         total = view[u].astype(np.int64) + c
         over = total > COUNT_MAX
@@ -518,12 +241,12 @@ class EntityMonitor:
                step: MonitorStep) -> None:
         self.counters["events"] += int(ts.size)
         slots = self._slots(hashes, keys, ts, step)
-        if (slots < 0).any():
-            keep = slots >= 0
-            ts, slots, cols = ts[keep], slots[keep], cols[keep]
-        if self.cfg.window_size is not None:
+        if self.cfg.window_size is not None:  # (refused entities' events still count in the population)
             self._count_time(ts, slots, cols, step)
         else:
+            if (slots < 0).any():
+                keep = slots >= 0
+                ts, slots, cols = ts[keep], slots[keep], cols[keep]
             self._count_events(ts, slots, cols, step)
         self.watermark = max(self.watermark, float(ts.max())) if ts.size else self.watermark
         self._evict_idle(step)
@@ -541,7 +264,9 @@ class EntityMonitor:
             if w > self.window:
                 self._close_time_window(step)
                 self.window = w
-            self._add(slots[lo:hi], cols[lo:hi], ts[lo:hi])
+            self.totals += np.bincount(cols[lo:hi], minlength=self.k)
+            ok = slots[lo:hi] >= 0
+            self._add(slots[lo:hi][ok], cols[lo:hi][ok], ts[lo:hi][ok])
 
     def _close_time_window(self, step: MonitorStep) -> None:
         """Close the open event-time window of every entity with at least ``min_events``
@@ -552,7 +277,9 @@ class EntityMonitor:
         closing = np.flatnonzero((self.start[: self.high] > 0) & (n >= self.cfg.min_events))
         if closing.size:
             starts = np.floor(self.start[closing] / size) * size  # the window the entity's began in
-            self._close(closing, starts, np.full(closing.size, end), step)
+            self._close(closing, starts, np.full(closing.size, end), step, self.prior(), population=False)
+        self._add_population(self.totals.astype(np.float64))
+        self.totals = np.zeros(self.k, dtype=np.int64)
         step.windows_closed += 1
 
     def _count_events(self, ts: np.ndarray, slots: np.ndarray, cols: np.ndarray, step: MonitorStep) -> None:
@@ -577,17 +304,50 @@ class EntityMonitor:
                 self._close(closing, self.start[closing].astype(np.float64), ends, step, pi)
                 step.windows_closed += 1
 
+    def add_window(self, window: int, hashes: np.ndarray, keys: Sequence[str], last: np.ndarray,
+                   rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, totals: np.ndarray,
+                   watermark: float) -> MonitorStep:
+        """Time windows, merged elsewhere (the scale-out reducer of an entity shard): count
+        event-time window ``window``'s per-entity category counts and close it, as :meth:`feed`
+        does when its watermark passes the window's end.  ``hashes``/``keys``/``last`` per
+        entity (unique hashes; ``last``: its last event time in the window, seconds);
+        ``rows``/``cols``/``counts``: the sparse (entity, category column, count) cells;
+        ``totals``: the window's category counts over every entity (the population's, of all
+        shards); ``watermark``: the largest event time of the window (for ``idle_ttl``).
+        Windows come in increasing order, each once."""
+        step = MonitorStep(self.name)
+        size = float(self.cfg.window_size or 0.0)
+        if self.window is not None and self.window >= 0 and window <= self.window:
+            raise ValueError(f"window {window} after window {self.window}: windows come in order, once")
+        self.window = window
+        self.counters["events"] += int(np.asarray(totals).sum())
+        if hashes.size:
+            slots = self._slots(hashes, keys, np.asarray(last, dtype=np.float64), step)[rows]
+            ok = slots >= 0
+            self._add(slots[ok], cols[ok], np.full(int(ok.sum()), window * size), counts[ok])
+        self.totals += np.asarray(totals, dtype=np.int64)
+        self._close_time_window(step)
+        if math.isfinite(watermark):
+            self.watermark = max(self.watermark, watermark)
+        self._evict_idle(step)
+        step.tracked = self.tracked
+        step.records.sort(key=order)
+        return step
+
     def prior(self) -> np.ndarray:
-        """The population's distribution over the categories: the counts of all entity windows
-        closed so far plus 1/2 per category (so a category no closed window had yet, e.g. one
+        """The population's distribution over the categories: the counts of all events of the
+        windows closed so far (per-entity count windows: of the entity windows closed so far)
+        plus 1/2 per category (so a category no closed window had yet, e.g. one
         that just appeared, has some mass and the adjusted divergence stays finite)."""
         return (self.population + 0.5) / (self.population.sum() + 0.5 * self.k)
 
     def _close(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, step: MonitorStep,
-               pi: np.ndarray | None = None) -> None:
+               pi: np.ndarray | None = None, population: bool = True) -> None:
         """Compare these entities' current windows with their references, report shifts,
         and make the current windows the references.  ``pi``: the prior's mean (default: the
-        population of the windows closed before these).  In chunks of :data:`CHUNK` entities,
+        population of the windows closed before these); ``population``: add these windows'
+        counts to the population (per-entity count windows; time windows add every event of
+        the window instead, :meth:`_close_time_window`).  In chunks of :data:`CHUNK` entities,
         so the float temporaries stay small with a million entities closing at once."""
         if slots.size == 0:
             return
@@ -597,11 +357,15 @@ class EntityMonitor:
         for lo in range(0, slots.size, CHUNK):
             sl = slice(lo, lo + CHUNK)
             added += self._close_chunk(slots[sl], starts[sl], ends[sl], step, pi)
+        if population:
+            self._add_population(added)
+        self.counters["windows"] += int(slots.size)
+
+    def _add_population(self, added: np.ndarray) -> None:
         self.population += added
         total = self.population.sum()
         if total > 1e12:  # keep the population counts far from float precision limits
             self.population *= 1e6 / total
-        self.counters["windows"] += int(slots.size)
 
     def _close_chunk(self, slots: np.ndarray, starts: np.ndarray, ends: np.ndarray, step: MonitorStep,
                      pi: np.ndarray) -> np.ndarray:
@@ -628,20 +392,8 @@ class EntityMonitor:
 
     def _record(self, slot: int, start: float, end: float, cmp: Comparison, i: int) -> EntityShift:
         self.counters["shifts"] += 1
-        terms = cmp.terms[i]
-        k = min(self.cfg.top_bins, len(self.labels))
-        top = np.argsort(-np.abs(terms), kind="stable")[:k] if k else np.zeros(0, dtype=np.int64)
-        n, m = float(cmp.n[i]), float(cmp.m[i])
-        return EntityShift(
-            stream=self.stream, entity=self.name_of(slot), window_start=start, window_end=end,
-            divergence=float(cmp.adjusted[i]), shrunk_divergence=float(cmp.shrunk[i]),
-            shrunk_bias=float(cmp.bias[i]), raw_divergence=float(cmp.raw[i]), p_value=float(cmp.p_value[i]),
-            n_current=int(n), n_reference=int(m),
-            top_bins=tuple(BinShare(self.labels[j], float(cmp.q_adj[i, j]), float(cmp.p_adj[i, j]),
-                                    float(terms[j])) for j in top.tolist()),
-            threshold=self.cfg.threshold, max_p_value=self.cfg.max_p_value,
-            prior_strength=self.prior_strength, bias=(float(cmp.support[i]) - 1) / 2.0 * (1.0 / n + 1.0 / m),
-        )
+        return shift_record(self.stream, self.name_of(slot), start, end, cmp, i, self.labels, self.cfg,
+                            self.prior_strength)
 
     # -- checkpoint ------------------------------------------------------------------------
 
@@ -650,11 +402,11 @@ class EntityMonitor:
         names = self.names[live]
         return {
             "v": FORMAT_VERSION, "labels": list(self.labels), "k": self.k,
-            "population": self.population.tolist(), "watermark": self.watermark, "window": self.window,
+            "population": self.population.tolist(), "totals": self.totals.tolist(), "watermark": self.watermark, "window": self.window,
             "counters": dict(self.counters), "n": int(live.size), "name_width": int(self.names.dtype.itemsize),
-            "hashes": _pack(self.index_hashes, compress=False),
-            "cur": _pack_counts(self.cur[live]), "ref": _pack_counts(self.ref[live]),
-            "start": _pack(self.start[live]), "last": _pack(self.last[live]), "names": _pack(names),
+            "hashes": pack(self.index_hashes, compress=False),
+            "cur": pack_counts(self.cur[live]), "ref": pack_counts(self.ref[live]),
+            "start": pack(self.start[live]), "last": pack(self.last[live]), "names": pack(names),
             "long_names": [[i, self.long_names[int(s)]] for i, s in enumerate(live.tolist())
                            if int(s) in self.long_names],
         }
@@ -672,15 +424,15 @@ class EntityMonitor:
         cap = max(n, self.cfg.max_entities, 1)
         self.cur = np.zeros((cap, k), dtype=np.uint16)
         self.ref = np.zeros((cap, k), dtype=np.uint16)
-        self.cur[:n] = _unpack_counts(d["cur"], (n, k))
-        self.ref[:n] = _unpack_counts(d["ref"], (n, k))
+        self.cur[:n] = unpack_counts(d["cur"], (n, k))
+        self.ref[:n] = unpack_counts(d["ref"], (n, k))
         self.start = np.zeros(cap, dtype=np.uint32)
-        self.start[:n] = _unpack(d["start"], np.uint32, (n,))
+        self.start[:n] = unpack(d["start"], np.uint32, (n,))
         self.last = np.zeros(cap, dtype=np.uint32)
-        self.last[:n] = _unpack(d["last"], np.uint32, (n,))
+        self.last[:n] = unpack(d["last"], np.uint32, (n,))
         self.names = np.zeros(cap, dtype=f"S{max(width, 1)}")
-        self.names[:n] = _unpack(d["names"], f"S{max(width, 1)}", (n,))
-        hashes = _unpack(d["hashes"], np.uint64, (n,), compressed=False)
+        self.names[:n] = unpack(d["names"], f"S{max(width, 1)}", (n,))
+        hashes = unpack(d["hashes"], np.uint64, (n,), compressed=False)
         if n > 1 and not bool(np.all(hashes[1:] > hashes[:-1])):
             raise ValueError("entities snapshot: key hashes are not strictly increasing")
         self.index_hashes = hashes
@@ -689,6 +441,9 @@ class EntityMonitor:
         self.population = np.asarray(d["population"], dtype=np.float64)
         if self.population.size != k:
             raise ValueError("entities snapshot: population size does not match the categories")
+        self.totals = np.asarray(d.get("totals", [0] * k), dtype=np.int64)
+        if self.totals.size != k:
+            raise ValueError("entities snapshot: window totals do not match the categories")
         self.watermark = float(d["watermark"])
         self.window = None if d["window"] is None else int(d["window"])
         self.counters = Counter({str(a): int(b) for a, b in d["counters"].items()})

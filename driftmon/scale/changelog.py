@@ -148,7 +148,12 @@ class Changelog:
         if cur is not None and cur["offset"] == offset and cur["state"] == state:
             return False
         doc = {"v": FORMAT, "config": self.fingerprint, "offset": offset, "state": state}
-        self._futures.append(self.producer.send(self.topic, key=key, value=json.dumps(doc).encode()))
+        try:
+            future = self.producer.send(self.topic, key=key, value=json.dumps(doc).encode())
+        except Exception as exc:  # e.g. over max_request_size: postpone the checkpoint, stay up
+            raise ChangelogError(f"changelog {self.topic!r}: {stage} state of {topic}[{partition}] not written "
+                                 f"({type(exc).__name__}: {exc})") from exc
+        self._futures.append(future)
         self.latest[key] = doc
         return True
 

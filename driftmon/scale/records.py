@@ -17,16 +17,21 @@ partials partition (``of`` is the source topic's partition count, so a
 reducer knows which source partitions to wait for).  ``through`` is the last
 window index the source partition has closed: every partial it will ever send
 for windows up to ``through`` was sent before the mark.
+
+Per-entity interest drift adds two types, ``"entities"`` and ``"emark"``
+(:mod:`driftmon.scale.entity_records`).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from driftmon.scale.entity_records import EntityMark, EntityPartial, from_dict, to_dict
 from driftmon.summaries.base import Summarizer
 from driftmon.windows.base import WindowState
 
@@ -79,7 +84,12 @@ def series_key(stream: str, feature: str) -> bytes:
     return stream.encode()
 
 
-def encode(rec: Partial | Mark) -> bytes:
+Record = Partial | Mark | EntityPartial | EntityMark
+
+
+def encode(rec: Record) -> bytes:
+    if isinstance(rec, (EntityPartial, EntityMark)):
+        return orjson.dumps(to_dict(rec))
     if isinstance(rec, Partial):
         return orjson.dumps({"v": FORMAT, "type": "partial", "stream": rec.stream, "feature": rec.feature,
                              "window": rec.window, "topic": rec.topic, "partition": rec.partition,
@@ -88,7 +98,7 @@ def encode(rec: Partial | Mark) -> bytes:
                          "of": rec.of, "through": rec.through, "idle": rec.idle})
 
 
-def decode(data: bytes, summarizers: Mapping[tuple[str, str], Sequence[Summarizer]]) -> Partial | Mark:
+def decode(data: bytes, summarizers: Mapping[tuple[str, str], Sequence[Summarizer]]) -> Record:
     """Parse one record; ``summarizers[(stream, feature)]`` is the one-feature summarizer list.
     Raises ValueError on anything malformed or of an unknown version or series."""
     try:
@@ -110,7 +120,9 @@ def decode(data: bytes, summarizers: Mapping[tuple[str, str], Sequence[Summarize
             first, last = (_int(x) for x in d["offsets"])
             return Partial(series[0], series[1], _int(d["window"]), _str(d["topic"]), _int(d["partition"]),
                            (first, last), WindowState.from_dict(d["state"], summarizers[series]))
-    except (KeyError, TypeError) as exc:
+        if d["type"] in ("entities", "emark"):
+            return from_dict(d)
+    except (KeyError, TypeError, zlib.error) as exc:
         raise ValueError(f"malformed partials record ({type(exc).__name__}: {exc})") from None
     raise ValueError(f"unknown partials record type {d['type']!r}")
 

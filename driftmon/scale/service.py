@@ -10,7 +10,8 @@ counting goes to per-partition mappers and whose results come from reducers:
   ``scale.partials_topic`` (a partial to its series' partition, a mark to
   every partition), in order, by one producer with one request in flight;
 * reducer: the group ``scale.reduce_group_id`` on the partials topic; one
-  :class:`Reducer` per assigned partials partition; what it emits goes to
+  :class:`~driftmon.scale.entity_reducer.ShardReducer` per assigned partials partition
+  (its series, and the entity shard of the same number); what it emits goes to
   the outputs (metrics, alerts, sinks) exactly as the single-process
   daemon's results do.
 
@@ -41,9 +42,11 @@ from driftmon.outputs.fanout import Participant
 from driftmon.outputs.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
 from driftmon.scale.changelog import Changelog, acknowledge
-from driftmon.scale.mapper import StreamMapper
-from driftmon.scale.records import Mark, Partial, decode, encode, series_key
-from driftmon.scale.reducer import Reducer, series_pipelines
+from driftmon.scale.entity_mapper import make_mapper
+from driftmon.scale.entity_records import EntityPartial
+from driftmon.scale.entity_reducer import ShardReducer
+from driftmon.scale.records import Partial, Record, decode, encode, series_key
+from driftmon.scale.reducer import series_pipelines
 from driftmon.service.checkpoint import config_fingerprint
 from driftmon.service.checkpointer import Checkpointer, Offsets
 from driftmon.service.daemon import Daemon
@@ -80,8 +83,12 @@ class PartialsProducer:
     def partition(self, key: bytes) -> int:
         return (murmur2(key) & 0x7FFFFFFF) % self.n
 
-    def send(self, rec: Partial | Mark) -> None:
+    def send(self, rec: Record) -> None:
         value = encode(rec)
+        if isinstance(rec, EntityPartial):  # to the partition of its entity shard
+            self._futures.append(self.producer.send(self.topic, key=f"{rec.stream}/entities/{rec.shard}".encode(),
+                                                    value=value, partition=rec.shard))
+            return
         if isinstance(rec, Partial):
             key = series_key(rec.stream, rec.feature)
             self._futures.append(self.producer.send(self.topic, key=key, value=value, partition=self.partition(key)))
@@ -132,9 +139,9 @@ class ScaledDaemon(Daemon):
         self.scale = cfg.scale
         super().__init__(cfg, reset_state=reset_state, metrics=metrics)
         self.metrics.init_scale([s.name for s in cfg.streams])
-        self.mappers = {s.name: StreamMapper(s, self.pipelines[s.name].summarizers) for s in cfg.streams}
+        self.mappers = {s.name: make_mapper(s, self.pipelines[s.name].summarizers, self._shards) for s in cfg.streams}
         self.summarizers = {k: p.summarizers for k, p in series_pipelines(cfg.streams).items()}
-        self.reducers: dict[tuple[str, int], Reducer] = {}
+        self.reducers: dict[tuple[str, int], ShardReducer] = {}
         self.reduce_offsets: dict[tuple[str, int], int] = {}
         self.of: dict[str, int] = {}  # partitions per event topic
         self.scale_lock = threading.RLock()  # rebalance callbacks run on kafka-python's threads
@@ -178,6 +185,11 @@ class ScaledDaemon(Daemon):
         self._reduce_thread.start()
         return base
 
+    def _shards(self) -> int:
+        """Entity shards: one per partials partition (docs/scaling.md)."""
+        assert self.producer is not None
+        return self.producer.n
+
     def _partitions_of(self, topic: str) -> int:
         n = self.of.get(topic)
         if n is None:
@@ -201,7 +213,8 @@ class ScaledDaemon(Daemon):
                 start = end
             acc = prep.accepted
             late, sent = self.mappers[pipe.cfg.name].count(
-                topic, self._partitions_of(topic), prep.coded, partitions[acc], ranges, time.monotonic())
+                topic, self._partitions_of(topic), prep.coded, partitions[acc], ranges, time.monotonic(),
+                **({"entities": prep.entities} if prep.entities is not None else {}))
             out = StepOutput(rejected=prep.rejected, truncated=prep.truncated)
             pipe.events += prep.n
             if late.any():
@@ -211,11 +224,11 @@ class ScaledDaemon(Daemon):
             self.outputs.step(pipe.cfg, recs, len(values), out)
             self._send(sent)
 
-    def _send(self, recs: Sequence[Partial | Mark]) -> None:
+    def _send(self, recs: Sequence[Record]) -> None:
         assert self.producer is not None
         for r in recs:
             self.producer.send(r)
-        n = sum(1 for r in recs if isinstance(r, Partial))
+        n = sum(1 for r in recs if isinstance(r, (Partial, EntityPartial)))
         if n:
             self.metrics.scale_partials("sent", n)
 
@@ -283,7 +296,7 @@ class ScaledDaemon(Daemon):
                 self.changelog.catch_up()
                 seeks = {}
                 for tq in partitions:
-                    red = Reducer(self.cfg.streams, self.scale.partial_timeout)
+                    red = ShardReducer(self.cfg.streams, self.scale.partial_timeout, self.reducers.values)
                     got = self.changelog.get("reduce", *tq)
                     if got is not None:
                         red.restore(got[1])
@@ -326,7 +339,7 @@ class ScaledDaemon(Daemon):
                     invalid += 1
                     log.error("partials %s[%d]@%d skipped: %s", tq[0], tq[1], r.offset, exc)
                     continue
-                if isinstance(rec, Partial):
+                if isinstance(rec, (Partial, EntityPartial)):
                     dropped = red.dropped_after_emit
                     red.add(rec)
                     merged += red.dropped_after_emit == dropped

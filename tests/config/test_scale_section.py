@@ -60,10 +60,31 @@ def test_count_windows_are_refused_with_scale():
         parse_config(doc)
 
 
-def test_entities_are_refused_with_scale():
+def _entities(**window) -> dict:
+    return {"key": "user_id", "feature": "item.category", "window": window or {"size": "1d"},
+            "categories": ["news", "sport"]}
+
+
+def test_entities_with_time_windows_and_declared_categories_run_with_scale():
     doc = _doc(partials_topic="p")
-    doc["streams"][0]["entities"] = {"key": "user_id", "feature": "item.category", "window": {"size": "1d"}}
-    with pytest.raises(ConfigError, match=r"^streams\[0\]\.entities"):
+    doc["streams"][0]["entities"] = _entities()
+    cfg = parse_config(doc)
+    assert cfg.scale is not None and cfg.streams[0].entities is not None
+
+
+def test_entity_count_windows_are_refused_with_scale_naming_the_key():
+    doc = _doc(partials_topic="p")
+    doc["streams"][0]["entities"] = {**_entities(last_events=40), "min_events": 20}
+    with pytest.raises(ConfigError, match=r"^streams\[0\]\.entities\.window\.last_events: .*arrive"):
+        parse_config(doc)
+    del doc["scale"]
+    assert parse_config(doc).streams[0].entities is not None  # (fine without scale:)
+
+
+def test_a_learned_entity_vocabulary_is_refused_with_scale_naming_the_key():
+    doc = _doc(partials_topic="p")
+    doc["streams"][0]["entities"] = {k: v for k, v in _entities().items() if k != "categories"}
+    with pytest.raises(ConfigError, match=r"^streams\[0\]\.entities\.categories: .*declared vocabulary"):
         parse_config(doc)
 
 

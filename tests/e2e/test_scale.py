@@ -4,7 +4,9 @@ A 6-partition event topic (time-ordered events spread round-robin), replicas
 of ``driftmon run`` as subprocesses with the same config (``scale:`` and
 ``sinks.kafka_topic``): every row in the results topic equals replay's row of
 its window (divergence, p-value, counts, bins, top bins, state, transition),
-repeats are identical, nothing missing, nothing extra.  Three replicas; then
+and every ``interest_shift`` record of the per-entity monitor (``entities`` keyed by
+item, sharded over the partials partitions) equals replay's; repeats are identical,
+nothing missing, nothing extra.  Three replicas; then
 one of three killed with SIGKILL mid-stream and restarted later; then a
 fourth replica joining mid-stream.
 """
@@ -54,11 +56,17 @@ def make_events(seed: int) -> list[bytes]:
     return evs
 
 
+# per-item interest drift: items are Zipf-popular, so a few heavy ones shift with the episode and
+# many light ones carry their counts over windows; they spread over the 3 entity shards
+ENTITIES = {"key": "item.id", "feature": "item.category", "window": {"size": "20s"}, "min_events": 15,
+            "threshold": 0.05, "max_p_value": 0.01, "categories": list(synth.CATEGORIES)}
+
+
 def config(bootstrap: str, topic: str, partials: str, results: str, state: Path, group: str) -> dict:
     return {
         "streams": [{"name": "interactions", "topic": topic, "timestamp": {"field": "ts", "unit": "s"},
                      "window": {"size": "10s", "slide": "10s", "allowed_lateness": 0, "idle_timeout": "1h"},
-                     "segment_by": ["platform"], "max_segments": 2, "features": FEATURES}],
+                     "segment_by": ["platform"], "max_segments": 2, "features": FEATURES, "entities": ENTITIES}],
         "detector": {"metric": "kl", "reference": "previous", "min_count": 50, "max_p_value": 0.01,
                      "permutations": 199, "thresholds": {"warn": 0.05, "critical": 0.15},
                      "hysteresis": {"fire_after": 1, "resolve_after": 2}},
@@ -97,7 +105,10 @@ class Cluster:
         low = min(max(json.loads(e)["ts"] for e in part if e.startswith(b"{\"")
                       and isinstance(json.loads(e).get("ts"), float)) for part in self.parts)
         self.expected = [r for r in rows if r["window_end"] <= rfc3339(low)]
-        assert len(self.expected) >= 200 and {r["transition"] for r in self.expected} >= {"fired"}
+        series = [r for r in self.expected if r.get("kind") != SHIFT]
+        assert len(series) >= 200 and {r["transition"] for r in series} >= {"fired"}
+        shifts = [r for r in self.expected if r.get("kind") == SHIFT]
+        assert len(shifts) >= 5 and len({r["entity"] for r in shifts}) >= 3, shifts
 
     def config_path(self, i: int) -> Path:
         d = self.tmp / f"replica-{i}"
@@ -120,13 +131,13 @@ class Cluster:
         return read_topic(self.bootstrap, self.results)
 
     def wait_complete(self, timeout: float) -> list[dict]:
-        want = {row_key(r) for r in self.expected}
+        want = {key_of(r) for r in self.expected}
         got: list[dict] = []
 
         def done() -> bool:
             nonlocal got
             got = self.rows()
-            return want <= {row_key(r) for r in got}
+            return want <= {key_of(r) for r in got}
 
         alive = [r for r in self.replicas if r.alive]
         wait_until(done, timeout, "every expected window in the results topic", alive[0] if alive else None,
@@ -159,12 +170,23 @@ def read_topic(bootstrap: str, topic: str, quiet: float = 0.5) -> list[dict]:
         c.close()
 
 
+SHIFT = "interest_shift"
+
+
+def key_of(r: dict) -> tuple:
+    """A window's row: its series and window; an interest_shift record: its entity and window."""
+    if r.get("kind") == SHIFT:
+        return (SHIFT, r["stream"], r["entity"], r["window_start"], r["window_end"])
+    return row_key(r)
+
+
 def assert_equals_replay(got: list[dict], expected: list[dict]) -> int:
-    """Every row equals replay's row of its window; repeats identical; none missing or extra."""
+    """Every row (window rows and interest_shift records) equals replay's row of its window;
+    repeats identical; none missing or extra."""
     by_key: dict[tuple, list[dict]] = {}
     for r in got:
-        by_key.setdefault(row_key(r), []).append(r)
-    want = {row_key(r): r for r in expected}
+        by_key.setdefault(key_of(r), []).append(r)
+    want = {key_of(r): r for r in expected}
     missing = set(want) - set(by_key)
     assert not missing, f"{len(missing)} windows missing, e.g. {sorted(missing)[:3]}"
     for key, rows in by_key.items():
@@ -174,7 +196,7 @@ def assert_equals_replay(got: list[dict], expected: list[dict]) -> int:
                 {k: want.get(key, {}).get(k) for k in diff})
         if key not in want:  # a window beyond the slowest partition's end: not closed by replay's rule
             raise AssertionError(f"replicas emitted a window replay did not: {key}")
-        assert rows[0]["counts"] == want[key]["counts"], f"histogram differs for {key}"
+        assert rows[0].get("counts") == want[key].get("counts"), f"histogram differs for {key}"
         assert rows[0] == want[key], f"row differs from replay for {key}"
     return sum(len(v) - 1 for v in by_key.values())
 
@@ -205,6 +227,7 @@ def test_three_replicas_equal_replay(cluster):
     repeats = assert_equals_replay(got, c.expected)
     assert sum(sample(x, "driftmon_events_total", stream="interactions") for x in m) >= len(c.events)
     assert sum(sample(x, "driftmon_scale_partials_total", outcome="sent") for x in m) > 0
+    assert sum(sample(x, "driftmon_entity_windows_compared_total", stream="interactions") for x in m) > 0
     print(f"{len(got)} rows, {repeats} repeats")
 
 

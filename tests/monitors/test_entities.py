@@ -23,6 +23,7 @@ from driftmon.cli import replay
 from driftmon.config import EntitiesConfig, parse_config
 from driftmon.decode.prepare import CodedBatch, EntityColumns, PreparedBatch
 from driftmon.monitors.entities import OTHER, EntityMonitor, compare
+from driftmon.monitors.packing import pack
 from driftmon.pipeline import StreamPipeline
 from driftmon.summaries.hashing import hash_one
 from driftmon.testing import realdata
@@ -249,6 +250,25 @@ def test_a_corrupt_snapshot_is_refused():
         EntityMonitor("s", cfg()).restore({**snap, "n": 3})
     with pytest.raises(ValueError):
         EntityMonitor("s", cfg()).restore({**snap, "v": 99})
+
+
+def test_snapshots_store_count_cells_compressed_and_still_read_the_uncompressed_form():
+    pop = population(users=2000, categories=20, windows=2, switch_share=0.05, min_rate=5, max_rate=100, seed=5)
+    mon = EntityMonitor("s", cfg())
+    for b in prepared_batches(pop.events, "user_id", "category", 10_000):
+        mon.feed(b)
+    snap = mon.snapshot()
+    n, k = snap["n"], snap["k"]
+    live = mon.index_slots.astype(np.int64)
+    flat = mon.cur[live].reshape(-1)
+    idx = np.flatnonzero(flat)
+    older = {"idx": pack(idx.astype(np.uint32), compress=False), "val": pack(flat[idx], compress=False),
+             "nnz": str(idx.size)}  # the form before gaps + zlib
+    assert len(json.dumps(snap["cur"])) < len(json.dumps(older)) / 2
+    a, b = EntityMonitor("s", cfg()), EntityMonitor("s", cfg())
+    a.restore(snap)
+    b.restore({**snap, "cur": older})
+    assert np.array_equal(a.cur[:n, :k], b.cur[:n, :k]) and np.array_equal(a.cur[:n, :k], mon.cur[live])
 
 
 def test_idle_entities_are_evicted_and_counted():

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from driftmon.scale.changelog import Changelog
+from driftmon.scale.changelog import Changelog, ChangelogError
 from driftmon.testing.embedded import create_topics
 from tests.conftest import kafka_config, unique_name
 
@@ -62,3 +62,18 @@ def test_latest_state_per_key_survives_into_a_new_reader_while_another_writer_ke
             t.join(timeout=10)
         for c in (a, busy, other):
             c.close()
+
+
+def test_a_state_over_the_record_size_limit_postpones_rather_than_crashes(kafka_broker):
+    """(a large entity shard: docs/scaling.md sizing) the Checkpointer postpones on ChangelogError."""
+    topic = unique_name("changelog")
+    create_topics(kafka_broker.bootstrap, [topic], partitions=1)
+    log_ = Changelog(kafka_config(kafka_broker.bootstrap), topic, "fp", quiet=0.5)
+    try:
+        with pytest.raises(ChangelogError, match=r"reduce state of partials\[2\] not written"):
+            log_.write("reduce", "partials", 2, 5, {"big": "x" * (17 * 1024 * 1024)})
+        assert log_.get("reduce", "partials", 2) is None  # nothing recorded as written
+        assert log_.write("reduce", "partials", 2, 5, {"small": 1})
+        log_.flush()
+    finally:
+        log_.close()
