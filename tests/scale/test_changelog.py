@@ -12,7 +12,7 @@ from driftmon.scale.changelog import Changelog
 from driftmon.testing.embedded import create_topics
 from tests.conftest import kafka_config, unique_name
 
-pytestmark = [pytest.mark.kafka, pytest.mark.one_client]  # scale-out: kafka-python only
+pytestmark = pytest.mark.kafka  # with each kafka.client (conftest)
 
 
 def test_latest_state_per_key_survives_into_a_new_reader_while_another_writer_keeps_writing(kafka_broker):
