@@ -49,7 +49,8 @@ def scale_producer(kafka: KafkaConfig, client_id: str, linger_ms: int) -> Produc
 
 class Acks:
     """The acknowledgements of what was sent through one producer since the last :meth:`check`
-    (the delivery callbacks run on the client's thread or inside send/flush)."""
+    (the delivery callbacks run on the client's thread or inside send/flush).  A record refused
+    locally (too large) counts as a failed delivery with either client."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -68,10 +69,8 @@ class Acks:
             self.pending += 1
         try:
             producer.send(topic, value, key=key, on_done=self._done, partition=partition)
-        except BaseException:
-            with self._lock:
-                self.pending -= 1
-            raise
+        except Exception as exc:  # refused locally (librdkafka raises what kafka-python's future reports):
+            self._done(exc)  # the next check fails, as after a failed delivery
 
     def check(self, producer: Producer, timeout: float = FLUSH_TIMEOUT, forget: bool = False) -> None:
         """Flush ``producer``; raise the first failure (kept for the next check unless ``forget``)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from driftmon.scale.changelog import Changelog
+from driftmon.scale.changelog import Changelog, ChangelogError
 from driftmon.testing.embedded import create_topics
 from tests.conftest import kafka_config, unique_name
 
@@ -62,3 +62,34 @@ def test_latest_state_per_key_survives_into_a_new_reader_while_another_writer_ke
             t.join(timeout=10)
         for c in (a, busy, other):
             c.close()
+
+
+def test_a_state_not_acknowledged_fails_the_flush_and_is_written_again_at_the_next_checkpoint(kafka_broker):
+    """A state over the producer's 16 MiB limit: refused locally (librdkafka raises in
+    produce, kafka-python fails the future), a ChangelogError either way (the checkpoint is
+    postponed, the daemon runs on); the changelog does not count it as written."""
+    topic = unique_name("changelog")
+    create_topics(kafka_broker.bootstrap, [topic], partitions=1)
+    c = Changelog(kafka_config(kafka_broker.bootstrap), topic, "fp", quiet=0.5)
+    try:
+        c.catch_up()
+        assert c.write("map", "events", 0, 10, {"n": 1})
+        c.flush()
+        big = {"n": 2, "blob": "x" * (17 * 1024 * 1024)}
+        assert c.write("map", "events", 0, 20, big)
+        with pytest.raises(ChangelogError):
+            c.flush()
+        assert c.get("map", "events", 0) == (10, {"n": 1})
+        assert c.write("map", "events", 0, 20, big)  # not skipped as "already written"
+        with pytest.raises(ChangelogError):
+            c.flush()
+        assert c.write("map", "events", 0, 30, {"n": 3})
+        c.flush()  # a failure is not held against later writes
+        reader = Changelog(kafka_config(kafka_broker.bootstrap), topic, "fp", quiet=0.5)
+        try:
+            reader.catch_up()
+            assert reader.get("map", "events", 0) == (30, {"n": 3})
+        finally:
+            reader.close()
+    finally:
+        c.close()
