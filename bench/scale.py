@@ -1,6 +1,7 @@
 """Scale-out: events/s with 1, 2 and 3 ``driftmon run`` replicas, and the reducer's merge cost.
 
     python bench/scale.py [--events 300000] [--partitions 6] [--replicas 1,2,3]
+                          [--clients kafka-python,confluent-kafka]
 
 (a) Starts an embedded tansu broker, produces N synthetic interactions
 (``driftmon.testing.synth``, time-ordered, round-robin over the partitions),
@@ -9,8 +10,9 @@ fresh consumer group, scraping ``driftmon_events_total`` of every replica
 every 0.2 s: events/s = N / (time the last event was counted - time the
 first was), so process start and group join are excluded.  ``single`` is
 today's single-process daemon (no ``scale:``); ``k replicas`` use ``scale:``
-with a 3-partition partials topic and a compacted changelog.  The broker and
-every replica share this machine's cores.
+with a 3-partition partials topic and a compacted changelog.  With several
+``--clients`` (``kafka.client``) every setting runs once per client, side by
+side on one broker.  The broker and every replica share this machine's cores.
 
 (b) In process: the events mapped over P partitions (one ``StreamMapper`` per
 partition, as separate replicas would), then the reducer (decode + merge +
@@ -66,10 +68,10 @@ def stream_doc(topic: str) -> dict:
                 {"name": "dwell", "field": "dwell_ms", "type": "numeric", "bins": "quantile", "num_bins": 10}]}
 
 
-def make_config(bootstrap: str, topic: str, work: Path, scale: bool) -> dict:
+def make_config(bootstrap: str, topic: str, work: Path, scale: bool, client: str) -> dict:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     doc = {"streams": [stream_doc(topic)], "detector": {"min_count": 200},
-           "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "session_timeout_ms": 6000,
+           "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "session_timeout_ms": 6000, "client": client,
                      "heartbeat_interval_ms": 1000, "poll_timeout_ms": 200, "max_poll_records": 5000},
            "http": {"listen": "127.0.0.1:0"}, "state": {"dir": str(work / "state"), "checkpoint_interval": "5s"},
            "logging": {"level": "INFO"}}
@@ -90,12 +92,12 @@ def scrape(url: str) -> float:
         return 0.0
 
 
-def run_replicas(bootstrap: str, topic: str, n: int, k: int, scale: bool) -> float:
+def run_replicas(bootstrap: str, topic: str, n: int, k: int, scale: bool, client: str = "kafka-python") -> float:
     """events/s of k replicas (first to last event counted)."""
     work = Path(tempfile.mkdtemp(prefix="driftmon-bench-scale-"))
     procs, logs, urls = [], [], []
     try:
-        doc = make_config(bootstrap, topic, work, scale)
+        doc = make_config(bootstrap, topic, work, scale, client)
         for i in range(k):
             d = work / f"r{i}"
             d.mkdir()
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--replicas", default="1,2,3")
+    ap.add_argument("--clients", default="kafka-python", help="kafka.client values, comma-separated")
     ap.add_argument("--skip-broker", action="store_true", help="only the in-process merge measurement")
     args = ap.parse_args(argv)
     n = args.events
@@ -206,12 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             producer.send(topic, e, partition=i % args.partitions)
         producer.flush()
         producer.close()
-        results = {"single": run_replicas(broker.bootstrap, topic, n, 1, scale=False)}
-        print(f"single process (no scale:): {results['single']:,.0f} events/s", flush=True)
-        for k in (int(x) for x in args.replicas.split(",")):
-            results[k] = run_replicas(broker.bootstrap, topic, n, k, scale=True)
-            print(f"{k} replica(s) with scale: {results[k]:,.0f} events/s "
-                  f"({results[k] / results['single']:.2f}x single)", flush=True)
+        for client in args.clients.split(","):
+            single = run_replicas(broker.bootstrap, topic, n, 1, scale=False, client=client)
+            print(f"[{client}] single process (no scale:): {single:,.0f} events/s", flush=True)
+            for k in (int(x) for x in args.replicas.split(",")):
+                rate = run_replicas(broker.bootstrap, topic, n, k, scale=True, client=client)
+                print(f"[{client}] {k} replica(s) with scale: {rate:,.0f} events/s "
+                      f"({rate / single:.2f}x single)", flush=True)
     return 0
 
 

@@ -21,7 +21,7 @@ from driftmon.config.names import check_bootstrap, check_listen, check_log_level
 from driftmon.config.node import ConfigError, _Node, _show, parse_duration
 from driftmon.config.yamlsafe import MAX_BYTES, YAMLLimitError, load_yaml
 from driftmon.util.secrets import redact_field
-from driftmon.vocabulary import KAFKA_CLIENTS, KAFKA_PYTHON
+from driftmon.vocabulary import KAFKA_CLIENTS
 
 __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]
 
@@ -182,9 +182,6 @@ def _scale(node: _Node, cfg: c.Config) -> c.ScaleConfig:
             raise ConfigError(f"streams[{i}].entities.categories",
                               "scale-out needs a declared vocabulary: a learned one numbers categories (and "
                               "chooses which count as __other__) in arrival order, which partitions do not share")
-    if cfg.kafka.client != KAFKA_PYTHON:
-        raise ConfigError("kafka.client", "scale-out runs with the kafka-python client only for now; "
-                                          "remove kafka.client or set it to kafka-python")
     if cfg.calibration:
         raise ConfigError("calibration", "calibration monitors do not run with scale: yet (the join needs both "
                                          "streams in one process); run them in a daemon without scale:")

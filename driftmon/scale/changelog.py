@@ -9,7 +9,7 @@ commits those partitions' offsets, so whoever is assigned a partition next
 offset it covers from here, not from a disk left behind with the old pod.
 Offset-commit metadata is not used (some brokers drop it).
 
-Reading: a group-less consumer holds every changelog partition and keeps the
+Reading: a group-less reader (:func:`~driftmon.source.clients.make_reader`) holds every changelog partition and keeps the
 latest value per key.  :meth:`Changelog.catch_up` first writes a sync marker
 (key ``["sync", <this reader>]``, a fresh id as value) to every changelog
 partition and reads until it has read its own marker back from each, so it
@@ -24,25 +24,66 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
 from driftmon.config import KafkaConfig
-from driftmon.source.kafka import client_kwargs
+from driftmon.source.clients import Producer, ProduceTimeout, key_partition, make_producer, make_reader
 
 log = logging.getLogger("driftmon.scale.changelog")
 FORMAT = 1
 FLUSH_TIMEOUT = 30.0
+MAX_RECORD = 16 * 1024 * 1024  # bytes: one partition's stage state (a reducer's windows in flight)
 
 
-def acknowledge(producer: Any, futures: list[Any], timeout: float = FLUSH_TIMEOUT) -> None:
-    """Flush ``producer`` and wait for each of ``futures`` (its sends); raises the first failure."""
-    producer.flush(timeout=timeout)
-    for f in futures:
-        f.get(timeout=timeout)
+def scale_producer(kafka: KafkaConfig, client_id: str, linger_ms: int) -> Producer:
+    """A producer for the partials or the changelog, with ``kafka.client``: one request in
+    flight (a partition's records stay in the order sent, retries included), large records,
+    and a send that waits for metadata or buffer space (kafka-python's default 60 s) rather
+    than fail a batch half counted."""
+    return make_producer(kafka, client_id=client_id, acks="all", linger_ms=linger_ms, retries=10,
+                         max_block_ms=60_000, max_in_flight=1, max_request_size=MAX_RECORD)
+
+
+class Acks:
+    """The acknowledgements of what was sent through one producer since the last :meth:`check`
+    (the delivery callbacks run on the client's thread or inside send/flush).  A record refused
+    locally (too large) counts as a failed delivery with either client."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pending = 0
+        self.failed: BaseException | None = None
+
+    def _done(self, exc: BaseException | None) -> None:
+        with self._lock:
+            self.pending -= 1
+            if exc is not None and self.failed is None:
+                self.failed = exc
+
+    def send(self, producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
+             partition: int | None = None) -> None:
+        with self._lock:
+            self.pending += 1
+        try:
+            producer.send(topic, value, key=key, on_done=self._done, partition=partition)
+        except Exception as exc:  # refused locally (librdkafka raises what kafka-python's future reports):
+            self._done(exc)  # the next check fails, as after a failed delivery
+
+    def check(self, producer: Producer, timeout: float = FLUSH_TIMEOUT, forget: bool = False) -> None:
+        """Flush ``producer``; raise the first failure (kept for the next check unless ``forget``)
+        or :class:`ProduceTimeout` while sends are unacknowledged."""
+        producer.flush(timeout=timeout)
+        with self._lock:
+            failed, pending = self.failed, self.pending
+            if forget:
+                self.failed = None
+        if failed is not None:
+            raise failed
+        if pending:
+            raise ProduceTimeout(f"{pending} record(s) not acknowledged within {timeout}s")
 
 
 class ChangelogError(OSError):
@@ -58,60 +99,53 @@ class Changelog:
         self.topic = topic
         self.fingerprint = fingerprint
         self.quiet = quiet
-        kw = {**client_kwargs(kafka), "client_id": f"{kafka.client_id}-changelog", "acks": "all", "linger_ms": 5,
-              "max_in_flight_requests_per_connection": 1, "retries": 10, "max_request_size": 16 * 1024 * 1024}
-        if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
-            kw["enable_idempotence"] = False
-        self.producer = KafkaProducer(**kw)
-        self.reader = KafkaConsumer(**{**client_kwargs(kafka), "client_id": f"{kafka.client_id}-changelog-reader"},
-                                    enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
-                                    fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
-        self._assigned = False
-        self._tps: list[TopicPartition] = []
+        self.producer = scale_producer(kafka, f"{kafka.client_id}-changelog", linger_ms=5)
+        self.reader = make_reader(kafka, client_id=f"{kafka.client_id}-changelog-reader")
+        self._partitions: list[int] | None = None
         self._sync_key = json.dumps(["sync", f"{kafka.client_id}-{uuid.uuid4().hex[:12]}"]).encode()
         self.latest: dict[bytes, dict[str, Any]] = {}
-        self._futures: list[Any] = []
+        self._acks = Acks()
+        self._unacked: dict[bytes, dict[str, Any] | None] = {}  # key -> its value before the unflushed writes
         self.skipped = 0  # values written by another config (fingerprint) or unreadable
 
-    def _assign(self) -> None:
+    def _assign(self) -> list[int]:
         deadline = time.monotonic() + 30
-        parts = self.reader.partitions_for_topic(self.topic)
+        parts = self.reader.partitions(self.topic)
         while not parts:
             if time.monotonic() > deadline:
                 raise ChangelogError(f"changelog topic {self.topic!r} not found (create it, compacted)")
             time.sleep(0.2)
-            parts = self.reader.partitions_for_topic(self.topic)
-        tps = self._tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.reader.assign(tps)
-        self.reader.seek_to_beginning(*tps)
-        self._assigned = True
+            parts = self.reader.partitions(self.topic)
+        self.reader.assign_from_start(self.topic, parts)
+        self._partitions = parts
+        return parts
 
     def catch_up(self) -> int:
         """Read everything written before now (see the module docstring); returns the records read."""
-        if not self._assigned:
-            self._assign()
+        parts = self._partitions if self._partitions is not None else self._assign()
         token = uuid.uuid4().hex.encode()
-        for tp in self._tps:
-            self.producer.send(self.topic, key=self._sync_key, value=token, partition=tp.partition)
+        for p in parts:
+            self.producer.send(self.topic, token, key=self._sync_key, partition=p)
         self.producer.flush(timeout=FLUSH_TIMEOUT)
-        waiting = {tp.partition for tp in self._tps}
+        waiting = set(parts)
         n = 0
         last = time.monotonic()
         while waiting and time.monotonic() - last < max(self.quiet, 5.0):
-            for tp, recs in self.reader.poll(timeout_ms=100).items():
-                for r in recs:
-                    n += 1
-                    if r.key == self._sync_key:
-                        if r.value == token:
-                            waiting.discard(tp.partition)
-                        continue
-                    self._read(r.key, r.value)
+            recs = self.reader.poll(100)
+            for partition, key, value in recs:
+                n += 1
+                if key == self._sync_key:
+                    if value == token:
+                        waiting.discard(partition)
+                    continue
+                self._read(key, value)
+            if recs:
                 last = time.monotonic()
         if waiting:
             log.warning("changelog %s: sync marker not read back from partition(s) %s within %.1fs of quiet",
                         self.topic, sorted(waiting), max(self.quiet, 5.0))
-        for tp in self._tps:
-            self.producer.send(self.topic, key=self._sync_key, value=None, partition=tp.partition)
+        for p in parts:
+            self.producer.send(self.topic, None, key=self._sync_key, partition=p)
         return n
 
     def _read(self, key: bytes | None, value: bytes | None) -> None:
@@ -148,26 +182,32 @@ class Changelog:
         if cur is not None and cur["offset"] == offset and cur["state"] == state:
             return False
         doc = {"v": FORMAT, "config": self.fingerprint, "offset": offset, "state": state}
-        try:
-            future = self.producer.send(self.topic, key=key, value=json.dumps(doc).encode())
-        except Exception as exc:  # e.g. over max_request_size: postpone the checkpoint, stay up
-            raise ChangelogError(f"changelog {self.topic!r}: {stage} state of {topic}[{partition}] not written "
-                                 f"({type(exc).__name__}: {exc})") from exc
-        self._futures.append(future)
+        parts = self._partitions if self._partitions is not None else self._assign()
+        # the partition of the key computed here, not by the client's partitioner (librdkafka's
+        # default differs from kafka-python's): replicas with either client write a key to one place
+        self._acks.send(self.producer, self.topic, json.dumps(doc).encode(), key=key,
+                        partition=key_partition(key, len(parts)))
+        self._unacked.setdefault(key, cur)
         self.latest[key] = doc
         return True
 
     def flush(self) -> None:
-        """Wait until every write is acknowledged; raise :class:`ChangelogError` otherwise."""
-        futures, self._futures = self._futures, []
+        """Wait until every write is acknowledged; raise :class:`ChangelogError` otherwise (and
+        forget those writes, so that the next checkpoint writes the same states again)."""
+        unacked, self._unacked = self._unacked, {}
         try:
-            acknowledge(self.producer, futures)
+            self._acks.check(self.producer, forget=True)
         except Exception as exc:
+            for key, before in unacked.items():
+                if before is None:
+                    self.latest.pop(key, None)
+                else:
+                    self.latest[key] = before
             raise ChangelogError(f"changelog {self.topic!r} not acknowledged: {exc}") from exc
 
     def close(self) -> None:
         for client in (self.producer, self.reader):
             try:
-                client.close(timeout=5) if client is self.producer else client.close()
+                client.close()
             except Exception as exc:  # closing at shutdown: nothing left to protect
                 log.debug("closing changelog client: %s", exc)

@@ -33,15 +33,13 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from kafka import KafkaProducer
-from kafka.partitioner.default import murmur2
 
 from driftmon.config import Config
 from driftmon.decode.prepare import PreparedBatch
 from driftmon.outputs.fanout import Participant
 from driftmon.outputs.metrics import Metrics
 from driftmon.pipeline import StepOutput, StreamPipeline
-from driftmon.scale.changelog import Changelog, acknowledge
+from driftmon.scale.changelog import Acks, Changelog, scale_producer
 from driftmon.scale.entity_mapper import make_mapper
 from driftmon.scale.entity_records import EntityPartial
 from driftmon.scale.entity_reducer import ShardReducer
@@ -51,7 +49,7 @@ from driftmon.service.checkpoint import config_fingerprint
 from driftmon.service.checkpointer import Checkpointer, Offsets
 from driftmon.service.daemon import Daemon
 from driftmon.source.base import RecordLike
-from driftmon.source.kafka import KafkaSource, client_kwargs
+from driftmon.source.clients import key_partition, make_source
 
 log = logging.getLogger("driftmon.scale.service")
 TICK_INTERVAL = 1.0
@@ -64,44 +62,43 @@ class PartialsProducer:
     def __init__(self, cfg: Config):
         assert cfg.scale is not None
         self.topic = cfg.scale.partials_topic
-        kw = {**client_kwargs(cfg.kafka), "client_id": f"{cfg.kafka.client_id}-partials", "acks": "all",
-              "linger_ms": 20, "max_in_flight_requests_per_connection": 1, "retries": 10,
-              "max_request_size": 16 * 1024 * 1024}
-        if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
-            kw["enable_idempotence"] = False  # a repeat is harmless: the reducer overwrites by source
-        self.producer = KafkaProducer(**kw)
+        # not idempotent: a repeat is harmless (the reducer overwrites by source)
+        self.producer = scale_producer(cfg.kafka, f"{cfg.kafka.client_id}-partials", linger_ms=20)
         deadline = time.monotonic() + 30
-        parts = self.producer.partitions_for(self.topic)
-        while not parts and time.monotonic() < deadline:
+        n = self.producer.partitions_for(self.topic)
+        while not n and time.monotonic() < deadline:
             time.sleep(0.2)
-            parts = self.producer.partitions_for(self.topic)
-        if not parts:
+            n = self.producer.partitions_for(self.topic)
+        if not n:
             raise RuntimeError(f"partials topic {self.topic!r} not found: create it (see docs/scaling.md)")
-        self.n = len(parts)
-        self._futures: list[Any] = []
+        self.n = n
+        self._acks = Acks()
 
     def partition(self, key: bytes) -> int:
-        return (murmur2(key) & 0x7FFFFFFF) % self.n
+        """Computed here, not by the client's partitioner (librdkafka's default is not murmur2):
+        replicas with either ``kafka.client`` send a series to the same partition."""
+        return key_partition(key, self.n)
+
+    def partitions_for(self, topic: str) -> int:
+        return self.producer.partitions_for(topic)
 
     def send(self, rec: Record) -> None:
         value = encode(rec)
         if isinstance(rec, EntityPartial):  # to the partition of its entity shard
-            self._futures.append(self.producer.send(self.topic, key=f"{rec.stream}/entities/{rec.shard}".encode(),
-                                                    value=value, partition=rec.shard))
+            self._acks.send(self.producer, self.topic, value, key=f"{rec.stream}/entities/{rec.shard}".encode(),
+                            partition=rec.shard)
             return
         if isinstance(rec, Partial):
             key = series_key(rec.stream, rec.feature)
-            self._futures.append(self.producer.send(self.topic, key=key, value=value, partition=self.partition(key)))
+            self._acks.send(self.producer, self.topic, value, key=key, partition=self.partition(key))
             return
         for q in range(self.n):
-            self._futures.append(self.producer.send(self.topic, value=value, partition=q))
+            self._acks.send(self.producer, self.topic, value, partition=q)
 
     def flush(self) -> None:
-        futures, self._futures = self._futures, []
-        try:
-            acknowledge(self.producer, futures)
+        try:  # a failure stays: checked again at the next checkpoint, which stays postponed
+            self._acks.check(self.producer)
         except Exception as exc:
-            self._futures = futures + self._futures  # checked again at the next checkpoint
             raise RuntimeError(f"partials not acknowledged: {exc}") from exc
 
     def close(self) -> None:
@@ -144,10 +141,10 @@ class ScaledDaemon(Daemon):
         self.reducers: dict[tuple[str, int], ShardReducer] = {}
         self.reduce_offsets: dict[tuple[str, int], int] = {}
         self.of: dict[str, int] = {}  # partitions per event topic
-        self.scale_lock = threading.RLock()  # rebalance callbacks run on kafka-python's threads
+        self.scale_lock = threading.RLock()  # rebalance callbacks may run on the client's threads
         self.producer: PartialsProducer | None = None
         self.changelog: Changelog | None = None
-        self.reduce_source: KafkaSource | None = None
+        self.reduce_source: Any = None  # a source of kafka.client (driftmon.source.clients)
         self.map_checkpointer = Checkpointer(_StageStore(self, "map"), self.metrics)
         self.reduce_checkpointer = Checkpointer(_StageStore(self, "reduce"), self.metrics)
         self.restoring = False
@@ -162,7 +159,7 @@ class ScaledDaemon(Daemon):
 
     # -- Kafka clients --------------------------------------------------------------------------
 
-    def _connect(self, topics: list[str]) -> KafkaSource | None:
+    def _connect(self, topics: list[str]) -> Any:
         conn = self.connector
         base = super()._connect(topics)
         if base is None:
@@ -173,7 +170,7 @@ class ScaledDaemon(Daemon):
         self.producer = conn.build("partials producer", lambda: PartialsProducer(self.cfg))
         self.changelog = conn.build("changelog", lambda: Changelog(
             self.cfg.kafka, sc.changelog_topic or "", config_fingerprint(self.cfg), sc.changelog_quiet))
-        self.reduce_source = conn.build("partials consumer", lambda: KafkaSource(
+        self.reduce_source = conn.build("partials consumer", lambda: make_source(
             replace(self.cfg.kafka, group_id=sc.reduce_group_id or ""), [sc.partials_topic],
             on_assign=self._on_assign_reduce, on_revoke=self._on_revoke_reduce))
         if self.producer is None or self.changelog is None or self.reduce_source is None:
@@ -193,9 +190,15 @@ class ScaledDaemon(Daemon):
     def _partitions_of(self, topic: str) -> int:
         n = self.of.get(topic)
         if n is None:
-            assert self.source is not None
-            parts = self.source._consumer.partitions_for_topic(topic)
-            n = self.of[topic] = len(parts) if parts else 0
+            assert self.producer is not None
+            n = self.producer.partitions_for(topic)  # cluster metadata: the partials producer's client
+            deadline = time.monotonic() + 30
+            while not n and time.monotonic() < deadline:
+                time.sleep(0.2)
+                n = self.producer.partitions_for(topic)
+            if not n:
+                raise RuntimeError(f"no partition count for {topic!r} in the cluster's metadata")
+            self.of[topic] = n
         return n
 
     # -- mapper ---------------------------------------------------------------------------------

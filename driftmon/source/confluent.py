@@ -447,64 +447,26 @@ class ConfluentSource:
         self.close()
 
 
-# -- producers ----------------------------------------------------------------------------------
-
-
-class ConfluentProducer:
-    """librdkafka's producer as a :class:`driftmon.source.clients.Producer`.
-
-    Delivery reports are served by ``poll(0)`` after each send and by :meth:`flush`, on the
-    calling thread.  The constructor waits for the cluster's metadata (as kafka-python's
-    does) so that a daemon does not start consuming before its outputs can be reached.
-    """
-
-    def __init__(self, kafka: KafkaConfig, *, client_id: str, acks: str = "all", linger_ms: int = 20,
-                 max_block_ms: int = 1000, retries: int | None = None) -> None:
-        self.max_request_size = MAX_REQUEST_SIZE
-        conf: dict[str, Any] = {
-            **client_config(kafka), "client.id": client_id, "acks": acks, "linger.ms": linger_ms,
-            "enable.idempotence": False, "message.max.bytes": MAX_REQUEST_SIZE,
-            # kafka-python's delivery_timeout_ms: how long a record may wait for a broker before it fails
-            "message.timeout.ms": 120000,
-        }
-        del retries, max_block_ms  # librdkafka retries until message.timeout.ms and never blocks in produce()
-        log.info("kafka producer (librdkafka %s): %s", _libversion(), redact_kwargs(conf))
-        conf["error_cb"] = ConfluentSource._on_error
-        conf["logger"] = _RD_LOG
-        self._producer = _RdProducer(conf)
-        try:
-            self._producer.list_topics(timeout=BOOTSTRAP_TIMEOUT_S)  # raises KafkaException: not reachable
-        finally:
-            self._producer.poll(0)
-
-    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
-             headers: list[tuple[str, bytes]] | None = None,
-             on_done: Callable[[BaseException | None], None] | None = None) -> None:
-        cb = None
-        if on_done is not None:
-            def cb(err: KafkaError | None, _msg: Message) -> None:
-                on_done(None if err is None else KafkaException(err))
-        self._producer.produce(topic, value=value, key=key, headers=headers or None,  # type: ignore[arg-type]
-                               on_delivery=cb)
-        self._producer.poll(0)
-
-    def flush(self, timeout: float | None = None) -> None:
-        from driftmon.source.clients import ProduceTimeout
-
-        left = self._producer.flush(-1 if timeout is None else timeout)
-        if left:
-            raise ProduceTimeout(f"{left} record(s) not acknowledged within {timeout}s")
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._producer.flush(timeout)
-
-
 def _libversion() -> str:
     import confluent_kafka
 
     return str(confluent_kafka.libversion()[0])
 
 
-# The names driftmon.source.clients looks up (kafka.client: confluent-kafka).
+# The names driftmon.source.clients looks up (kafka.client: confluent-kafka).  The producer and
+# the group-less reader live in driftmon.source.confluent_clients, which builds on this module.
 Source = ConfluentSource
-Producer = ConfluentProducer
+
+
+def Producer(kafka: KafkaConfig, **kw: Any) -> Any:
+    """A :class:`~driftmon.source.confluent_clients.ConfluentProducer`."""
+    from driftmon.source.confluent_clients import ConfluentProducer
+
+    return ConfluentProducer(kafka, **kw)
+
+
+def Reader(kafka: KafkaConfig, **kw: Any) -> Any:
+    """A :class:`~driftmon.source.confluent_clients.ConfluentReader`."""
+    from driftmon.source.confluent_clients import ConfluentReader
+
+    return ConfluentReader(kafka, **kw)

@@ -375,13 +375,18 @@ class KafkaPythonProducer:
     """kafka-python's ``KafkaProducer`` as a :class:`driftmon.source.clients.Producer`."""
 
     def __init__(self, kafka: KafkaConfig, *, client_id: str, acks: str = "all", linger_ms: int = 20,
-                 max_block_ms: int = 1000, retries: int | None = None) -> None:
+                 max_block_ms: int = 1000, retries: int | None = None, max_in_flight: int | None = None,
+                 max_request_size: int | None = None) -> None:
         from kafka import KafkaProducer
 
         kw: dict[str, Any] = {**client_kwargs(kafka), "client_id": client_id, "acks": acks,
                               "linger_ms": linger_ms, "max_block_ms": max_block_ms}
         if retries is not None:
             kw["retries"] = retries
+        if max_in_flight is not None:
+            kw["max_in_flight_requests_per_connection"] = max_in_flight
+        if max_request_size is not None:
+            kw["max_request_size"] = max_request_size
         if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
             kw["enable_idempotence"] = False
         self.max_request_size = int(kw.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"]))
@@ -390,11 +395,18 @@ class KafkaPythonProducer:
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              headers: list[tuple[str, bytes]] | None = None,
-             on_done: Callable[[BaseException | None], None] | None = None) -> None:
-        fut = self._producer.send(topic, value=value, key=key, headers=headers)
+             on_done: Callable[[BaseException | None], None] | None = None, partition: int | None = None) -> None:
+        fut = self._producer.send(topic, value=value, key=key, headers=headers, partition=partition)
         if on_done is not None:
             fut.add_callback(lambda _meta: on_done(None))
             fut.add_errback(on_done)
+
+    def partitions_for(self, topic: str) -> int:
+        try:
+            return len(self._producer.partitions_for(topic) or ())
+        except Exception as exc:  # KafkaTimeoutError: no metadata for it within max_block_ms
+            log.debug("metadata of %s: %s", topic, exc)
+            return 0
 
     def flush(self, timeout: float | None = None) -> None:
         self._producer.flush(timeout=timeout)
@@ -403,7 +415,36 @@ class KafkaPythonProducer:
         self._producer.close(timeout=timeout)
 
 
+class KafkaPythonReader:
+    """A ``KafkaConsumer`` outside any group (``group_id=None``: partitions assigned, offsets
+    never committed), as a :class:`driftmon.source.clients.Reader`."""
+
+    def __init__(self, kafka: KafkaConfig, *, client_id: str, fetch_max_bytes: int,
+                 max_partition_fetch_bytes: int) -> None:
+        kw = {**client_kwargs(kafka), "client_id": client_id, "group_id": None, "enable_auto_commit": False,
+              "auto_offset_reset": "earliest", "fetch_max_bytes": fetch_max_bytes,
+              "max_partition_fetch_bytes": max_partition_fetch_bytes}
+        log.info("kafka reader: %s", redact_kwargs(kw))
+        self._consumer = KafkaConsumer(**kw)
+
+    def partitions(self, topic: str) -> list[int]:
+        return sorted(self._consumer.partitions_for_topic(topic) or ())
+
+    def assign_from_start(self, topic: str, partitions: list[int]) -> None:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        self._consumer.assign(tps)
+        self._consumer.seek_to_beginning(*tps)
+
+    def poll(self, timeout_ms: int) -> list[tuple[int, bytes | None, bytes | None]]:
+        return [(tp.partition, r.key, r.value)
+                for tp, recs in self._consumer.poll(timeout_ms=timeout_ms).items() for r in recs]
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
 # The names driftmon.source.clients looks up (kafka.client: kafka-python).
 LIBRARY = "kafka-python"
 Source = KafkaSource
 Producer = KafkaPythonProducer
+Reader = KafkaPythonReader

@@ -102,8 +102,9 @@ def test_calibration_is_refused_with_scale():
         parse_config(doc)
 
 
-def test_the_confluent_client_is_refused_with_scale():
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_either_client_runs_scale_out(client):
     doc = _doc(partials_topic="p")
-    doc["kafka"]["client"] = "confluent-kafka"
-    with pytest.raises(ConfigError, match=r"^kafka\.client"):
-        parse_config(doc)
+    doc["kafka"]["client"] = client
+    cfg = parse_config(doc)
+    assert cfg.kafka.client == client and cfg.scale is not None and cfg.scale.partials_topic == "p"

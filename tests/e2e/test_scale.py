@@ -6,9 +6,11 @@ of ``driftmon run`` as subprocesses with the same config (``scale:`` and
 its window (divergence, p-value, counts, bins, top bins, state, transition),
 and every ``interest_shift`` record of the per-entity monitor (``entities`` keyed by
 item, sharded over the partials partitions) equals replay's; repeats are identical,
-nothing missing, nothing extra.  Three replicas; then
-one of three killed with SIGKILL mid-stream and restarted later; then a
-fourth replica joining mid-stream.
+nothing missing, nothing extra.  Three replicas (with each ``kafka.client``, and with
+the two clients mixed in one group); then one of three killed with SIGKILL mid-stream
+and restarted later (with each client); then a fourth replica joining mid-stream
+(kafka-python only, for CI time: the kill test already moves partitions and their
+changelog state with either client).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from kafka import KafkaConsumer, TopicPartition
 from driftmon.detect.result import rfc3339
 from driftmon.testing import synth
 from driftmon.testing.embedded import create_topics
-from tests.conftest import produce, unique_name
+from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import (
     DaemonProcess,
     assert_no_driftmon_traceback,
@@ -35,7 +37,7 @@ from tests.e2e.test_crash import (
     write_config,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.one_client]  # scale-out: kafka-python only
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]  # the tests not marked one_client run with each client
 
 PARTITIONS = 6
 PARTIALS_PARTITIONS = 3
@@ -62,7 +64,7 @@ ENTITIES = {"key": "item.id", "feature": "item.category", "window": {"size": "20
             "threshold": 0.05, "max_p_value": 0.01, "categories": list(synth.CATEGORIES)}
 
 
-def config(bootstrap: str, topic: str, partials: str, results: str, state: Path, group: str) -> dict:
+def config(bootstrap: str, topic: str, partials: str, results: str, state: Path, group: str, client: str) -> dict:
     return {
         "streams": [{"name": "interactions", "topic": topic, "timestamp": {"field": "ts", "unit": "s"},
                      "window": {"size": "10s", "slide": "10s", "allowed_lateness": 0, "idle_timeout": "1h"},
@@ -70,7 +72,7 @@ def config(bootstrap: str, topic: str, partials: str, results: str, state: Path,
         "detector": {"metric": "kl", "reference": "previous", "min_count": 50, "max_p_value": 0.01,
                      "permutations": 199, "thresholds": {"warn": 0.05, "critical": 0.15},
                      "hysteresis": {"fire_after": 1, "resolve_after": 2}},
-        "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "client_id": "driftmon-scale",
+        "kafka": {"bootstrap_servers": [bootstrap], "group_id": group, "client_id": "driftmon-scale", "client": client,
                   "session_timeout_ms": 5000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 100,
                   "max_poll_records": 1000},
         "scale": {"partials_topic": partials, "changelog_quiet": "0.5s", "partial_timeout": "10m"},
@@ -84,8 +86,9 @@ def config(bootstrap: str, topic: str, partials: str, results: str, state: Path,
 class Cluster:
     """Topics, a config per replica (own state dir), the replicas, the expected rows."""
 
-    def __init__(self, broker, tmp_path: Path, seed: int):
+    def __init__(self, broker, tmp_path: Path, seed: int, clients: tuple[str, ...] = ()):
         self.bootstrap = broker.bootstrap
+        self.clients = clients or (current_client(),)  # replica i runs clients[i % len(clients)]
         name = unique_name("scale")
         self.topic, self.partials, self.results = f"{name}-events", f"{name}-partials", f"{name}-results"
         create_topics(self.bootstrap, [self.topic], partitions=PARTITIONS)
@@ -114,7 +117,7 @@ class Cluster:
         d = self.tmp / f"replica-{i}"
         d.mkdir(exist_ok=True)
         return write_config(d / "driftmon.yaml", config(self.bootstrap, self.topic, self.partials, self.results,
-                                                        d / "state", self.group))
+                                                        d / "state", self.group, self.clients[i % len(self.clients)]))
 
     def replica(self, i: int) -> DaemonProcess:
         while len(self.replicas) <= i:
@@ -205,8 +208,8 @@ def assert_equals_replay(got: list[dict], expected: list[dict]) -> int:
 def cluster(kafka_broker, tmp_path):
     made: list[Cluster] = []
 
-    def make(seed: int) -> Cluster:
-        made.append(Cluster(kafka_broker, tmp_path, seed))
+    def make(seed: int, clients: tuple[str, ...] = ()) -> Cluster:
+        made.append(Cluster(kafka_broker, tmp_path, seed, clients))
         return made[-1]
 
     yield make
@@ -215,8 +218,7 @@ def cluster(kafka_broker, tmp_path):
             r.kill()
 
 
-def test_three_replicas_equal_replay(cluster):
-    c = cluster(101)
+def three_replicas_equal_replay(c: Cluster) -> None:
     c.produce(0.0, 0.5)
     for i in range(3):
         c.replica(i).start()
@@ -228,7 +230,19 @@ def test_three_replicas_equal_replay(cluster):
     assert sum(sample(x, "driftmon_events_total", stream="interactions") for x in m) >= len(c.events)
     assert sum(sample(x, "driftmon_scale_partials_total", outcome="sent") for x in m) > 0
     assert sum(sample(x, "driftmon_entity_windows_compared_total", stream="interactions") for x in m) > 0
+    for i, r in enumerate(c.replicas):  # each replica ran the client its config names
+        librdkafka = "(librdkafka " in r.logs()
+        assert librdkafka == (c.clients[i % len(c.clients)] == "confluent-kafka"), r.logs()[-2000:]
     print(f"{len(got)} rows, {repeats} repeats")
+
+
+def test_three_replicas_equal_replay(cluster):
+    three_replicas_equal_replay(cluster(101))
+
+
+@pytest.mark.one_client  # both clients in one group: they agree on partials and changelog partitions
+def test_replicas_with_different_clients_equal_replay(cluster):
+    three_replicas_equal_replay(cluster(404, clients=("confluent-kafka", "kafka-python")))
 
 
 def test_one_of_three_killed_mid_stream_and_restarted_equals_replay(cluster):
@@ -254,6 +268,7 @@ def test_one_of_three_killed_mid_stream_and_restarted_equals_replay(cluster):
     print(f"{len(got)} rows, {repeats} repeats")
 
 
+@pytest.mark.one_client  # the kill test covers both clients' rebalance and restore paths (CI time)
 def test_a_fourth_replica_joining_mid_stream_equals_replay(cluster):
     c = cluster(303)
     c.produce(0.0, 0.4)

@@ -12,7 +12,7 @@ from driftmon.scale.changelog import Changelog, ChangelogError
 from driftmon.testing.embedded import create_topics
 from tests.conftest import kafka_config, unique_name
 
-pytestmark = [pytest.mark.kafka, pytest.mark.one_client]  # scale-out: kafka-python only
+pytestmark = pytest.mark.kafka  # with each kafka.client (conftest)
 
 
 def test_latest_state_per_key_survives_into_a_new_reader_while_another_writer_keeps_writing(kafka_broker):
@@ -64,16 +64,32 @@ def test_latest_state_per_key_survives_into_a_new_reader_while_another_writer_ke
             c.close()
 
 
-def test_a_state_over_the_record_size_limit_postpones_rather_than_crashes(kafka_broker):
-    """(a large entity shard: docs/scaling.md sizing) the Checkpointer postpones on ChangelogError."""
+def test_a_state_not_acknowledged_fails_the_flush_and_is_written_again_at_the_next_checkpoint(kafka_broker):
+    """A state over the producer's 16 MiB limit: refused locally (librdkafka raises in
+    produce, kafka-python fails the future), a ChangelogError either way (the checkpoint is
+    postponed, the daemon runs on); the changelog does not count it as written."""
     topic = unique_name("changelog")
     create_topics(kafka_broker.bootstrap, [topic], partitions=1)
-    log_ = Changelog(kafka_config(kafka_broker.bootstrap), topic, "fp", quiet=0.5)
+    c = Changelog(kafka_config(kafka_broker.bootstrap), topic, "fp", quiet=0.5)
     try:
-        with pytest.raises(ChangelogError, match=r"reduce state of partials\[2\] not written"):
-            log_.write("reduce", "partials", 2, 5, {"big": "x" * (17 * 1024 * 1024)})
-        assert log_.get("reduce", "partials", 2) is None  # nothing recorded as written
-        assert log_.write("reduce", "partials", 2, 5, {"small": 1})
-        log_.flush()
+        c.catch_up()
+        assert c.write("map", "events", 0, 10, {"n": 1})
+        c.flush()
+        big = {"n": 2, "blob": "x" * (17 * 1024 * 1024)}
+        assert c.write("map", "events", 0, 20, big)
+        with pytest.raises(ChangelogError):
+            c.flush()
+        assert c.get("map", "events", 0) == (10, {"n": 1})
+        assert c.write("map", "events", 0, 20, big)  # not skipped as "already written"
+        with pytest.raises(ChangelogError):
+            c.flush()
+        assert c.write("map", "events", 0, 30, {"n": 3})
+        c.flush()  # a failure is not held against later writes
+        reader = Changelog(kafka_config(kafka_broker.bootstrap), topic, "fp", quiet=0.5)
+        try:
+            reader.catch_up()
+            assert reader.get("map", "events", 0) == (30, {"n": 3})
+        finally:
+            reader.close()
     finally:
-        log_.close()
+        c.close()

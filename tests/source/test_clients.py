@@ -35,5 +35,5 @@ def test_every_registered_client_module_has_the_names_the_registry_uses():
     for name, (module, _, _) in clients.CLIENTS.items():
         mod = importlib.import_module(module)
         assert mod.LIBRARY == name
-        for attr in ("Source", "Producer", "probe_cluster"):
+        for attr in ("Source", "Producer", "Reader", "probe_cluster"):
             assert callable(getattr(mod, attr)), (name, attr)
