@@ -12,6 +12,11 @@ with hypothesis for each type:
 * ``to_dict()``/``from_dict()`` round-trip losslessly through JSON, with a
   format version.
 
+:func:`add_all` sums many summaries at once; a type may give a class method
+``add_all(items)`` that does it in one pass (one sort of all keys instead of one
+merge per pair), which is how an open window adds its batches
+(:class:`driftmon.windows.base.WindowState`).
+
 A *summarizer* is the per-feature object that turns a batch of decoded values
 into *codes* (a pure, picklable step that a decode worker can run), builds a
 summary from the codes of a subset of events, and, at comparison time,
@@ -129,6 +134,31 @@ def add_sparse(keys_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray,
     start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
     counts = np.add.reduceat(np.concatenate([counts_a, counts_b]).astype(np.int64)[order], start)
     return keys[start], counts
+
+
+def add_sparse_all(keys: Sequence[np.ndarray], counts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The sum of many sparse count vectors: one stable sort of all their keys."""
+    if len(keys) == 1:
+        return keys[0], counts[0]
+    k = np.concatenate(keys)
+    order = np.argsort(k, kind="stable")
+    k = k[order]
+    if k.size == 0:
+        return k, np.zeros(0, dtype=np.int64)
+    start = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    return k[start], np.add.reduceat(np.concatenate(counts).astype(np.int64)[order], start)
+
+
+def add_all(items: Sequence[S]) -> S:
+    """``items[0] + items[1] + ...`` (at least one item), in one pass where the type
+    has a class method ``add_all``."""
+    many = getattr(type(items[0]), "add_all", None)
+    if many is not None and len(items) > 1:
+        return many(items)  # type: ignore[no-any-return]
+    total = items[0]
+    for s in items[1:]:
+        total = total + s
+    return total
 
 
 def group_offsets(groups: np.ndarray, n_groups: int, width: int) -> np.ndarray:

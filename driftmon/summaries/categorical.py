@@ -43,6 +43,7 @@ from driftmon.summaries.base import (
     OTHER,
     RESERVED,
     add_sparse,
+    add_sparse_all,
     check_version,
     group_offsets,
     pack,
@@ -107,6 +108,19 @@ class CategoricalSummary:
             names = {**self.names, **other.names}
         return _capped(self.cap, self.tail_size, keys, counts, names, self.tail + other.tail,
                        self.missing + other.missing)
+
+    @classmethod
+    def add_all(cls, items: Sequence[CategoricalSummary]) -> CategoricalSummary:
+        """The sum of many summaries in one pass (see summaries.base.add_all)."""
+        first = items[0]
+        if any((s.cap, s.tail_size) != (first.cap, first.tail_size) for s in items):
+            raise ValueError("cannot add categorical summaries with different caps")
+        keys, counts = add_sparse_all([s.keys for s in items], [s.counts for s in items])
+        names: dict[int, str] = {}
+        for s in items:
+            names.update(s.names)
+        tail = first.tail + sum(s.tail for s in items[1:])
+        return _capped(first.cap, first.tail_size, keys, counts, names, tail, sum(s.missing for s in items))
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, CategoricalSummary) and self.cap == other.cap

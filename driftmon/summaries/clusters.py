@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from driftmon.summaries.base import FORMAT_VERSION, check_version, pack, unpack
+from driftmon.summaries.base import FORMAT_VERSION, add_all, check_version, pack, unpack
 from driftmon.summaries.categorical import CategoricalCodes, CategoricalSummarizer
 from driftmon.summaries.fixed import FixedSummarizer
 from driftmon.summaries.hashing import stable_hash
@@ -323,10 +323,12 @@ class ClusteredSummary:
         return int(self.inner.total)
 
     def __add__(self, other: ClusteredSummary) -> ClusteredSummary:
-        out = ClusteredSummary(self.inner + other.inner, self._parts + other._parts)
-        if sum(t.pairs for t in out._parts) > 2 * out._parts[0].cap:  # memory: at most ~2 cap pairs
-            out._parts = (add_tables(out._parts),)
-        return out
+        return _clustered(self.inner + other.inner, (*self._parts, *other._parts))
+
+    @classmethod
+    def add_all(cls, items: Sequence[ClusteredSummary]) -> ClusteredSummary:
+        """The sum of many (see summaries.base.add_all)."""
+        return _clustered(add_all([s.inner for s in items]), tuple(t for s in items for t in s._parts))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ClusteredSummary) and self.inner == other.inner and self.clusters == other.clusters
@@ -336,6 +338,13 @@ class ClusteredSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "clustered", "v": FORMAT_VERSION, "summary": self.inner.to_dict(),
                 "clusters": self.clusters.to_dict()}
+
+
+def _clustered(inner: Any, parts: tuple[ClusterTable, ...]) -> ClusteredSummary:
+    out = ClusteredSummary(inner, parts)
+    if sum(t.pairs for t in parts) > 2 * parts[0].cap:  # memory: at most ~2 cap pairs
+        out._parts = (add_tables(parts),)
+    return out
 
 
 @dataclass(frozen=True)

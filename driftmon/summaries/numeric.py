@@ -42,6 +42,7 @@ from driftmon.summaries.base import (
     MISSING,
     Support,
     add_sparse,
+    add_sparse_all,
     check_version,
     group_offsets,
     pack,
@@ -112,6 +113,16 @@ class NumericSummary:
         keys, counts = add_sparse(self.keys, self.counts, other.keys, other.counts)
         return NumericSummary(self.accuracy, keys, counts, self.missing + other.missing, self.sum + other.sum,
                               self.sumsq + other.sumsq, self.sumsq_overflow or other.sumsq_overflow)
+
+    @classmethod
+    def add_all(cls, items: Sequence[NumericSummary]) -> NumericSummary:
+        """The sum of many summaries in one pass (see summaries.base.add_all)."""
+        first = items[0]
+        if any(s.accuracy != first.accuracy for s in items):
+            raise ValueError("cannot add numeric summaries of different accuracy")
+        keys, counts = add_sparse_all([s.keys for s in items], [s.counts for s in items])
+        return NumericSummary(first.accuracy, keys, counts, sum(s.missing for s in items), sum(s.sum for s in items),
+                              sum(s.sumsq for s in items), any(s.sumsq_overflow for s in items))
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, NumericSummary) and self.accuracy == other.accuracy

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from driftmon.decode.prepare import CodedBatch
-from driftmon.summaries.base import Summarizer
+from driftmon.summaries.base import Summarizer, add_all
 from driftmon.windows.segments import OTHER_SEGMENT, SegmentCap
 
 
@@ -30,12 +30,44 @@ class ClosedWindow:
     n: int
 
 
+PENDING_PARTS = 32  # batch summaries a segment holds back before it adds them up
+PENDING_KEYS = 2048  # ... or once they hold this many keys, and as many as the sum so far
+
+
 class WindowState:
-    """One open window: per segment key, one summary per feature."""
+    """One open window: per segment key, one summary per feature.
+
+    A batch's summaries are not added to the window's at once: each segment keeps
+    them aside and adds them all in one pass (:func:`~driftmon.summaries.base.add_all`)
+    once they hold as many keys as the sum so far (or ``PENDING_PARTS`` of them), so
+    a batch costs time in proportion to its own values, not to the window's.  The
+    sum is the same whenever it is taken (summaries are a commutative monoid);
+    :attr:`segments` takes it.
+    """
 
     def __init__(self) -> None:
-        self.segments: dict[str | None, list[Any]] = {}
+        self._sums: dict[str | None, list[Any]] = {}
+        self._pending: dict[str | None, list[list[Any]]] = {}
+        self._pending_keys: dict[str | None, int] = {}
         self.t_min, self.t_max = math.inf, -math.inf
+
+    @property
+    def segments(self) -> dict[str | None, list[Any]]:
+        """Per segment key, one summary per feature (everything added so far)."""
+        for key in list(self._pending):
+            self._settle(key)
+        return self._sums
+
+    @segments.setter
+    def segments(self, value: dict[str | None, list[Any]]) -> None:
+        self._sums, self._pending, self._pending_keys = value, {}, {}
+
+    def _keys(self) -> list[str | None]:
+        return [*self._sums, *(k for k in self._pending if k not in self._sums)]
+
+    def _pop(self, key: str | None) -> list[Any]:
+        self._settle(key)
+        return self._sums.pop(key)
 
     def add(self, summarizers: Sequence[Summarizer], cap: SegmentCap | None, batch: CodedBatch,
             sel: np.ndarray) -> None:
@@ -49,9 +81,9 @@ class WindowState:
             inv = batch.segments.inverse[sel]
             present = np.flatnonzero(np.bincount(inv, minlength=len(batch.segments.keys)))
             seg_names = [batch.segments.keys[i] for i in present.tolist()]
-            kept, evicted = cap.admit(self.segments, seg_names)
+            kept, evicted = cap.admit(self._keys(), seg_names)
             for gone in sorted(evicted):  # fold evicted segments into __other__ (addition is exact)
-                self._merge(OTHER_SEGMENT, self.segments.pop(gone))
+                self._merge(OTHER_SEGMENT, self._pop(gone))
             target: list[str | None] = [k if k in kept else OTHER_SEGMENT for k in seg_names]
             names = list(dict.fromkeys(target))
             tpos = {k: i for i, k in enumerate(names)}
@@ -67,19 +99,35 @@ class WindowState:
 
     def merge(self, other: WindowState, cap: SegmentCap | None) -> None:
         """Add another partial state of the same window (e.g. another partition's)."""
+        theirs = other.segments
         if cap is not None:
-            kept, evicted = cap.admit(self.segments, other.segments)
+            kept, evicted = cap.admit(self._keys(), theirs)
             for gone in sorted(evicted):
-                self._merge(OTHER_SEGMENT, self.segments.pop(gone))
+                self._merge(OTHER_SEGMENT, self._pop(gone))
         else:
-            kept = {k for k in other.segments if k is not None}
-        for key, parts in sorted(other.segments.items(), key=lambda kv: str(kv[0])):
+            kept = {k for k in theirs if k is not None}
+        for key, parts in sorted(theirs.items(), key=lambda kv: str(kv[0])):
             self._merge(key if key in kept or key is None else OTHER_SEGMENT, parts)
         self.t_min, self.t_max = min(self.t_min, other.t_min), max(self.t_max, other.t_max)
 
     def _merge(self, key: str | None, parts: list[Any]) -> None:
-        cur = self.segments.get(key)
-        self.segments[key] = parts if cur is None else [a + b for a, b in zip(cur, parts)]
+        pending = self._pending.setdefault(key, [])
+        pending.append(parts)
+        held = self._pending_keys.get(key, 0) + sum(_keys_of(p) for p in parts)
+        self._pending_keys[key] = held
+        cur = self._sums.get(key)
+        if len(pending) >= PENDING_PARTS or held >= max(PENDING_KEYS, sum(map(_keys_of, cur or ()))):
+            self._settle(key)
+
+    def _settle(self, key: str | None) -> None:
+        """Add a segment's held-back batch summaries to its sum (one pass per feature)."""
+        pending = self._pending.pop(key, None)
+        self._pending_keys.pop(key, None)
+        if not pending:
+            return
+        cur = self._sums.get(key)
+        rows = pending if cur is None else [cur, *pending]
+        self._sums[key] = rows[0] if len(rows) == 1 else [add_all(col) for col in zip(*rows)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"segments": [[k, [s.to_dict() for s in parts]] for k, parts in self.segments.items()],
@@ -91,9 +139,15 @@ class WindowState:
         for key, parts in d["segments"]:
             if len(parts) != len(summarizers):
                 raise ValueError(f"window state has {len(parts)} features, the stream has {len(summarizers)}")
-            st.segments[key] = [s.from_dict(p) for s, p in zip(summarizers, parts)]
+            st._sums[key] = [s.from_dict(p) for s, p in zip(summarizers, parts)]
         st.t_min, st.t_max = float(d["t_min"]), float(d["t_max"])
         return st
+
+
+def _keys_of(summary: Any) -> int:
+    """How many keys a summary holds (what adding it costs); 0 for dense ones."""
+    keys = getattr(summary, "keys", None)
+    return 0 if keys is None else int(keys.size)
 
 
 class Emitter:

@@ -414,3 +414,30 @@ def test_count_window_segments_keep_their_detectors_whatever_the_batch_size():
     whole = rows(3000)
     assert rows(100) == whole == rows(7)
     assert sum(r["state"] == "no_reference" for r in whole) == 3  # one per lane: whole stream, x, y
+
+
+def test_merging_partial_states_leaves_them_unchanged():
+    """The scale-out reducer merges the partial states it keeps per source partition and may
+    merge them again (a re-sent partial): merging must not change them."""
+    import copy
+
+    from driftmon.decode.prepare import Preparer
+    from driftmon.windows.base import WindowState
+
+    cfg = parse_config({"streams": [{"name": "s", "features": [
+        {"name": "c", "field": "c", "type": "categorical", "top_k": 2, "max_values": 3}]}]}).streams[0]
+    prep = Preparer(cfg, clock=lambda: 2e9)
+    states = []
+    for values in (["a", "b"], ["c", "d", "a"], ["e", "b", "f", "g"]):
+        batch = prep.prepare([f'{{"ts": 1700000000, "c": "{v}"}}'.encode() for v in values]).coded
+        st = WindowState()
+        st.add(prep.summarizers, None, batch, np.arange(len(values)))
+        states.append(st)
+    snapshots = [copy.deepcopy(st.to_dict()) for st in states]
+    for _ in range(2):
+        merged = WindowState()
+        for st in states:
+            merged.merge(st, None)
+        assert merged.segments[None][0].total == 9
+    assert [st.to_dict() for st in states] == snapshots
+    assert all(set(st.segments[None][0].names) == set(st.segments[None][0].keys.tolist()) for st in states)
