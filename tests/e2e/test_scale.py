@@ -251,8 +251,9 @@ def test_one_of_three_killed_mid_stream_and_restarted_equals_replay(cluster):
     for i in range(3):
         c.replica(i).start()
     victim = c.replica(1)
-    wait_until(lambda: sample(victim.metrics(), "driftmon_scale_partials_total", outcome="sent") > 0, 90,
-               "the victim to send partials", victim, interval=0.2)
+    wait_until(lambda: sample(victim.metrics(), "driftmon_scale_partials_total", outcome="sent") > 0
+               and sample(victim.metrics(), "driftmon_scale_changelog_writes_total", stage="map") > 0, 90,
+               "the victim to send partials and checkpoint its map state", victim, interval=0.2)
     c.produce(0.3, 0.6)
     victim.kill()
     c.produce(0.6, 0.8)
@@ -261,9 +262,10 @@ def test_one_of_three_killed_mid_stream_and_restarted_equals_replay(cluster):
     c.produce(0.8, 1.0)
     got = c.wait_complete(150)
     c.stop()
-    logs = "".join(r.logs() for r in c.replicas)
-    # the victim's partitions moved to the survivors with their state, and back on its restart
-    assert re.search(r"mapper: partitions assigned .*\(([1-9]\d*) resumed from the changelog\)", logs), logs[-3000:]
+    survivors = "".join(r.logs() for r in c.replicas if r is not victim)
+    # the victim's partitions moved to the survivors with the state it had checkpointed
+    assert re.search(r"mapper: partitions assigned .*\(([1-9]\d*) resumed from the changelog\)", survivors), \
+        survivors[-3000:]
     repeats = assert_equals_replay(got, c.expected)
     print(f"{len(got)} rows, {repeats} repeats")
 
