@@ -86,7 +86,6 @@ OTHER = "__other__"
 COUNT_MAX = np.iinfo(np.uint16).max
 CHUNK = 8192  # entities compared at once (bounds the (entities x categories) float temporaries)
 NAME_BYTES = 64  # keys up to this many UTF-8 bytes are stored in a fixed-width array
-EVICT_REASONS = ("idle", "capacity")
 P_VALUE_METHOD = "g_test_williams"
 FORMAT_VERSION = 1
 

@@ -85,7 +85,6 @@ _KEY = ("stream", "feature", "segment")
 
 # Upper bounds (nats) of the per-entity divergence histogram's buckets.
 ENTITY_DIVERGENCE_BUCKETS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
-ENTITY_EVICT_REASONS = ("idle", "capacity")
 
 
 class Families:

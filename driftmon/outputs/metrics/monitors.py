@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from driftmon.monitors.base import MonitorStep
-from driftmon.outputs.metrics.families import ENTITY_EVICT_REASONS, Families
+from driftmon.outputs.metrics.families import Families
 from driftmon.outputs.metrics.families import num as _num
-from driftmon.vocabulary import CALIBRATION_COUNTS
+from driftmon.vocabulary import CALIBRATION_COUNTS, ENTITY_EVICT_REASONS
 
 
 class MonitorMetrics(Families):
