@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from driftmon import __version__
 from driftmon.outputs.metrics.delivery import DeliveryMetrics
 from driftmon.outputs.metrics.ingest import IngestMetrics
 from driftmon.outputs.metrics.monitors import MonitorMetrics
@@ -17,11 +18,21 @@ from driftmon.outputs.metrics.scale import ScaleMetrics
 class Metrics(ResultMetrics, MonitorMetrics, IngestMetrics, DeliveryMetrics, ScaleMetrics):
     """All driftmon metrics on one private registry.
 
-    Stages call the small methods below; nothing else creates metrics.
+    Stages call its small methods, which come from one module per area (results, monitors,
+    ingest, delivery, scale; the process ones are below); nothing else creates metrics, and
+    every family is defined in :mod:`driftmon.outputs.metrics.families`.
     Thread-safe (prometheus_client metrics lock internally).
-    Families are defined in :mod:`driftmon.outputs.metrics.families`; the methods come from
-    one module per area (results, monitors, ingest, delivery, scale).
     """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        version: str = __version__,
+        process_metrics: bool = True,
+    ) -> None:
+        # the signature callers are type-checked against; the areas' __init__s pass it through
+        super().__init__(registry, version=version, process_metrics=process_metrics)
 
     # -- process ------------------------------------------------------------
 
