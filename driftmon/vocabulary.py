@@ -81,6 +81,11 @@ DROP_REASONS = ("too_large", "rejected", "buffer_full")
 # ``driftmon-original-sha256``) because the original was over the producer's size limit.
 DEAD_LETTER_OUTCOMES = ("delivered", "truncated")
 
+# ``reason`` of ``driftmon_entities_evicted_total`` (driftmon/monitors/entities.py): unseen for
+# ``idle_ttl``, or past ``max_entities`` (least recently seen first).
+ENTITY_EVICT_IDLE, ENTITY_EVICT_CAPACITY = "idle", "capacity"
+ENTITY_EVICT_REASONS = (ENTITY_EVICT_IDLE, ENTITY_EVICT_CAPACITY)
+
 # Scale-out (driftmon/scale, docs/scaling.md).  ``outcome`` of
 # ``driftmon_scale_partials_total``: sent by a mapper; merged by a reducer (a repeat
 # overwrites the same source partition's partial); dropped_after_emit = arrived for a

@@ -88,7 +88,6 @@ __all__ = ["KIND", "OTHER", "UNIT", "Comparison", "EntityMonitor", "EntityShift"
 OTHER = "__other__"
 COUNT_MAX = np.iinfo(np.uint16).max
 CHUNK = 8192  # entities compared at once (bounds the (entities x categories) float temporaries)
-EVICT_REASONS = ("idle", "capacity")
 FORMAT_VERSION = 1
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from driftmon.config import EntitiesConfig
 from driftmon.monitors.base import MonitorStep
+from driftmon.vocabulary import ENTITY_EVICT_CAPACITY, ENTITY_EVICT_IDLE
 
 NAME_BYTES = 64  # keys up to this many UTF-8 bytes are stored in a fixed-width array
 
@@ -160,7 +161,7 @@ class SlotTable:
         if n <= 0:
             return
         order = np.argpartition(self.last[live], n - 1)[:n] if n < live.size else np.arange(live.size)
-        self._evict(live[order], "capacity", step)
+        self._evict(live[order], ENTITY_EVICT_CAPACITY, step)
 
     def _evict_idle(self, step: MonitorStep) -> None:
         """Evict the entities unseen for ``idle_ttl``; the O(entities) sweep runs each time the
@@ -173,4 +174,4 @@ class SlotTable:
             return
         live = self.index_slots.astype(np.int64)
         idle = live[self.last[live] < cutoff]
-        self._evict(idle, "idle", step)
+        self._evict(idle, ENTITY_EVICT_IDLE, step)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftmon import __version__
 from driftmon.detect.result import DriftResult, HorizonResult
 from driftmon.monitors.base import MonitorStep
-from driftmon.outputs.metrics import METRIC_NAMES, Metrics, alert_state_value
+from driftmon.outputs.metrics import METRIC_NAMES, SCALE_METRIC_NAMES, Metrics, alert_state_value
 from driftmon.vocabulary import WEBHOOK_OUTCOMES
 
 
@@ -162,34 +164,125 @@ def test_counters_and_process_gauges():
     assert value(samples(m), "driftmon_ready") == 0
 
 
-def test_metric_names_is_exactly_what_is_exposed():
-    """Exercise every method; the driftmon_* sample names equal METRIC_NAMES."""
+class _Calls:
+    """A Metrics that records which of its attributes the test used."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.m, self.used = m, set()
+
+    def __getattr__(self, name):
+        self.used.add(name)
+        return getattr(self.m, name)
+
+
+PUBLIC_METHODS = {n for n in dir(Metrics) if not n.startswith("_") and callable(getattr(Metrics, n))}
+
+
+def exercised(scale: bool = True) -> Metrics:
+    """A Metrics through every public method (``scale``: including the scale-out ones)."""
     m = Metrics()
-    m.observe_result(result(horizons=(HorizonResult("previous", 1000, 0.2, 0.19, 1e-9, 2e-9, 7.5, "critical"),)))
-    m.count_events("s")
-    m.count_decoded("s")
-    m.count_rejected("s", "invalid_json")
-    m.count_late("s")
-    m.window_closed("s")
-    m.set_lag("t", 0, 1)
-    m.offset_out_of_range("t", 0, "beyond_end")
-    m.webhook_outcome("r", WEBHOOK_OUTCOMES[0])
-    m.set_outbox_size("r", 0)
-    m.checkpoint_done()
-    m.count_truncated("s", "f")
-    m.output_error("jsonl")
-    m.output_dropped("kafka_topic", "too_large")
-    m.dead_letter("truncated")
-    m.init_entities("s")
-    m.observe_monitor("s", MonitorStep("entities", tracked=3, evicted=Counter(idle=1), compared=2, shifts=1,
+    c = _Calls(m)
+    c.observe_result(result(horizons=(HorizonResult("previous", 1000, 0.2, 0.19, 1e-9, 2e-9, 7.5, "critical"),)))
+    c.observe_result(result(segment="gone"))
+    c.forget("recs", "category", "gone")
+    c.init_stream("s", ("invalid_json",))
+    c.count_events("s")
+    c.count_decoded("s")
+    c.count_rejected("s", "invalid_json")
+    c.count_late("s")
+    c.window_closed("s")
+    c.init_partition("t", 0)
+    c.set_lag("t", 0, 1)
+    c.set_lag("t", 1, 1)
+    c.forget_partition("t", 1)
+    c.offset_out_of_range("t", 0, "beyond_end")
+    c.webhook_outcome("r", WEBHOOK_OUTCOMES[0])
+    c.set_outbox_size("r", 0)
+    c.checkpoint_done()
+    c.set_ready(True)
+    c.count_truncated("s", "f")
+    c.init_outputs(["jsonl"], ("too_large",), ("delivered",))
+    c.output_error("jsonl")
+    c.output_dropped("kafka_topic", "too_large")
+    c.dead_letter("truncated")
+    c.init_entities("s")
+    c.observe_monitor("s", MonitorStep("entities", tracked=3, evicted=Counter(idle=1), compared=2, shifts=1,
                                        divergences=np.array([0.05, 0.7]), windows_closed=1))
-    m.init_calibration("c")
-    m.observe_calibration("c", {"joined": 3}, (1, 0), 0.1, scored=True)
-    names = {name for name, _ in samples(m) if name.startswith("driftmon_") and not name.endswith("_created")}
-    assert names == set(METRIC_NAMES)
+    c.init_calibration("c")
+    c.observe_calibration("c", {"joined": 3}, (1, 0), 0.1, scored=True)
+    if scale:
+        c.init_scale(["s"])
+        c.scale_partials("sent")
+        c.scale_windows("s", "complete")
+        c.scale_changelog_write("map")
+    c.render()
+    scale_methods = {n for n in PUBLIC_METHODS if "scale" in n}
+    assert c.used == (PUBLIC_METHODS if scale else PUBLIC_METHODS - scale_methods), \
+        "a public method of Metrics is not exercised here: call it, and list what it exports"
+    return m
+
+
+def driftmon_names(m: Metrics) -> set[str]:
+    return {name for name, _ in samples(m) if name.startswith("driftmon_") and not name.endswith("_created")}
+
+
+def test_metric_names_is_exactly_what_is_exposed():
+    """Exercise every public method; the driftmon_* sample names equal METRIC_NAMES, plus
+    SCALE_METRIC_NAMES once the scale-out series are initialised (only then)."""
+    m = exercised(scale=False)
+    assert driftmon_names(m) == set(METRIC_NAMES)
     assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
     # process metrics ride along on the private registry
     assert any(name.startswith("process_") or name == "python_info" for name, _ in samples(m))
+    assert driftmon_names(exercised(scale=True)) == set(METRIC_NAMES) | set(SCALE_METRIC_NAMES)
+    assert not set(METRIC_NAMES) & set(SCALE_METRIC_NAMES)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
+    """docs/operations.md's metric reference: {sample name: (type, labels)}; a histogram row
+    (``x_bucket`` / ``_count`` / ``_sum``) is keyed by its ``_bucket`` name."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index("## Metric reference"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = re.findall(r"^\| `(driftmon_[a-z_]+)`[^|]*\| (\w+) \|([^|]*)\|", section, re.M)
+    assert len(rows) > 30, "the metric reference table was not found"
+    return {name: (kind, frozenset(x.strip() for x in labels.split(",") if x.strip()))
+            for name, kind, labels in rows}
+
+
+def exported_metrics(m: Metrics) -> dict[str, tuple[str, frozenset[str]]]:
+    """The same shape from the registry: every driftmon sample's family type and label names."""
+    out: dict[str, tuple[str, set[str]]] = {}
+    for fam in m.registry.collect():
+        for s in fam.samples:
+            if not s.name.startswith("driftmon_") or s.name.endswith("_created"):
+                continue
+            name = fam.name + "_bucket" if fam.type == "histogram" else s.name
+            out.setdefault(name, (fam.type, set()))[1].update(s.labels)
+    return {name: (kind, frozenset(labels)) for name, (kind, labels) in out.items()}
+
+
+def test_the_metric_reference_documents_every_exported_metric_with_its_type_and_labels():
+    assert exported_metrics(exercised()) == documented_metrics()
+
+
+def test_every_metric_name_in_docs_and_deploy_is_exported():
+    """The docs, the README and the operator bundle (dashboard, rules, manifests) name only
+    metrics that a Metrics exports (a sample or a family name)."""
+    m = exercised()
+    known = driftmon_names(m) | {fam.name for fam in m.registry.collect()}
+    files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"),
+             *(p for p in (ROOT / "deploy").rglob("*") if p.is_file())]
+    used: dict[str, set[str]] = {}
+    for p in files:
+        for name in re.findall(r"\bdriftmon_[a-z_]*[a-z]\b", p.read_text(errors="replace")):
+            used.setdefault(name, set()).add(str(p.relative_to(ROOT)))
+    assert "driftmon_divergence" in used and "driftmon_scale_windows_total" in used
+    unknown = {n: sorted(where) for n, where in used.items() if n not in known}
+    assert not unknown, f"metric names in docs/deploy that driftmon does not export: {unknown}"
 
 
 def test_registries_are_independent():
