@@ -21,7 +21,8 @@ every window that is complete.
   source partition nothing holds a window back nor times it out: it waits for
   events, as an open window of one process does.
 * A window held back longer than ``partial_timeout`` (seconds of processing
-  time, counted from the first :meth:`emit` that saw it blocked) is emitted
+  time, counted from the first :meth:`emit` that saw it held back, behind
+  an earlier window or not) is emitted
   with what has arrived, its results marked ``partial`` with the missing
   source partitions listed; partials arriving for a window already emitted
   are dropped and counted in ``dropped_after_emit``.
@@ -75,7 +76,7 @@ class Reducer:
         self.partials: dict[tuple[str, str, int], dict[Source, WindowState]] = {}
         self.done_below: dict[str, int] = {}  # per stream: every window below was emitted
         self.high: dict[str, int] = {}  # per stream: highest ``ready`` seen (see the module docstring)
-        self.blocked: dict[str, tuple[int, float]] = {}  # per stream: (window, since)
+        self.waiting: dict[tuple[str, int], float] = {}  # (stream, window) -> first seen held back
         self.idle_advances: Counter[str] = Counter()  # per stream
         self.partial_windows: Counter[str] = Counter()
         self.complete_windows: Counter[str] = Counter()
@@ -145,17 +146,16 @@ class Reducer:
         ready = self._ready(name)
         pending = sorted({w for (s, _, w) in self.partials if s == name})
         step: StepOutput | None = None
+        for w in pending:  # each window's wait counts from when it was first held back
+            if w > ready and active:
+                self.waiting.setdefault((name, w), now)
         for w in pending:
             missing: list[Source] = []
             if w > ready:
                 missing = [s for s in active if thr[s] < w]
                 if not missing:  # every source partition idle: nobody to wait for or time out
                     break
-                blocked = self.blocked.get(name)
-                if blocked is None or blocked[0] != w:
-                    self.blocked[name] = (w, now)
-                    break
-                if now - blocked[1] < self.partial_timeout:
+                if now - self.waiting[(name, w)] < self.partial_timeout:
                     break
                 self.partial_windows[name] += 1
             idle = sum(1 for s in srcs if self.idle.get(s) and thr[s] < w)
@@ -165,7 +165,7 @@ class Reducer:
             step = step or StepOutput()
             self._emit_window(name, w, missing, step)
             self.done_below[name] = w + 1
-            self.blocked.pop(name, None)
+            self.waiting.pop((name, w), None)
         if ready >= self.done_below.get(name, NEVER):
             self.done_below[name] = ready + 1
         return step
@@ -234,5 +234,5 @@ class Reducer:
         self.partial_windows = Counter(c["partial_windows"])
         self.complete_windows = Counter(c["complete_windows"])
         self.dropped_after_emit = int(c["dropped_after_emit"])
-        self.blocked = {}
+        self.waiting = {}
 

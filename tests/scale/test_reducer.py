@@ -132,10 +132,12 @@ def test_a_missing_partition_holds_windows_back_until_the_timeout_then_marks_the
     red.add(Mark("events", 2, P, -(2**62), False))  # partition 2 known, never progressed
     assert red.emit(0.0) == []
     assert red.emit(29.0) == []
-    (_, out), = red.emit(30.0)  # one window, at the timeout
+    (_, out), = red.emit(30.0)  # at the timeout: every window held back since 0, not one per timeout
     rows = [r.to_dict() for r in out.results]
     assert rows and all(r["partial"] is True and r["missing_partitions"] == ["events:2"] for r in rows)
-    assert red.partial_windows == {"interactions": 1}
+    held = {r.window for p in (0, 1) for r in MAPPED[p] if isinstance(r, Partial)}
+    assert len(held) > 1 and len({r["window_end"] for r in rows}) == len(held)
+    assert red.partial_windows == {"interactions": len(held)}
     # the late partition's partial for that window is dropped, counted
     late = next(r for r in MAPPED[2] if isinstance(r, Partial))
     red.add(late)
@@ -209,3 +211,22 @@ def test_progress_is_kept_when_the_last_active_partitions_go_idle_in_the_same_ba
     assert rows == _expected(partitions=2)
     assert red.emit(1e9) == [] and red.emit(2e9) == []
     assert not red.partial_windows
+
+
+def test_each_held_back_window_times_out_after_its_own_wait():
+    red = Reducer([CFG], partial_timeout=30.0)
+    red.add(Mark("events", 2, P, -(2**62), False))  # partition 2 known, never progressed
+    recs = [r for p in (0, 1) for r in MAPPED[p]]
+    windows = sorted({r.window for r in recs if isinstance(r, Partial)})
+    early = [r for r in recs if not isinstance(r, Partial) or r.window <= windows[1]]
+    for r in early:
+        red.add(r)
+    assert red.emit(0.0) == []
+    for r in recs:
+        red.add(r)
+    assert red.emit(20.0) == []
+    ends = {r.window_end for _, o in red.emit(30.0) for r in o.results}
+    assert len(ends) == 2  # the two held back since 0
+    assert red.emit(49.0) == []
+    ends = {r.window_end for _, o in red.emit(50.0) for r in o.results}
+    assert len(ends) == len(windows) - 2  # held back since 20
