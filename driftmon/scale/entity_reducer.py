@@ -58,7 +58,7 @@ class EntityShard:
         self.of: dict[str, int] = {}
         self.partials: dict[tuple[str, int], dict[tuple[Source, int], EntityPartial]] = {}  # [..][(source, part)]
         self.done_below: dict[str, int] = {}
-        self.blocked: dict[str, tuple[int, float]] = {}
+        self.waiting: dict[tuple[str, int], float] = {}  # (stream, window) -> first seen held back
         self.idle_advances: Counter[str] = Counter()
         self.partial_windows: Counter[str] = Counter()
         self.complete_windows: Counter[str] = Counter()
@@ -121,13 +121,12 @@ class EntityShard:
         ready = min((thr[x] for x in active), default=min(thr.values(), default=NEVER))
         pending = sorted(w for (st, w) in self.partials if st == name)
         out: StepOutput | None = None
+        for w in pending:  # each window's wait counts from when it was first held back
+            if w > ready:
+                self.waiting.setdefault((name, w), now)
         for w in pending:
             if w > ready:
-                blocked = self.blocked.get(name)
-                if blocked is None or blocked[0] != w:
-                    self.blocked[name] = (w, now)
-                    break
-                if now - blocked[1] < self.partial_timeout:
+                if now - self.waiting[(name, w)] < self.partial_timeout:
                     break
                 self.partial_windows[name] += 1
             else:
@@ -138,7 +137,7 @@ class EntityShard:
             out.records.extend(step.records)
             out.monitors.append(step)
             self.done_below[name] = w + 1
-            self.blocked.pop(name, None)
+            self.waiting.pop((name, w), None)
         if ready >= self.done_below.get(name, NEVER):
             self.done_below[name] = ready + 1
         return out
@@ -201,7 +200,7 @@ class EntityShard:
         self.partial_windows = Counter(c["partial_windows"])
         self.complete_windows = Counter(c["complete_windows"])
         self.dropped_after_emit = int(c["dropped_after_emit"])
-        self.blocked = {}
+        self.waiting = {}
 
 
 class ShardReducer(Reducer):
