@@ -8,7 +8,7 @@ detector and comparison with ``driftmon replay``), without the per-entity monito
   quiet half-way, ``idle_timeout: 2s``, 3 replicas: every window of the events that exist is
   emitted and equals replay's, and ``driftmon_scale_windows_total{kind="idle_advance"}`` > 0;
 * partial timeout: one replica that owns event partitions but not the stream's partials
-  partition is frozen (SIGSTOP) with ``partial_timeout`` far below the group's session
+  partition is frozen (SIGSTOP) with ``partial_timeout`` well below the group's session
   timeout, so its partitions are not reassigned: the reducer emits the windows it holds back
   with ``"partial": true`` and exactly the frozen partitions in ``missing_partitions``, counts
   = replay's counts of the other partitions' events; after SIGCONT the frozen replica's late
@@ -77,10 +77,10 @@ class Group:
         self.replicas: list[DaemonProcess] = []
         events_path = tmp_path / "events.jsonl"
         events_path.write_bytes(b"\n".join(events) + b"\n")
-        self.replay, _ = replay_rows(self.config_path(0), events_path)
+        self.replay, _ = replay_rows(self.config_path("replay"), events_path)
 
-    def config_path(self, i: int, only: set[int] | None = None) -> Path:
-        d = self.tmp / (f"replica-{i}" if only is None else f"replay-{i}")
+    def config_path(self, name: str) -> Path:
+        d = self.tmp / name
         d.mkdir(exist_ok=True)
         doc = config(self.bootstrap, self.topic, self.partials, self.results, d / "state", self.group)
         idle, partial, session = self.knobs
@@ -96,20 +96,22 @@ class Group:
         path = self.tmp / f"events-{'-'.join(map(str, sorted(partitions)))}.jsonl"
         evs = sorted((e for p in partitions for e in self.parts[p]), key=ts_of)
         path.write_bytes(b"\n".join(evs) + b"\n")
-        return replay_rows(self.config_path(len(self.replicas) + 100, only=partitions), path)[0]
+        return replay_rows(self.config_path("replay"), path)[0]
 
     def replica(self, i: int) -> DaemonProcess:
         while len(self.replicas) <= i:
             j = len(self.replicas)
-            self.replicas.append(DaemonProcess(self.config_path(j), self.tmp / f"replica-{j}"))
+            self.replicas.append(DaemonProcess(self.config_path(f"replica-{j}"), self.tmp / f"replica-{j}"))
         return self.replicas[i]
 
     def produce(self, lo: float, hi: float) -> None:
+        """The fraction [lo, hi) of every partition's events."""
         for p, part in enumerate(self.parts):
-            if part[int(lo * len(part)):int(hi * len(part))]:
-                produce(self.bootstrap, self.topic, part[int(lo * len(part)):int(hi * len(part))], partition=p)
+            if sel := part[int(lo * len(part)):int(hi * len(part))]:
+                produce(self.bootstrap, self.topic, sel, partition=p)
 
     def produce_where(self, keep) -> None:
+        """Every partition's events for which ``keep(event)``."""
         for p, part in enumerate(self.parts):
             if sel := [e for e in part if keep(e)]:
                 produce(self.bootstrap, self.topic, sel, partition=p)
@@ -257,7 +259,7 @@ def test_a_frozen_mapper_makes_windows_partial_then_its_late_partials_are_droppe
     for end in partial_ends:
         assert all(r.get("partial") for r in by_window[end]), end
     missing = {frozenset(r["missing_partitions"]) for e in partial_ends for r in by_window[e]}
-    assert all(x and x <= label for x in missing), (missing, label)
+    assert all(x and x <= label for x in missing) and frozenset().union(*missing) == label, (missing, label)
     # a partial window holds exactly the events of the partitions that reported it: replay of
     # those partitions' events has its counts (bin for bin for the declared categories; the
     # learned bins of the others differ with the events they were learned from)
