@@ -32,7 +32,7 @@ from driftmon.monitors.entities import declared_columns, declared_labels
 from driftmon.monitors.packing import pack, unpack
 from driftmon.scale.entity_records import CELLS_PER_RECORD, EntityMark, EntityPartial, Source
 from driftmon.scale.mapper import PartitionWindows, StreamMapper
-from driftmon.scale.records import Mark, Partial, Record
+from driftmon.scale.records import Partial, Record
 from driftmon.summaries.base import Summarizer
 
 NEVER = -(2**62)
@@ -307,7 +307,7 @@ class EntityStreamMapper(StreamMapper):
         sent.extend(self.entities.count(topic, of, self.shards(), batch.ts, entities, partitions, ranges, now))
         return late, sent
 
-    def tick(self, now: float, of: dict[str, int]) -> list[Mark | EntityMark]:  # type: ignore[override]
+    def tick(self, now: float, of: dict[str, int]) -> list[Record]:  # type: ignore[override]
         return [*super().tick(now, of), *self.entities.tick(now, of)]
 
     def windows(self, src: Source) -> PartitionWindows:

@@ -58,7 +58,8 @@ class EntityShard:
         self.of: dict[str, int] = {}
         self.partials: dict[tuple[str, int], dict[tuple[Source, int], EntityPartial]] = {}  # [..][(source, part)]
         self.done_below: dict[str, int] = {}
-        self.blocked: dict[str, tuple[int, float]] = {}
+        self.high: dict[str, int] = {}  # highest ``ready`` seen after a mark (see Reducer)
+        self.waiting: dict[tuple[str, int], float] = {}  # (stream, window) -> first seen held back
         self.idle_advances: Counter[str] = Counter()
         self.partial_windows: Counter[str] = Counter()
         self.complete_windows: Counter[str] = Counter()
@@ -83,6 +84,7 @@ class EntityShard:
             key = (rec.stream, rec.source)
             self.through[key] = max(self.through.get(key, NEVER), rec.through)
             self.idle[key] = rec.idle
+            self.high[rec.stream] = max(self.high.get(rec.stream, NEVER), self._ready(rec.stream))
             return
         cfg = self.streams[rec.stream].entities
         assert cfg is not None and cfg.categories is not None
@@ -111,6 +113,16 @@ class EntityShard:
                 out.append((name, step))
         return out
 
+    def _ready(self, name: str) -> int:
+        """As :meth:`Reducer._ready`: the active partitions' progress, kept once reached."""
+        s = self.streams[name]
+        if any(t not in self.of for t in s.topics):
+            return NEVER
+        thr = [(src, self.through.get((name, src), NEVER)) for src in ((t, p) for t in s.topics
+                                                                     for p in range(self.of[t]))]
+        active = [w for src, w in thr if not self.idle.get((name, src))]
+        return max(min(active, default=NEVER), min((w for _, w in thr), default=NEVER), self.high.get(name, NEVER))
+
     def _emit_stream(self, name: str, now: float) -> StepOutput | None:
         s = self.streams[name]
         if any(t not in self.of for t in s.topics):
@@ -118,16 +130,17 @@ class EntityShard:
         srcs = [(t, p) for t in s.topics for p in range(self.of[t])]
         thr = {src: self.through.get((name, src), NEVER) for src in srcs}
         active = [src for src in srcs if not self.idle.get((name, src))]
-        ready = min((thr[x] for x in active), default=min(thr.values(), default=NEVER))
+        ready = self._ready(name)
         pending = sorted(w for (st, w) in self.partials if st == name)
         out: StepOutput | None = None
+        for w in pending:  # each window's wait counts from when it was first held back
+            if w > ready and active:
+                self.waiting.setdefault((name, w), now)
         for w in pending:
             if w > ready:
-                blocked = self.blocked.get(name)
-                if blocked is None or blocked[0] != w:
-                    self.blocked[name] = (w, now)
+                if not active:  # every source partition idle: nobody to wait for or time out
                     break
-                if now - blocked[1] < self.partial_timeout:
+                if now - self.waiting[(name, w)] < self.partial_timeout:
                     break
                 self.partial_windows[name] += 1
             else:
@@ -138,7 +151,7 @@ class EntityShard:
             out.records.extend(step.records)
             out.monitors.append(step)
             self.done_below[name] = w + 1
-            self.blocked.pop(name, None)
+            self.waiting.pop((name, w), None)
         if ready >= self.done_below.get(name, NEVER):
             self.done_below[name] = ready + 1
         return out
@@ -173,6 +186,7 @@ class EntityShard:
             "of": dict(self.of),
             "partials": [[to_dict(r) for _, r in sorted(parts.items())] for _, parts in sorted(self.partials.items())],
             "done_below": dict(self.done_below),
+            "high": dict(self.high),
             "monitors": {s: m.snapshot() for s, m in sorted(self.monitors.items())},
             "counters": {"idle_advances": dict(self.idle_advances), "partial_windows": dict(self.partial_windows),
                          "complete_windows": dict(self.complete_windows),
@@ -192,6 +206,7 @@ class EntityShard:
                 if rec.stream in self.streams:
                     self.partials.setdefault((rec.stream, rec.window), {})[(rec.source, rec.part)] = rec
         self.done_below = {s: int(w) for s, w in d["done_below"].items()}
+        self.high = {s: int(w) for s, w in d.get("high", {}).items()}  # (absent before 2026-12)
         self.monitors = {}
         for s, snap in d["monitors"].items():
             if s in self.streams:
@@ -201,7 +216,7 @@ class EntityShard:
         self.partial_windows = Counter(c["partial_windows"])
         self.complete_windows = Counter(c["complete_windows"])
         self.dropped_after_emit = int(c["dropped_after_emit"])
-        self.blocked = {}
+        self.waiting = {}
 
 
 class ShardReducer(Reducer):

@@ -122,14 +122,25 @@ class StreamMapper:
             self.marked[src] = through
         return out
 
-    def tick(self, now: float, of: dict[str, int]) -> list[Mark]:
+    def tick(self, now: float, of: dict[str, int]) -> list[Partial | Mark]:
         """Marks for partitions that delivered nothing for ``idle_timeout`` (processing
-        time): they stop holding the reducers back until they deliver again."""
-        out = []
+        time): they stop holding the reducers back until they deliver again.
+
+        Before its idle mark, such a partition sends what its open windows hold (they stay
+        open): the reducer emits those windows once the other partitions close them, with
+        these events, as one process does.  If the partition delivers again, a window it
+        then closes is sent whole and overwrites this partial if not emitted yet."""
+        out: list[Partial | Mark] = []
         for src in list(self.parts):
             seen = self.seen.setdefault(src, now)
             if not self.idle.get(src) and now - seen > self.cfg.window.idle_timeout:
                 self.idle[src] = True
+                rng = (self.first_offset.get(src, -1), self.last_offset.get(src, -1))
+                for idx, st in sorted(self.windows(src).open.items()):
+                    for j, (f, fst) in enumerate(zip(self.cfg.features, split_features(st, len(self.summarizers)))):
+                        # a copy: the window stays open and keeps counting
+                        copy = WindowState.from_dict(fst.to_dict(), self.summarizers[j:j + 1])
+                        out.append(Partial(self.cfg.name, f.name, idx, src[0], src[1], rng, copy))
                 out.append(Mark(src[0], src[1], of[src[0]], self.through(src), True))
         return out
 

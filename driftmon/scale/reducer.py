@@ -14,9 +14,15 @@ every window that is complete.
   partition, in order).
 * An idle source partition (its mark says ``idle``) does not hold windows
   back; each window emitted past one is counted in ``idle_advances`` (the
-  only path that depends on the wall clock).
+  only path that depends on the wall clock).  Progress is kept once reached:
+  ``high[stream]``, the highest window every then-active source partition had
+  closed, seen after each mark, so windows do not wait again when the last
+  active partitions go idle too (the stream fell quiet).  With no active
+  source partition nothing holds a window back nor times it out: it waits for
+  events, as an open window of one process does.
 * A window held back longer than ``partial_timeout`` (seconds of processing
-  time, counted from the first :meth:`emit` that saw it blocked) is emitted
+  time, counted from the first :meth:`emit` that saw it held back, behind
+  an earlier window or not) is emitted
   with what has arrived, its results marked ``partial`` with the missing
   source partitions listed; partials arriving for a window already emitted
   are dropped and counted in ``dropped_after_emit``.
@@ -69,7 +75,8 @@ class Reducer:
         self.of: dict[str, int] = {}
         self.partials: dict[tuple[str, str, int], dict[Source, WindowState]] = {}
         self.done_below: dict[str, int] = {}  # per stream: every window below was emitted
-        self.blocked: dict[str, tuple[int, float]] = {}  # per stream: (window, since)
+        self.high: dict[str, int] = {}  # per stream: highest ``ready`` seen (see the module docstring)
+        self.waiting: dict[tuple[str, int], float] = {}  # (stream, window) -> first seen held back
         self.idle_advances: Counter[str] = Counter()  # per stream
         self.partial_windows: Counter[str] = Counter()
         self.complete_windows: Counter[str] = Counter()
@@ -91,6 +98,9 @@ class Reducer:
             src = rec.source
             self.through[src] = max(self.through.get(src, NEVER), rec.through)
             self.idle[src] = rec.idle
+            for name, s in self.streams.items():
+                if rec.topic in s.topics:
+                    self.high[name] = max(self.high.get(name, NEVER), self._ready(name))
             return
         if rec.stream not in self.streams:
             return
@@ -108,6 +118,16 @@ class Reducer:
             return None
         return [(t, p) for t in s.topics for p in range(self.of[t])]
 
+    def _ready(self, name: str) -> int:
+        """Every window up to this one may be emitted: the active source partitions have closed
+        it (all of them have, if none is active), or they had when last seen (``high``)."""
+        srcs = self.sources(name)
+        if srcs is None:
+            return NEVER
+        thr = [self.through.get(src, NEVER) for src in srcs]
+        active = [t for src, t in zip(srcs, thr) if not self.idle.get(src)]
+        return max(min(active, default=NEVER), min(thr, default=NEVER), self.high.get(name, NEVER))
+
     def emit(self, now: float) -> list[tuple[str, StepOutput]]:
         """Results of every window that is complete (or timed out), per stream, in window order."""
         out = []
@@ -123,18 +143,19 @@ class Reducer:
             return None
         thr = {src: self.through.get(src, NEVER) for src in srcs}
         active = [src for src in srcs if not self.idle.get(src)]
-        ready = min((thr[s] for s in active), default=min(thr.values(), default=NEVER))
+        ready = self._ready(name)
         pending = sorted({w for (s, _, w) in self.partials if s == name})
         step: StepOutput | None = None
+        for w in pending:  # each window's wait counts from when it was first held back
+            if w > ready and active:
+                self.waiting.setdefault((name, w), now)
         for w in pending:
             missing: list[Source] = []
             if w > ready:
                 missing = [s for s in active if thr[s] < w]
-                blocked = self.blocked.get(name)
-                if blocked is None or blocked[0] != w:
-                    self.blocked[name] = (w, now)
+                if not missing:  # every source partition idle: nobody to wait for or time out
                     break
-                if now - blocked[1] < self.partial_timeout:
+                if now - self.waiting[(name, w)] < self.partial_timeout:
                     break
                 self.partial_windows[name] += 1
             idle = sum(1 for s in srcs if self.idle.get(s) and thr[s] < w)
@@ -144,7 +165,7 @@ class Reducer:
             step = step or StepOutput()
             self._emit_window(name, w, missing, step)
             self.done_below[name] = w + 1
-            self.blocked.pop(name, None)
+            self.waiting.pop((name, w), None)
         if ready >= self.done_below.get(name, NEVER):
             self.done_below[name] = ready + 1
         return step
@@ -187,6 +208,7 @@ class Reducer:
             "partials": [[s, f, w, [[t, p, st.to_dict()] for (t, p), st in sorted(parts.items())]]
                          for (s, f, w), parts in sorted(self.partials.items())],
             "done_below": dict(self.done_below),
+            "high": dict(self.high),
             "pipes": [[s, f, p.snapshot()] for (s, f), p in sorted(self.pipes.items())],
             "counters": {"idle_advances": dict(self.idle_advances), "partial_windows": dict(self.partial_windows),
                          "complete_windows": dict(self.complete_windows), "dropped_after_emit": self.dropped_after_emit},
@@ -203,6 +225,7 @@ class Reducer:
             summ = self.pipe(s, f).summarizers
             self.partials[(s, f, int(w))] = {(t, int(p)): WindowState.from_dict(st, summ) for t, p, st in parts}
         self.done_below = {s: int(w) for s, w in d["done_below"].items()}
+        self.high = {s: int(w) for s, w in d.get("high", {}).items()}  # (absent before 2026-12)
         for s, f, snap in d["pipes"]:
             if s in self.streams:
                 self.pipe(s, f).restore(snap)
@@ -211,5 +234,5 @@ class Reducer:
         self.partial_windows = Counter(c["partial_windows"])
         self.complete_windows = Counter(c["complete_windows"])
         self.dropped_after_emit = int(c["dropped_after_emit"])
-        self.blocked = {}
+        self.waiting = {}
 

@@ -50,8 +50,12 @@ def test_idle_partition_marks_idle_once_then_not_idle_when_it_delivers_again():
     evs = events(100, seed=2)
     _count(mapper, pipe, evs[:50], 1, now=0.0)
     assert mapper.tick(10.0, {"events": 2}) == []
-    (m,) = mapper.tick(CFG.window.idle_timeout + 1, {"events": 2})
-    assert m.idle and m.partition == 1
+    *opened, m = mapper.tick(CFG.window.idle_timeout + 1, {"events": 2})
+    assert isinstance(m, Mark) and m.idle and m.partition == 1
+    # what its open windows hold goes out first (they stay open and keep counting)
+    assert opened and all(isinstance(r, Partial) and r.window > m.through for r in opened)
+    assert {(r.window, r.feature) for r in opened} == {(w, f.name) for w in mapper.windows(("events", 1)).open
+                                                      for f in CFG.features}
     assert mapper.tick(CFG.window.idle_timeout + 2, {"events": 2}) == []
     _, recs = _count(mapper, pipe, evs[50:], 1, 50, now=CFG.window.idle_timeout + 3)
     assert isinstance(recs[-1], Mark) and not recs[-1].idle

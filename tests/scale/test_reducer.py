@@ -7,11 +7,14 @@ import json
 import random
 import zlib
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftmon.detect.result import rfc3339
+from driftmon.pipeline import StreamPipeline
+from driftmon.scale.mapper import StreamMapper
 from driftmon.scale.records import Mark, Partial, decode, encode, series_key
 from driftmon.scale.reducer import Reducer, series_pipelines
 from tests.scale.helpers import events, key, map_partitions, replay, stream_cfg
@@ -129,10 +132,12 @@ def test_a_missing_partition_holds_windows_back_until_the_timeout_then_marks_the
     red.add(Mark("events", 2, P, -(2**62), False))  # partition 2 known, never progressed
     assert red.emit(0.0) == []
     assert red.emit(29.0) == []
-    (_, out), = red.emit(30.0)  # one window, at the timeout
+    (_, out), = red.emit(30.0)  # at the timeout: every window held back since 0, not one per timeout
     rows = [r.to_dict() for r in out.results]
     assert rows and all(r["partial"] is True and r["missing_partitions"] == ["events:2"] for r in rows)
-    assert red.partial_windows == {"interactions": 1}
+    held = {r.window for p in (0, 1) for r in MAPPED[p] if isinstance(r, Partial)}
+    assert len(held) > 1 and len({r["window_end"] for r in rows}) == len(held)
+    assert red.partial_windows == {"interactions": len(held)}
     # the late partition's partial for that window is dropped, counted
     late = next(r for r in MAPPED[2] if isinstance(r, Partial))
     red.add(late)
@@ -157,3 +162,71 @@ def test_an_idle_partition_does_not_hold_windows_back_and_is_counted():
 def test_malformed_records_are_value_errors(bad):
     with pytest.raises(ValueError):
         decode(bad, SUMMARIZERS)
+
+
+def _map_then_idle(vals: list[bytes], p: int, of: int = P) -> list[Partial | Mark]:
+    """One replica's mapper counting partition ``p``'s events, then quiet past ``idle_timeout``:
+    its records in order (partials and marks, then the idle tick's open-window partials and mark)."""
+    pipe = StreamPipeline(CFG)
+    mapper = StreamMapper(CFG, pipe.summarizers)
+    mapper.windows(("events", p))  # assigned
+    recs: list[Partial | Mark] = []
+    for i in range(0, len(vals), 37):
+        prep = pipe.preparer.prepare(vals[i:i + 37])
+        _, sent = mapper.count("events", of, prep.coded, np.full(len(prep.coded), p, dtype=np.int64),
+                               {p: (i, i + len(prep.coded) - 1)}, now=0.0)
+        recs.extend(sent)
+    assert mapper.tick(0.0, {"events": of}) == []
+    recs.extend(mapper.tick(CFG.window.idle_timeout + 1, {"events": of}))
+    assert isinstance(recs[-1], Mark) and recs[-1].idle
+    return recs
+
+
+def test_a_partition_quiet_half_way_still_counts_in_its_last_window():
+    # partition 2 delivers only the first half of its events, then goes idle: its last open
+    # window is closed by the others' watermark with its events in it, as in one process
+    parts = {p: EVENTS[p::P] for p in range(P)}
+    parts[2] = parts[2][:len(parts[2]) // 2]
+    evs = sorted((e for v in parts.values() for e in v), key=lambda e: json.loads(e)["ts"])
+    low = min(max(json.loads(e)["ts"] for e in parts[p]) for p in (0, 1))
+    expected = sorted((r for r in replay(CFG, evs) if r["window_end"] <= rfc3339(low)), key=key)
+    quiet = _map_then_idle(parts[2], 2)
+    assert any(isinstance(r, Partial) for r in quiet[-4:])  # the open window's summaries went out
+    records = quiet + MAPPED[0] + MAPPED[1]
+    red = Reducer([CFG], partial_timeout=1e9)
+    rows = _run(records, now_step=True, reducer=red)
+    assert rows == expected
+    assert red.idle_advances["interactions"] > 0
+
+
+def test_progress_is_kept_when_the_last_active_partitions_go_idle_in_the_same_batch():
+    # partition 2 never gets an event; 0 and 1 report, then all three are idle before the
+    # reducer emits anything: the windows 0 and 1 closed while active are emitted; their
+    # open windows' partials (sent on going idle) wait for events, no timeout emits them
+    red = Reducer([CFG], partial_timeout=5.0)
+    records = [*_map_then_idle([], 2)]
+    for p in (0, 1):
+        records += _map_then_idle(EVENTS[p::2], p)
+    rows = _run(records, now_step=False, reducer=red)
+    assert rows == _expected(partitions=2)
+    assert red.emit(1e9) == [] and red.emit(2e9) == []
+    assert not red.partial_windows
+
+
+def test_each_held_back_window_times_out_after_its_own_wait():
+    red = Reducer([CFG], partial_timeout=30.0)
+    red.add(Mark("events", 2, P, -(2**62), False))  # partition 2 known, never progressed
+    recs = [r for p in (0, 1) for r in MAPPED[p]]
+    windows = sorted({r.window for r in recs if isinstance(r, Partial)})
+    early = [r for r in recs if not isinstance(r, Partial) or r.window <= windows[1]]
+    for r in early:
+        red.add(r)
+    assert red.emit(0.0) == []
+    for r in recs:
+        red.add(r)
+    assert red.emit(20.0) == []
+    ends = {r.window_end for _, o in red.emit(30.0) for r in o.results}
+    assert len(ends) == 2  # the two held back since 0
+    assert red.emit(49.0) == []
+    ends = {r.window_end for _, o in red.emit(50.0) for r in o.results}
+    assert len(ends) == len(windows) - 2  # held back since 20
