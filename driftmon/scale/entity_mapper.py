@@ -97,6 +97,17 @@ class PartitionEntityCounts:
 
     def take(self, stream: str, src: Source, shards: int, offsets: tuple[int, int]) -> list[EntityPartial]:
         """The open window as one partial per shard (every shard: each needs the totals); resets it."""
+        out = self.partials(stream, src, shards, offsets)
+        self.totals = np.zeros(self.k, dtype=np.int64)
+        self.t_max = -math.inf
+        self.cell_h, self.cell_c, self.cell_n = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
+                                                 np.zeros(0, dtype=np.int64))
+        self.ent_h, self.ent_last = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float64)
+        self.ent_key = np.zeros(0, dtype=object)
+        return out
+
+    def partials(self, stream: str, src: Source, shards: int, offsets: tuple[int, int]) -> list[EntityPartial]:
+        """The open window as one partial per shard, which stays open."""
         self.fold()
         assert self.window is not None
         shard = (self.ent_h % np.uint64(shards)).astype(np.int64)
@@ -123,12 +134,6 @@ class PartitionEntityCounts:
                                          self.ent_key[ents[pe]].tolist(), last[ents[pe]],
                                          local[pc] - (int(pe[0]) if pe.size else 0), self.cell_c[cells[pc]],
                                          self.cell_n[cells[pc]], j, parts))
-        self.totals = np.zeros(self.k, dtype=np.int64)
-        self.t_max = -math.inf
-        self.cell_h, self.cell_c, self.cell_n = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64),
-                                                 np.zeros(0, dtype=np.int64))
-        self.ent_h, self.ent_last = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float64)
-        self.ent_key = np.zeros(0, dtype=object)
         return out
 
     def snapshot(self) -> dict[str, Any]:
@@ -262,13 +267,19 @@ class EntityMapper:
             self.marked[src] = through
         return out
 
-    def tick(self, now: float, of: dict[str, int]) -> list[EntityMark]:
-        """Marks for partitions quiet for ``window.idle_timeout`` (see StreamMapper.tick)."""
-        out = []
+    def tick(self, now: float, of: dict[str, int], shards: int) -> list[EntityPartial | EntityMark]:
+        """Marks for partitions quiet for ``window.idle_timeout`` (see StreamMapper.tick), each
+        after what the partition's open entity window holds (it stays open; if the partition
+        delivers again and closes it, the whole window overwrites these partials)."""
+        out: list[EntityPartial | EntityMark] = []
         for src in list(self.parts):
             seen = self.seen.setdefault(src, now)
             if not self.idle.get(src) and now - seen > self.idle_timeout:
                 self.idle[src] = True
+                pc = self.counts(src)
+                if pc.window is not None and pc.t_max > -math.inf:
+                    rng = (self.first_offset.get(src, -1), self.last_offset.get(src, -1))
+                    out.extend(pc.partials(self.stream, src, shards, rng))
                 out.append(EntityMark(self.stream, src[0], src[1], of[src[0]], self.through(src), True))
         return out
 
@@ -308,7 +319,7 @@ class EntityStreamMapper(StreamMapper):
         return late, sent
 
     def tick(self, now: float, of: dict[str, int]) -> list[Record]:  # type: ignore[override]
-        return [*super().tick(now, of), *self.entities.tick(now, of)]
+        return [*super().tick(now, of), *self.entities.tick(now, of, self.shards())]
 
     def windows(self, src: Source) -> PartitionWindows:
         self.entities.counts(src)  # (an assigned partition's entity marks go out too, idle ones included)

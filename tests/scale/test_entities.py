@@ -232,8 +232,8 @@ def test_a_partition_whose_events_have_no_entity_key_does_not_hold_windows_back(
 def test_an_assigned_partition_without_events_sends_idle_marks():
     mapper = EntityMapper(CFG)
     mapper.counts(("events", 4))  # (what an assignment does, through EntityStreamMapper.windows)
-    assert mapper.tick(0.0, {"events": 6}) == []
-    marks = mapper.tick(CFG.window.idle_timeout + 1.0, {"events": 6})
+    assert mapper.tick(0.0, {"events": 6}, 2) == []
+    marks = mapper.tick(CFG.window.idle_timeout + 1.0, {"events": 6}, 2)
     assert [(m.partition, m.idle) for m in marks] == [(4, True)]
 
 
@@ -262,3 +262,33 @@ def test_progress_is_kept_when_the_last_active_partitions_go_idle_in_the_same_ba
                   key=lambda r: (r["window_end"], r["entity"]))
     assert rows and rows == sorted(EXPECTED, key=lambda r: (r["window_end"], r["entity"]))
     assert red.emit(1e9) == [] and not red.partial_windows
+
+
+def test_a_partition_that_goes_quiet_sends_its_open_entity_window_before_its_idle_mark():
+    """Partition 2 of 3 delivers nothing after mid-stream: its idle mark follows partials of the
+    window it had open, so that window holds its events (as in one process), not only the others'."""
+    n = len(ALL.coded)
+    ts_all, part = ALL.coded.ts, np.arange(n) % 3
+    keep = np.flatnonzero(~((part == 2) & (ts_all > float(np.quantile(ts_all, 0.5)))))
+    e = ALL.entities
+    assert e is not None
+    whole = PreparedBatch(keep.size, np.arange(keep.size), [], CodedBatch(ts_all[keep], None, []), (),
+                          EntityColumns([e.keys[i] for i in keep.tolist()], e.hashes[keep],
+                                        [e.values[i] for i in keep.tolist()]))
+    expected = one_process(whole=whole)
+    mapped: dict[int, list[EntityPartial | EntityMark]] = {}
+    for p in range(3):
+        mapper = EntityMapper(CFG)
+        idx = keep[part[keep] == p]
+        recs: list[EntityPartial | EntityMark] = []
+        for lo in range(0, idx.size, 97):
+            sel = idx[lo:lo + 97]
+            ts, cols = sub(ALL, sel)
+            recs += mapper.count("events", 3, 2, ts, cols, np.full(sel.size, p), {p: (lo, lo + sel.size - 1)})
+        recs += mapper.tick(0.0, {"events": 3}, 2)
+        if p == 2:
+            quiet = mapper.tick(CFG.window.idle_timeout + 1.0, {"events": 3}, 2)
+            assert [type(r) for r in quiet] == [EntityPartial, EntityPartial, EntityMark] and quiet[-1].idle
+            recs += quiet
+        mapped[p] = recs
+    assert len(expected) >= 20 and reduce(mapped, 2) == expected
