@@ -115,6 +115,6 @@ def check_field_path(value: str, path: str) -> str:
 
 def check_log_level(value: str, path: str) -> str:
     """A logging level name, any case; returned upper-case."""
-    if value.upper() not in LOG_LEVELS and value.upper() not in ("WARN", "FATAL"):
+    if not isinstance(value, str) or (value.upper() not in LOG_LEVELS and value.upper() not in ("WARN", "FATAL")):
         raise ConfigError(path, f"expected one of {', '.join(LOG_LEVELS)}, got {_show(value)}")
     return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(value.upper(), value.upper())

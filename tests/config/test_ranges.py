@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from driftmon import cli as driftmon_cli
@@ -295,6 +295,7 @@ def _numbers(obj: Any) -> list[Any]:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(key=st.sampled_from(LEAVES), value=HOSTILE)
+@example(key="logging.level", value=None)  # once crashed check_log_level (None.upper())
 def test_any_value_at_any_key_is_either_valid_or_a_config_error_naming_a_path(key, value):
     try:
         cfg = parse_config(with_value(key, value), {"E": "x"})
