@@ -38,12 +38,14 @@ import numpy as np
 import orjson
 
 from driftmon.config import StreamConfig
+from driftmon.decode import typed
 from driftmon.vocabulary import EMPTY_SEGMENT
 
 MAX_EPOCH = 7258118400.0  # 2200-01-01: anything later is not a real event time
 MAX_VALUE_CHARS = 256  # a longer categorical value is cut to this length (marker included)
 TRUNCATION_MARKER = "\u2026"  # "…", ends every cut value
 COLUMNS_BACKOFF = 16  # after a batch with an absent key, extract rows for this many batches
+TYPED_BACKOFF = 16  # after a batch msgspec mostly refused (and nothing to learn), orjson for this many
 _ABSENT = object()
 _EMPTY: dict[str, Any] = {}  # stands in for a missing intermediate object
 
@@ -153,6 +155,30 @@ class Decoder:
         self._extract = _compile_extractor(self._all_paths)
         self._getter_paths = [[itemgetter(k) for k in p] for p in self._all_paths]
         self._columns_off = 0  # batches to skip the column fast path for (after one failed)
+        # The typed fast path (msgspec Structs, :mod:`.typed`): (path, use, str cap) per column
+        self._typed_columns: list[tuple[tuple[str, ...], str, int | None]] = [
+            (self.ts_path, "iso" if self.ts_unit == "iso" else "ts", None)]
+        self._typed_columns += [(p, "categorical" if conv is _categorical else "numeric", cap)
+                                for p, conv, cap in zip(self.feature_paths, self.converters, self.caps)]
+        self._typed_columns += [(p, "segment", 64) for p in self.seg_paths]
+        self._typed = self._schema()
+        self._typed_off = 0  # batches to go the orjson way (after msgspec refused most of one)
+
+    def _schema(self) -> typed.Schema | None:
+        try:
+            return typed.Schema(self._typed_columns)
+        except typed.Unsupported:  # e.g. a path that is both a value and an object: orjson only
+            return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_extract"], state["_typed"]  # generated code and classes: rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._extract = _compile_extractor(self._all_paths)
+        self._typed = self._schema()
 
     def _timestamp(self, v: Any) -> float:
         if v is _ABSENT or v is None:
@@ -182,8 +208,19 @@ class Decoder:
 
         ``parsed``: the values already parsed by :func:`parse_values` (several streams
         reading one topic parse each message once); never modified here."""
-        batch = self._decode(values, parsed)
-        batch.truncated = [0 if cap is None else _cap_column(col, cap) for col, cap in zip(batch.features, self.caps)]
+        horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
+        got = None
+        if parsed is None and self._typed is not None:
+            if self._typed_off:
+                self._typed_off -= 1
+            else:
+                got = self._decode_typed(values, horizon, self._typed)
+        if got is None:
+            batch = self._decode(values, horizon, parsed)
+            batch.truncated = [0 if cap is None else _cap_column(col, cap)
+                               for col, cap in zip(batch.features, self.caps)]
+        else:
+            batch = got
         if self.n_extras:
             cut = len(batch.features) - self.n_extras
             batch.extras, batch.features, batch.truncated = batch.features[cut:], batch.features[:cut], \
@@ -215,8 +252,50 @@ class Decoder:
             return None
         return out
 
-    def _decode(self, values: Sequence[bytes | str], parsed: Sequence[Any] | None = None) -> DecodedBatch:
-        horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
+    def _decode_typed(self, values: Sequence[bytes | str], horizon: float, schema: typed.Schema) -> DecodedBatch | None:
+        """The msgspec path; values are capped (no typed value exceeds a cap, the events
+        msgspec refused are cut by the reference path).  None: msgspec refused too many."""
+        structs, failed = schema.rows(values)
+        if structs is None:  # msgspec refused most of the batch, and not for keys it could learn
+            self._typed_off = TYPED_BACKOFF
+            return None
+        idx: list[int] | None = None
+        if failed:
+            idx = [i for i, o in enumerate(structs) if o is not None]
+            structs = [o for o in structs if o is not None]
+        n = len(structs)
+        cols = schema.columns(structs)
+        bad = np.zeros(n, dtype=bool)
+        if schema.float_only(self.ts_path):  # floats in [0, 2**64): only the range is left to check
+            ts = np.array(cols[0], dtype=np.float64)
+            if self.ts_unit == "ms":
+                ts = ts / 1000.0
+            bad |= ~((ts > 0.0) & (ts < MAX_EPOCH) & (ts <= horizon))
+        else:
+            ts = self._ts_column(cols[0], bad, horizon)
+        nf = len(self.feature_paths)
+        feats: list[list[Any]] = []
+        for path, conv, col in zip(self.feature_paths, self.converters, cols[1:1 + nf]):
+            if conv is _numeric and schema.float_only(path):
+                feats.append(typed.none_to_nan(col))
+            elif conv is _categorical and schema.node(path).narrow():  # str (within the cap) or None
+                feats.append(col)
+            else:
+                feats.append(_typed_column(col, conv, bad, None))
+        segments = None
+        if self.seg_paths:
+            segcols = []
+            for path, col in zip(self.seg_paths, cols[1 + nf:]):
+                if schema.node(path).narrow() and None not in col:  # 1 to 64 characters
+                    segcols.append(col)
+                else:
+                    segcols.append(_typed_column(col, _segment_value, bad, ""))
+            segments = segcols[0] if len(segcols) == 1 else list(map("|".join, zip(*segcols)))
+        if idx is None and not bad.any():
+            return DecodedBatch(ts, segments, feats, [], list(range(n)), [0] * nf)
+        return self._merge(values, horizon, None, idx, bad, ts, segments, feats, cap_slow=True)
+
+    def _decode(self, values: Sequence[bytes | str], horizon: float, parsed: Sequence[Any] | None = None) -> DecodedBatch:
         extract, loads = self._extract, orjson.loads
         idx: list[int] | None = None  # input index of each row (None: row i is input i)
         objs: list[Any] | None
@@ -253,13 +332,22 @@ class Decoder:
             segments = segcols[0] if len(segcols) == 1 else list(map("|".join, zip(*segcols)))
         if idx is None and not bad.any():
             return DecodedBatch(ts, segments, feats, [], list(range(n)))
-        # Merge: rows that passed keep their fast values; everything else is decided by the slow path.
+        return self._merge(values, horizon, parsed, idx, bad, ts, segments, feats)
+
+    def _merge(self, values: Sequence[bytes | str], horizon: float, parsed: Sequence[Any] | None,
+               idx: list[int] | None, bad: np.ndarray, ts: np.ndarray, segments: list[str] | None,
+               feats: list[list[Any]], cap_slow: bool = False) -> DecodedBatch:
+        """Rows that passed keep their fast values; everything else is decided by the slow
+        path.  ``cap_slow``: the fast rows are within the caps, cut (and count) the slow ones."""
         good = np.flatnonzero(~bad).tolist()
         good_idx = good if idx is None else [idx[p] for p in good]
         taken = set(good_idx)
         slow_idx = [i for i in range(len(values)) if i not in taken]
         slow = self._decode_slow([values[i] for i in slow_idx], horizon,
                                  None if parsed is None else [parsed[i] for i in slow_idx])
+        truncated: list[int] = []
+        if cap_slow:
+            truncated = [0 if cap is None else _cap_column(col, cap) for col, cap in zip(slow.features, self.caps)]
         acc = good_idx + [slow_idx[j] for j in slow.accepted]
         order = np.argsort(np.asarray(acc, dtype=np.int64), kind="stable").tolist()
         fast_ts = ts[np.asarray(good, dtype=np.int64)] if good else np.empty(0)
@@ -270,6 +358,7 @@ class Decoder:
             features=[_take(_take(f, good) + s, order) for f, s in zip(feats, slow.features)],
             rejected=[(slow_idx[j], reason) for j, reason in slow.rejected],
             accepted=sorted(acc),
+            truncated=truncated,
         )
 
     def _ts_column(self, col: Sequence[Any], bad: np.ndarray, horizon: float) -> np.ndarray:
@@ -438,6 +527,28 @@ def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg
         except _Reject:
             bad[i] = True
             append("" if seg else None)  # placeholder; the row is re-decoded by the slow path
+    return out
+
+
+def _typed_column(col: list[Any], conv: Callable[[Any], Any], bad: np.ndarray, placeholder: Any) -> list[Any]:
+    """A column msgspec typed (scalars only, strings within the caps): as it is when all
+    strings (one C-level pass), else converted like ``conv``; an int orjson would have
+    parsed as a float, or a value ``conv`` rejects, is marked in ``bad``."""
+    try:
+        "".join(col)
+        return col
+    except TypeError:
+        pass
+    out: list[Any] = []
+    append = out.append
+    for i, v in enumerate(col):
+        try:
+            if not typed.int_in_range(v):
+                raise _Reject("bad_type")  # the slow path decides with orjson's float
+            append(conv(v))
+        except _Reject:
+            bad[i] = True
+            append(placeholder)
     return out
 
 
