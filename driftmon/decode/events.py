@@ -129,11 +129,12 @@ class Decoder:
         self._getter_paths = [[itemgetter(k) for k in p] for p in self._all_paths]
         self._columns_off = 0  # batches to skip the column fast path for (after one failed)
         # The typed fast path (msgspec Structs, :mod:`.typed`): (path, use, str cap) per column
-        self._typed_columns: list[tuple[tuple[str, ...], str, int | None]] = [
-            (self.ts_path, "iso" if self.ts_unit == "iso" else "ts", None)]
-        self._typed_columns += [(p, "categorical" if conv is _categorical else "numeric", cap)
-                                for p, conv, cap in zip(self.feature_paths, self.converters, self.caps)]
-        self._typed_columns += [(p, "segment", 64) for p in self.seg_paths]
+        # (path, use, str cap, declared vocabulary) per column
+        vocabs = [f.categories if f.type == "categorical" and f.top_k is None else None for f in stream.features]
+        self._typed_columns: list[typed.Column] = [(self.ts_path, "iso" if self.ts_unit == "iso" else "ts", None, None)]
+        self._typed_columns += [(p, "categorical" if conv is _categorical else "numeric", cap, vocab) for p, conv, cap, vocab
+                                in zip(self.feature_paths, self.converters, self.caps, vocabs + [None] * self.n_extras)]
+        self._typed_columns += [(p, "segment", 64, None) for p in self.seg_paths]
         self._typed = self._schema()
         self._typed_off = 0  # batches to go the orjson way (after msgspec refused most of one)
 

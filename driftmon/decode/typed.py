@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from functools import reduce
 from itertools import islice
 from operator import attrgetter, or_
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -50,13 +50,14 @@ USES: dict[str, frozenset[type]] = {
     "numeric": frozenset({int, float, type(None)}),
     "segment": frozenset({str, int, float, bool, type(None)}),
 }
+Column = tuple[tuple[str, ...], str, "int | None", "Sequence[str] | None"]  # path, use, str cap, vocabulary
 _LEARNED_SCALAR: Any = str | float | bool | None  # an unread value: float, never int (see above)
 
 
 class _Node:
     """A key of an event object: configured (with its uses) or learned, maybe an object."""
 
-    __slots__ = ("uses", "caps", "children", "learned", "wide")
+    __slots__ = ("uses", "caps", "children", "learned", "wide", "vocab", "any_str")
 
     def __init__(self, learned: bool = False):
         self.uses: set[str] = set()
@@ -66,6 +67,10 @@ class _Node:
         # a categorical or segment value starts as str (or null) only, so its column needs no
         # check; an event with a number or bool there widens it to every type its uses accept
         self.wide = False
+        # a declared vocabulary's field starts as those strings only (msgspec gives the same str
+        # object every time: no allocation, its hash cached); another string widens it to any str
+        self.vocab: set[str] | None = None
+        self.any_str = False
 
     def narrow(self) -> bool:
         """Whether the value is typed as str (or null) only."""
@@ -89,10 +94,13 @@ def leaf_type(node: _Node) -> tuple[Any, bool]:
         allowed &= {str, type(None)}
     required = bool(node.uses & {"ts", "iso"})
     parts: list[Any] = []
-    if str in allowed:
-        # "" is __empty__ as a segment (the reference path decides); strings over a cap are cut there too
-        min_length = 1 if "segment" in node.uses else None
-        max_length = min(node.caps) if node.caps else None
+    # "" is __empty__ as a segment (the reference path decides); strings over a cap are cut there too
+    min_length = 1 if "segment" in node.uses else None
+    max_length = min(node.caps) if node.caps else None
+    vocab = sorted(v for v in node.vocab or () if (min_length or 0) <= len(v) <= (max_length or len(v)))
+    if str in allowed and vocab and node.narrow() and not node.any_str:
+        parts.append(Literal[tuple(vocab)])
+    elif str in allowed:
         parts.append(str if min_length is None and max_length is None else
                      Annotated[str, msgspec.Meta(min_length=min_length, max_length=max_length)])
     # a number read only as a number: msgspec converts ints to float in C
@@ -113,11 +121,14 @@ def leaf_type(node: _Node) -> tuple[Any, bool]:
 class Schema:
     """The Structs of one stream's paths (plus learned keys) and their column getters."""
 
-    def __init__(self, columns: Sequence[tuple[tuple[str, ...], str, int | None]]):
-        """``columns``: (path, use, str cap) per decoded column, in column order."""
+    def __init__(self, columns: Sequence[Column]):
+        """``columns``: (path, use, str cap, declared vocabulary) per decoded column, in column order."""
         self.root: dict[str, _Node] = {}
-        self.paths = [p for p, _, _ in columns]
-        for path, use, cap in columns:
+        self.paths = [c[0] for c in columns]
+        vocab_ok: dict[tuple[str, ...], bool] = {}  # every categorical use of the path declares its vocabulary
+        for path, use, cap, vocab in columns:
+            if use == "categorical":
+                vocab_ok[path] = vocab_ok.get(path, True) and vocab is not None
             level = self.root
             for j, key in enumerate(path):
                 if not nameable(key):
@@ -129,12 +140,17 @@ class Schema:
                     node.uses.add(use)
                     if cap is not None:
                         node.caps.append(cap)
+                    if vocab is not None:
+                        node.vocab = (node.vocab or set()) | set(vocab)
                 else:
                     if node.uses:
                         raise Unsupported(f"{'.'.join(path[:j + 1])} is both a value and an object")
                     if node.children is None:
                         node.children = {}
                     level = node.children
+        for path, ok in vocab_ok.items():
+            if not ok:
+                self.node(path).vocab = None  # an open vocabulary reads the same field: any str
         self.learned = 0
         self.build()
 
@@ -216,9 +232,13 @@ class Schema:
                 node = level[key] = _Node(learned=True)
                 self.learned += 1
                 changed = True
-            if node.uses and not node.wide and node.narrow() and type(value) in (int, float, bool):
-                node.wide = True  # a number or bool where the columns saw only strings so far
-                changed = True
+            if node.uses and node.narrow():
+                if type(value) in (int, float, bool):
+                    node.wide = True  # a number or bool where the columns saw only strings so far
+                    changed = True
+                elif type(value) is str and node.vocab and not node.any_str and value not in node.vocab:
+                    node.any_str = True  # a string the declared vocabulary does not name
+                    changed = True
             if isinstance(value, dict) and (node.children is not None or node.learned):
                 if node.learned and node.children is None:
                     if depth >= MAX_LEARNED_DEPTH:

@@ -222,6 +222,28 @@ def test_known_events_take_the_typed_path_without_orjson(monkeypatch):
     _same(second, reference(Decoder(cfg, clock=lambda: CLOCK), events[100:]))
 
 
+@pytest.mark.parametrize("odd", [{"platform": "tv"}, {"platform": 3}, {"item": {"category": True, "id": 5}},
+                                 {"dwell_ms": 7}, {"item": {"category": "comics", "id": None}}])
+def test_a_value_of_another_type_or_outside_the_vocabulary_widens_the_struct_once(monkeypatch, odd):
+    """Categorical fields start as their declared strings (or any str), numbers as floats; the
+    first event with something else is decided by the reference path and widens the type, so
+    the events after it take the typed path again."""
+    cfg = CONFIGS["example"]
+    events = list(synth.encode(synth.interactions(40, start=1.7e9, rate=100.0)))
+    odd_events = [orjson.dumps({**orjson.loads(e), **odd}) for e in events]
+    dec = Decoder(cfg, clock=lambda: CLOCK)
+    first = events[:20] + odd_events[:1]
+    _same(dec.decode(first), reference(dec, first))
+    calls: list[bytes] = []
+    real = orjson.loads
+    monkeypatch.setattr(events_mod.orjson, "loads", lambda raw: calls.append(raw) or real(raw))
+    second = events[20:] + odd_events[20:]
+    got = dec.decode(second)
+    monkeypatch.undo()
+    assert calls == []
+    _same(got, reference(dec, second))
+
+
 def test_a_preparer_pickles_and_decodes_the_same_after():
     import pickle
     import time
