@@ -45,6 +45,7 @@ from driftmon.decode.values import (  # noqa: F401 - re-exported: the decode sta
     MAX_EPOCH,
     MAX_VALUE_CHARS,
     TRUNCATION_MARKER,
+    _all_str,
     _cap_column,
     _categorical,
     _column,
@@ -265,7 +266,7 @@ class Decoder:
         if self.seg_paths:
             segcols = []
             for path, col in zip(self.seg_paths, cols[1 + nf:]):
-                if schema.node(path).narrow() and None not in col:  # 1 to 64 characters
+                if schema.node(path).narrow() and _all_str(col):  # 1 to 64 characters, no null
                     segcols.append(col)
                 else:
                     segcols.append(_typed_column(col, _segment_value, bad, ""))

@@ -296,6 +296,8 @@ def int_in_range(v: Any) -> bool:
 
 def none_to_nan(col: list[Any]) -> list[Any]:
     """A float column (msgspec gave float or None) with NaN for missing."""
-    if None in col:
+    try:  # sum's C loop over floats raises at the first None: cheaper than ``None in col``
+        sum(col)
+    except TypeError:
         return [math.nan if v is None else v for v in col]
     return col

@@ -165,15 +165,22 @@ def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg
     return out
 
 
+def _all_str(col: list[Any]) -> bool:
+    """Whether every value is a str: one C-level ``str.join`` (3x cheaper than ``None in col``,
+    which compares each str with None through both types' rich comparisons)."""
+    try:
+        "".join(col)
+    except TypeError:
+        return False
+    return True
+
+
 def _typed_column(col: list[Any], conv: Callable[[Any], Any], bad: np.ndarray, placeholder: Any) -> list[Any]:
     """A column msgspec typed (scalars only, strings within the caps): as it is when all
     strings (one C-level pass), else converted like ``conv``; an int orjson would have
     parsed as a float, or a value ``conv`` rejects, is marked in ``bad``."""
-    try:
-        "".join(col)
+    if _all_str(col):
         return col
-    except TypeError:
-        pass
     out: list[Any] = []
     append = out.append
     for i, v in enumerate(col):
