@@ -1,7 +1,8 @@
 """Decode raw JSON events into columns: event time, segment key, feature values.
 
 This is the only per-event Python loop in the pipeline (JSON has to be parsed
-one document at a time); everything after it works on numpy arrays.  A bad
+one document at a time, with msgspec into typed Structs, :mod:`.typed`, and orjson
+as the reference); everything after it works on numpy arrays.  A bad
 event never raises: it is returned in ``rejected`` with one of the reasons
 ``invalid_json``, ``bad_type``, ``missing_field`` or ``bad_timestamp``
 (:data:`driftmon.vocabulary.DECODE_REASONS`).
@@ -26,7 +27,6 @@ characters.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,19 +38,31 @@ import numpy as np
 import orjson
 
 from driftmon.config import StreamConfig
-from driftmon.vocabulary import EMPTY_SEGMENT
+from driftmon.decode import typed
+from driftmon.decode.values import (  # noqa: F401 - re-exported: the decode stage's public names
+    _ABSENT,
+    INVALID,
+    MAX_EPOCH,
+    MAX_VALUE_CHARS,
+    TRUNCATION_MARKER,
+    _all_str,
+    _cap_column,
+    _categorical,
+    _column,
+    _compile_extractor,
+    _get,
+    _numeric,
+    _path,
+    _Reject,
+    _segment_value,
+    _take,
+    _typed_column,
+    cap_value,
+    parse_values,
+)
 
-MAX_EPOCH = 7258118400.0  # 2200-01-01: anything later is not a real event time
-MAX_VALUE_CHARS = 256  # a longer categorical value is cut to this length (marker included)
-TRUNCATION_MARKER = "\u2026"  # "…", ends every cut value
 COLUMNS_BACKOFF = 16  # after a batch with an absent key, extract rows for this many batches
-_ABSENT = object()
-_EMPTY: dict[str, Any] = {}  # stands in for a missing intermediate object
-
-
-class _Reject(Exception):
-    def __init__(self, reason: str):
-        self.reason = reason
+TYPED_BACKOFF = 16  # after a batch msgspec mostly refused (and nothing to learn), orjson for this many
 
 
 @dataclass
@@ -79,42 +91,6 @@ class DecodedBatch:
             segments=segs,
             features=[[v for b in batches for v in b.features[j]] for j in range(nf)],
         )
-
-
-def _path(dotted: str) -> tuple[str, ...]:
-    return tuple(dotted.split("."))
-
-
-def _get(obj: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return _ABSENT
-        obj = obj.get(key, _ABSENT)
-        if obj is _ABSENT:
-            return _ABSENT
-    return obj
-
-
-def _categorical(v: Any) -> str | None:
-    if v is _ABSENT or v is None:
-        return None
-    if isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float) and math.isfinite(v):
-        return repr(v)
-    raise _Reject("bad_type")
-
-
-def _numeric(v: Any) -> float:
-    if v is _ABSENT or v is None:
-        return math.nan
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    raise _Reject("bad_type")
 
 
 class Decoder:
@@ -153,6 +129,31 @@ class Decoder:
         self._extract = _compile_extractor(self._all_paths)
         self._getter_paths = [[itemgetter(k) for k in p] for p in self._all_paths]
         self._columns_off = 0  # batches to skip the column fast path for (after one failed)
+        # The typed fast path (msgspec Structs, :mod:`.typed`): (path, use, str cap) per column
+        # (path, use, str cap, declared vocabulary) per column
+        vocabs = [f.categories if f.type == "categorical" and f.top_k is None else None for f in stream.features]
+        self._typed_columns: list[typed.Column] = [(self.ts_path, "iso" if self.ts_unit == "iso" else "ts", None, None)]
+        self._typed_columns += [(p, "categorical" if conv is _categorical else "numeric", cap, vocab) for p, conv, cap, vocab
+                                in zip(self.feature_paths, self.converters, self.caps, vocabs + [None] * self.n_extras)]
+        self._typed_columns += [(p, "segment", 64, None) for p in self.seg_paths]
+        self._typed = self._schema()
+        self._typed_off = 0  # batches to go the orjson way (after msgspec refused most of one)
+
+    def _schema(self) -> typed.Schema | None:
+        try:
+            return typed.Schema(self._typed_columns)
+        except typed.Unsupported:  # e.g. a path that is both a value and an object: orjson only
+            return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_extract"], state["_typed"]  # generated code and classes: rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._extract = _compile_extractor(self._all_paths)
+        self._typed = self._schema()
 
     def _timestamp(self, v: Any) -> float:
         if v is _ABSENT or v is None:
@@ -180,10 +181,26 @@ class Decoder:
         is not sure about goes through :meth:`_decode_slow`, the reference semantics.
         Then categorical values over the length cap are cut (and counted).
 
+        The fast path is msgspec with typed Structs of the stream's fields
+        (:mod:`.typed`), or, when the values were parsed already, a msgspec Struct cannot
+        express the paths, or msgspec refused most of a recent batch, orjson with
+        C-level column extraction.
+
         ``parsed``: the values already parsed by :func:`parse_values` (several streams
         reading one topic parse each message once); never modified here."""
-        batch = self._decode(values, parsed)
-        batch.truncated = [0 if cap is None else _cap_column(col, cap) for col, cap in zip(batch.features, self.caps)]
+        horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
+        got = None
+        if parsed is None and self._typed is not None:
+            if self._typed_off:
+                self._typed_off -= 1
+            else:
+                got = self._decode_typed(values, horizon, self._typed)
+        if got is None:
+            batch = self._decode(values, horizon, parsed)
+            batch.truncated = [0 if cap is None else _cap_column(col, cap)
+                               for col, cap in zip(batch.features, self.caps)]
+        else:
+            batch = got
         if self.n_extras:
             cut = len(batch.features) - self.n_extras
             batch.extras, batch.features, batch.truncated = batch.features[cut:], batch.features[:cut], \
@@ -215,8 +232,50 @@ class Decoder:
             return None
         return out
 
-    def _decode(self, values: Sequence[bytes | str], parsed: Sequence[Any] | None = None) -> DecodedBatch:
-        horizon = self.clock() + self.max_skew if self.max_skew is not None else MAX_EPOCH
+    def _decode_typed(self, values: Sequence[bytes | str], horizon: float, schema: typed.Schema) -> DecodedBatch | None:
+        """The msgspec path; values are capped (no typed value exceeds a cap, the events
+        msgspec refused are cut by the reference path).  None: msgspec refused too many."""
+        structs, failed = schema.rows(values)
+        if structs is None:  # msgspec refused most of the batch, and not for keys it could learn
+            self._typed_off = TYPED_BACKOFF
+            return None
+        idx: list[int] | None = None
+        if failed:
+            idx = [i for i, o in enumerate(structs) if o is not None]
+            structs = [o for o in structs if o is not None]
+        n = len(structs)
+        cols = schema.columns(structs)
+        bad = np.zeros(n, dtype=bool)
+        if schema.float_only(self.ts_path):  # floats in [0, 2**64): only the range is left to check
+            ts = np.array(cols[0], dtype=np.float64)
+            if self.ts_unit == "ms":
+                ts = ts / 1000.0
+            bad |= ~((ts > 0.0) & (ts < MAX_EPOCH) & (ts <= horizon))
+        else:
+            ts = self._ts_column(cols[0], bad, horizon)
+        nf = len(self.feature_paths)
+        feats: list[list[Any]] = []
+        for path, conv, col in zip(self.feature_paths, self.converters, cols[1:1 + nf]):
+            if conv is _numeric and schema.float_only(path):
+                feats.append(typed.none_to_nan(col))
+            elif conv is _categorical and schema.node(path).narrow():  # str (within the cap) or None
+                feats.append(col)
+            else:
+                feats.append(_typed_column(col, conv, bad, None))
+        segments = None
+        if self.seg_paths:
+            segcols = []
+            for path, col in zip(self.seg_paths, cols[1 + nf:]):
+                if schema.node(path).narrow() and _all_str(col):  # 1 to 64 characters, no null
+                    segcols.append(col)
+                else:
+                    segcols.append(_typed_column(col, _segment_value, bad, ""))
+            segments = segcols[0] if len(segcols) == 1 else list(map("|".join, zip(*segcols)))
+        if idx is None and not bad.any():
+            return DecodedBatch(ts, segments, feats, [], list(range(n)), [0] * nf)
+        return self._merge(values, horizon, None, idx, bad, ts, segments, feats, cap_slow=True)
+
+    def _decode(self, values: Sequence[bytes | str], horizon: float, parsed: Sequence[Any] | None = None) -> DecodedBatch:
         extract, loads = self._extract, orjson.loads
         idx: list[int] | None = None  # input index of each row (None: row i is input i)
         objs: list[Any] | None
@@ -253,13 +312,22 @@ class Decoder:
             segments = segcols[0] if len(segcols) == 1 else list(map("|".join, zip(*segcols)))
         if idx is None and not bad.any():
             return DecodedBatch(ts, segments, feats, [], list(range(n)))
-        # Merge: rows that passed keep their fast values; everything else is decided by the slow path.
+        return self._merge(values, horizon, parsed, idx, bad, ts, segments, feats)
+
+    def _merge(self, values: Sequence[bytes | str], horizon: float, parsed: Sequence[Any] | None,
+               idx: list[int] | None, bad: np.ndarray, ts: np.ndarray, segments: list[str] | None,
+               feats: list[list[Any]], cap_slow: bool = False) -> DecodedBatch:
+        """Rows that passed keep their fast values; everything else is decided by the slow
+        path.  ``cap_slow``: the fast rows are within the caps, cut (and count) the slow ones."""
         good = np.flatnonzero(~bad).tolist()
         good_idx = good if idx is None else [idx[p] for p in good]
         taken = set(good_idx)
         slow_idx = [i for i in range(len(values)) if i not in taken]
         slow = self._decode_slow([values[i] for i in slow_idx], horizon,
                                  None if parsed is None else [parsed[i] for i in slow_idx])
+        truncated: list[int] = []
+        if cap_slow:
+            truncated = [0 if cap is None else _cap_column(col, cap) for col, cap in zip(slow.features, self.caps)]
         acc = good_idx + [slow_idx[j] for j in slow.accepted]
         order = np.argsort(np.asarray(acc, dtype=np.int64), kind="stable").tolist()
         fast_ts = ts[np.asarray(good, dtype=np.int64)] if good else np.empty(0)
@@ -270,6 +338,7 @@ class Decoder:
             features=[_take(_take(f, good) + s, order) for f, s in zip(feats, slow.features)],
             rejected=[(slow_idx[j], reason) for j, reason in slow.rejected],
             accepted=sorted(acc),
+            truncated=truncated,
         )
 
     def _ts_column(self, col: Sequence[Any], bad: np.ndarray, horizon: float) -> np.ndarray:
@@ -342,127 +411,3 @@ class Decoder:
             rejected=rejected,
             accepted=accepted,
         )
-
-
-class _Invalid:
-    """What :func:`parse_values` gives for a value that is not JSON (no ``.get``: the
-    column-wise path sends it to the slow path, which rejects it as ``invalid_json``)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "INVALID"
-
-
-INVALID: Any = _Invalid()
-
-
-def parse_values(values: Sequence[bytes | str]) -> list[Any]:
-    """Each value parsed once (``INVALID`` where it is not JSON): what several streams
-    reading one topic share, each passing it to :meth:`Decoder.decode` as ``parsed``."""
-    out: list[Any] = []
-    parsed = map(orjson.loads, values)
-    while len(out) < len(values):
-        try:  # C-level; list.extend keeps what it appended before a value failed
-            out.extend(parsed)
-        except Exception:  # JSONDecodeError, RecursionError, a bad type: that value only
-            out.append(INVALID)
-    return out
-
-
-def cap_value(value: str, cap: int = MAX_VALUE_CHARS) -> str:
-    """``value`` if it has at most ``cap`` characters, else its first ``cap - 1`` and the marker."""
-    return value if len(value) <= cap else value[: cap - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
-
-
-def _cap_column(col: list[Any], cap: int) -> int:
-    """Cut the values of a categorical column (str or None) longer than ``cap``, in place;
-    returns how many were cut.  One C-level pass when none is too long (the usual case)."""
-    if not col:
-        return 0
-    try:  # no None in the column: one C-level pass
-        longest = max(map(len, col))
-    except TypeError:
-        longest = max(map(len, filter(None, col)), default=0)
-    if longest <= cap:
-        return 0
-    n = 0
-    for i, v in enumerate(col):
-        if v is not None and len(v) > cap:
-            col[i] = cap_value(v, cap)
-            n += 1
-    return n
-
-
-def _segment_value(v: Any) -> str:
-    if v is _ABSENT or v is None:
-        return "__missing__"
-    if isinstance(v, (dict, list)):
-        raise _Reject("bad_type")
-    s = v if isinstance(v, str) else str(v)
-    return s[:64] or EMPTY_SEGMENT
-
-
-_FAST_TYPES: dict[Callable[[Any], Any], frozenset[type]] = {
-    _categorical: frozenset({str, type(None)}),
-    _numeric: frozenset({float, int}),
-    _segment_value: frozenset({str}),
-}
-
-
-def _text_types(col: Sequence[Any]) -> set[type]:
-    """The types in a categorical or segment column, from its distinct values (a set of
-    strings is cheaper to build than a set of types, and no value that is not a ``str``
-    or None equals one that is, so none can hide behind another).  Not for numbers:
-    ``True == 1 == 1.0``."""
-    try:
-        return set(map(type, set(col)))
-    except TypeError:  # unhashable values (lists, objects)
-        return set(map(type, col))
-
-
-def _column(col: Sequence[Any], conv: Callable[[Any], Any], bad: np.ndarray, seg: bool = False) -> list[Any]:
-    """Convert one column like ``conv`` would, value by value; values ``conv``
-    rejects are marked in ``bad`` (the slow path then gives the reason)."""
-    types = set(map(type, col)) if conv is _numeric else _text_types(col)
-    if types <= _FAST_TYPES[conv]:
-        if conv is _numeric and int in types:
-            return list(map(float, col))
-        if conv is _numeric or not seg or not col or ("" not in col and max(map(len, col)) <= 64):
-            return col if isinstance(col, list) else list(col)  # a list of our own (cut in place later)
-    out: list[Any] = []
-    append = out.append
-    for i, v in enumerate(col):
-        try:
-            append(conv(v))
-        except _Reject:
-            bad[i] = True
-            append("" if seg else None)  # placeholder; the row is re-decoded by the slow path
-    return out
-
-
-def _take(values: list[Any], order: list[int]) -> list[Any]:
-    if len(order) > 1:
-        return list(itemgetter(*order)(values))
-    return [values[i] for i in order]
-
-
-def _compile_extractor(paths: list[tuple[str, ...]]) -> Callable[[Any], tuple[Any, ...]]:
-    """One function returning the value at every dotted path of a decoded object
-    (``_ABSENT`` where a key is missing), e.g. for ``ts`` and ``item.id``::
-
-        def extract(o): return (o.get('ts', A), o.get('item', E).get('id', A))
-
-    It raises (AttributeError) when the object or a value along a path is not
-    a dict; the caller then uses the slow path.  Keys are embedded with
-    ``repr``, so any field name is safe."""
-    exprs = []
-    for path in paths:
-        expr = "o"
-        for j, key in enumerate(path):
-            expr += f".get({key!r}, {'A' if j == len(path) - 1 else 'E'})"
-        exprs.append(expr)
-    src = f"def extract(o):\n    return ({', '.join(exprs)},)\n"
-    namespace: dict[str, Any] = {"A": _ABSENT, "E": _EMPTY}
-    exec(compile(src, "<driftmon.decode.events extractor>", "exec"), namespace)  # noqa: S102 - keys are repr()'d
-    return namespace["extract"]
