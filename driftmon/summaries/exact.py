@@ -51,9 +51,6 @@ def exact_sum(x: np.ndarray) -> int:
     return total
 
 
-_EMIN, _NEXP = -1073, 2099  # frexp exponents of nonzero finite float64: -1073 .. 1024 (zero: 0)
-
-
 def exact_sums(x: np.ndarray, groups: np.ndarray, n_groups: int) -> list[int]:
     """``[exact_sum(x[groups == g]) for g in range(n_groups)]`` in one vectorised pass:
     the mantissa halves are summed per (group, exponent) with one ``bincount`` each."""
@@ -64,14 +61,17 @@ def exact_sums(x: np.ndarray, groups: np.ndarray, n_groups: int) -> list[int]:
     m, e = np.frexp(x)
     mant = (m * 2.0**53).astype(np.int64)
     hi, lo = mant >> _LOW, mant & _MASK
-    key = groups.astype(np.int64) * _NEXP + (e.astype(np.int64) - _EMIN)
-    size = n_groups * _NEXP
+    e = e.astype(np.int64)
+    emin = int(e.min())
+    nexp = int(e.max()) - emin + 1  # the batch's exponent range (a few dozen), not all 2,099
+    key = groups.astype(np.int64) * nexp + (e - emin)
+    size = n_groups * nexp
     shi = np.bincount(key, weights=hi, minlength=size)
     slo = np.bincount(key, weights=lo, minlength=size)
     for k in np.flatnonzero((shi != 0) | (slo != 0)).tolist():
-        g, ex = divmod(k, _NEXP)
+        g, ex = divmod(k, nexp)
         part = (int(shi[k]) << _LOW) + int(slo[k])
-        shift = ex + _EMIN - 53 + SCALE_BITS
+        shift = ex + emin - 53 + SCALE_BITS
         out[g] += part << shift if shift >= 0 else part >> -shift
     return out
 

@@ -225,3 +225,18 @@ def test_add_sparse_subset_and_general_cases():
             k, c = add_sparse(*x, *y)
             assert k.tolist() == keys and c.tolist() == counts
     assert a_counts.tolist() == [1, 2, 3, 4]  # inputs untouched
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), n_groups=st.integers(1, 4))
+def test_exact_sums_per_group_equal_the_exact_sum_of_each_group(data, n_groups):
+    """The grouped pass (one bincount over the batch's exponent range) against the
+    one-group reference, subnormals and the extremes included."""
+    x = np.array(data.draw(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                                              st.sampled_from([5e-324, -5e-324, 1.7976931348623157e308, 0.0])),
+                                    max_size=50)), dtype=np.float64)
+    groups = np.array(data.draw(st.lists(st.integers(0, n_groups - 1), min_size=x.size, max_size=x.size)),
+                      dtype=np.int64)
+    got = exact.exact_sums(x, groups, n_groups)
+    assert got == [exact.exact_sum(x[groups == g]) for g in range(n_groups)]
+    assert got == [sum(Fraction(v) for v in x[groups == g].tolist()) * 2**exact.SCALE_BITS for g in range(n_groups)]
