@@ -51,28 +51,43 @@ def exact_sum(x: np.ndarray) -> int:
     return total
 
 
+_BLOCK = 8  # exponents per bincount bin: a mantissa shifted by up to 7 bits still fits in int64
+_HALF = 30  # ... and is summed in two 30/31-bit halves, exact in float64 for up to 2**22 values
+_CHUNK = 1 << 22
+
+
 def exact_sums(x: np.ndarray, groups: np.ndarray, n_groups: int) -> list[int]:
-    """``[exact_sum(x[groups == g]) for g in range(n_groups)]`` in one vectorised pass:
-    the mantissa halves are summed per (group, exponent) with one ``bincount`` each."""
+    """``[exact_sum(x[groups == g]) for g in range(n_groups)]`` in one vectorised pass.
+
+    Each value is an integer mantissa times a power of two; values whose exponents fall in
+    one block of ``_BLOCK`` have their mantissas shifted onto the block's lowest exponent,
+    and the two halves are summed per (group, block) with one ``bincount`` each, over the
+    batch's own exponent range.  Only those few sums become Python integers."""
     x = np.asarray(x, dtype=np.float64)
     out = [0] * n_groups
     if x.size == 0:
         return out
+    if x.size > _CHUNK:
+        for lo_ in range(0, x.size, _CHUNK):
+            part = exact_sums(x[lo_:lo_ + _CHUNK], groups[lo_:lo_ + _CHUNK], n_groups)
+            out = [a + b for a, b in zip(out, part)]
+        return out
     m, e = np.frexp(x)
-    mant = (m * 2.0**53).astype(np.int64)
-    hi, lo = mant >> _LOW, mant & _MASK
+    mant = (m * 2.0**53).astype(np.int64)  # x = mant * 2**(e - 53), |mant| < 2**53
     e = e.astype(np.int64)
     emin = int(e.min())
-    nexp = int(e.max()) - emin + 1  # the batch's exponent range (a few dozen), not all 2,099
-    key = groups.astype(np.int64) * nexp + (e - emin)
-    size = n_groups * nexp
-    shi = np.bincount(key, weights=hi, minlength=size)
-    slo = np.bincount(key, weights=lo, minlength=size)
+    block, off = np.divmod(e - emin, _BLOCK)
+    shifted = mant << off  # |shifted| < 2**60
+    nblk = int(block.max()) + 1
+    key = groups.astype(np.int64) * nblk + block
+    size = n_groups * nblk
+    shi = np.bincount(key, weights=shifted >> _HALF, minlength=size)
+    slo = np.bincount(key, weights=shifted & ((1 << _HALF) - 1), minlength=size)
     for k in np.flatnonzero((shi != 0) | (slo != 0)).tolist():
-        g, ex = divmod(k, nexp)
-        part = (int(shi[k]) << _LOW) + int(slo[k])
-        shift = ex + emin - 53 + SCALE_BITS
-        out[g] += part << shift if shift >= 0 else part >> -shift
+        g, b = divmod(k, nblk)
+        part = (int(shi[k]) << _HALF) + int(slo[k])
+        shift = emin + b * _BLOCK - 53 + SCALE_BITS
+        out[g] += part << shift if shift >= 0 else part >> -shift  # exact: the sum is a whole number of units
     return out
 
 
