@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,25 +135,35 @@ class Cluster:
         return read_topic(self.bootstrap, self.results)
 
     def wait_complete(self, timeout: float) -> list[dict]:
-        want = {key_of(r) for r in self.expected}
-        got: list[dict] = []
-
-        def done() -> bool:
-            nonlocal got
-            got = self.rows()
-            return want <= {key_of(r) for r in got}
-
-        alive = [r for r in self.replicas if r.alive]
-        wait_until(done, timeout, "every expected window in the results topic", alive[0] if alive else None,
-                   interval=1.0)
-        return got
+        return wait_for_rows(self.rows, {key_of(r) for r in self.expected}, self.replicas, timeout, interval=1.0)
 
     def stop(self) -> None:
-        for r in self.replicas:
-            if r.alive:
-                assert r.stop() == 0, r.log()[-3000:]
-        for r in self.replicas:
-            assert_no_driftmon_traceback(r.logs())
+        stop_replicas(self.replicas)
+
+
+def wait_for_rows(rows: Callable[[], list[dict]], want: set[tuple], replicas: list[DaemonProcess], timeout: float,
+                  interval: float) -> list[dict]:
+    """The results topic's rows once every key in ``want`` is there (``key_of`` each row)."""
+    got: list[dict] = []
+
+    def done() -> bool:
+        nonlocal got
+        got = rows()
+        return want <= {key_of(r) for r in got}
+
+    alive = [r for r in replicas if r.alive]
+    wait_until(done, timeout, "the expected windows in the results topic", alive[0] if alive else None,
+               interval=interval)
+    return got
+
+
+def stop_replicas(replicas: list[DaemonProcess]) -> None:
+    """SIGTERM every live replica (each must exit 0), then no driftmon traceback in any log."""
+    for r in replicas:
+        if r.alive:
+            assert r.stop() == 0, r.log()[-3000:]
+    for r in replicas:
+        assert_no_driftmon_traceback(r.logs())
 
 
 def read_topic(bootstrap: str, topic: str, quiet: float = 0.5) -> list[dict]:

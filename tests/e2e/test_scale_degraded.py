@@ -35,14 +35,21 @@ from driftmon.testing.embedded import create_topics
 from tests.conftest import current_client, produce, unique_name
 from tests.e2e.test_crash import (
     DaemonProcess,
-    assert_no_driftmon_traceback,
     replay_rows,
     row_key,
     sample,
     wait_until,
     write_config,
 )
-from tests.e2e.test_scale import PARTIALS_PARTITIONS, PARTITIONS, assert_equals_replay, config, read_topic
+from tests.e2e.test_scale import (
+    PARTIALS_PARTITIONS,
+    PARTITIONS,
+    assert_equals_replay,
+    config,
+    read_topic,
+    stop_replicas,
+    wait_for_rows,
+)
 
 # the wall-clock paths live in the client-independent mapper and reducer: one client keeps CI time down
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.one_client]
@@ -127,24 +134,10 @@ class Group:
         return read_topic(self.bootstrap, self.results, quiet=0.3)
 
     def wait_for(self, keys: set[tuple], timeout: float) -> list[dict]:
-        got: list[dict] = []
-
-        def done() -> bool:
-            nonlocal got
-            got = self.rows()
-            return keys <= {row_key(r) for r in got}
-
-        alive = [r for r in self.replicas if r.alive]
-        wait_until(done, timeout, "the expected windows in the results topic", alive[0] if alive else None,
-                   interval=0.5)
-        return got
+        return wait_for_rows(self.rows, keys, self.replicas, timeout, interval=0.5)
 
     def stop(self) -> None:
-        for r in self.replicas:
-            if r.alive:
-                assert r.stop() == 0, r.log()[-3000:]
-        for r in self.replicas:
-            assert_no_driftmon_traceback(r.logs())
+        stop_replicas(self.replicas)
 
 
 ASSIGNED = re.compile(r"(mapper|reducer): partitions (assigned|revoked) (\[.*?\])")
