@@ -69,8 +69,8 @@ def exact_sums(x: np.ndarray, groups: np.ndarray, n_groups: int) -> list[int]:
         return out
     if x.size > _CHUNK:
         for lo_ in range(0, x.size, _CHUNK):
-            part = exact_sums(x[lo_:lo_ + _CHUNK], groups[lo_:lo_ + _CHUNK], n_groups)
-            out = [a + b for a, b in zip(out, part)]
+            chunk = exact_sums(x[lo_:lo_ + _CHUNK], groups[lo_:lo_ + _CHUNK], n_groups)
+            out = [a + b for a, b in zip(out, chunk)]
         return out
     m, e = np.frexp(x)
     mant = (m * 2.0**53).astype(np.int64)  # x = mant * 2**(e - 53), |mant| < 2**53

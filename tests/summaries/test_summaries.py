@@ -240,3 +240,11 @@ def test_exact_sums_per_group_equal_the_exact_sum_of_each_group(data, n_groups):
     got = exact.exact_sums(x, groups, n_groups)
     assert got == [exact.exact_sum(x[groups == g]) for g in range(n_groups)]
     assert got == [sum(Fraction(v) for v in x[groups == g].tolist()) * 2**exact.SCALE_BITS for g in range(n_groups)]
+
+
+def test_exact_sums_of_more_values_than_one_pass_takes_are_summed_in_chunks(monkeypatch):
+    x = np.random.default_rng(1).normal(size=1000) * 1e6
+    groups = np.arange(1000) % 3
+    whole = exact.exact_sums(x, groups, 3)
+    monkeypatch.setattr(exact, "_CHUNK", 7)
+    assert exact.exact_sums(x, groups, 3) == whole == [exact.exact_sum(x[groups == g]) for g in range(3)]
