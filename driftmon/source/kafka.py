@@ -132,6 +132,49 @@ def _to_monotonic(ts: float) -> float:
     return ts
 
 
+def keep_finished_joins(consumer: Any) -> bool:
+    """Make a kafka-python 3.x consumer use a group join that finished between two polls.
+
+    kafka-python 3.0 runs JoinGroup+SyncGroup as a task on its IO thread and, when
+    ``poll(timeout)`` returns before the task is done, keeps the task for the next poll.
+    But the next poll *replaces* a task that finished in the meantime with a fresh
+    JoinGroup (``if task is None or task.is_done``, kafka-python 3.0.0-3.0.12 and master as
+    of 2026-08), throwing the assignment away.  The fresh JoinGroup starts another
+    rebalance, so a member that spends time between polls -- the daemon counting a batch,
+    or two members polled in turn -- can rejoin for ever and never get partitions.
+
+    Wrapped here: when a finished task is waiting, the next join attempt is a coroutine
+    that hands over that task's outcome instead of sending a JoinGroup, and kafka-python's
+    own code then completes the join with it (callbacks, offsets, heartbeats) or handles
+    its error.  Returns whether the wrapper was installed (kafka-python 2.x has no such task).
+    """
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    original = getattr(coordinator, "join_group_async", None)
+    if (original is None or not hasattr(coordinator, "_join_task")
+            or not inspect.iscoroutinefunction(getattr(coordinator, "_do_join_and_sync_async", None))):
+        return False
+
+    async def join_group_async(*args: Any, **kwargs: Any) -> Any:
+        finished = coordinator._join_task
+        if finished is None or not finished.is_done:
+            return await original(*args, **kwargs)
+
+        async def outcome() -> Any:
+            coordinator.__dict__.pop("_do_join_and_sync_async", None)  # once: later attempts join anew
+            if finished.exception is not None:
+                raise finished.exception
+            return finished.value
+
+        coordinator._do_join_and_sync_async = outcome
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            coordinator.__dict__.pop("_do_join_and_sync_async", None)
+
+    coordinator.join_group_async = join_group_async
+    return True
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
@@ -175,6 +218,7 @@ class KafkaSource:
         kwargs = consumer_kwargs(kafka)
         log.info("kafka consumer for %s: %s", list(self.topics), redact_kwargs(kwargs))
         self._consumer = KafkaConsumer(**kwargs)
+        keep_finished_joins(self._consumer)
         self._contact = time.monotonic()  # the constructor bootstrapped metadata from the cluster
         self._consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
         self._position_kw = (

@@ -148,6 +148,23 @@ def test_rebalance_revokes_after_a_commit_and_the_new_member_resumes_there(kafka
     assert all(r.offset >= 10 for r in got["b"])  # the new member started at a's commits
 
 
+def test_a_member_busy_between_polls_still_joins_the_group(kafka_broker, fresh_topic):
+    """The group join finishes while the member is away from poll() (the daemon counting a
+    batch).  kafka-python 3.0 threw such a finished join away and sent a new JoinGroup on
+    the next poll, for ever; see keep_finished_joins."""
+    topic = fresh_topic(partitions=2)
+    produce(kafka_broker.bootstrap, topic, ["x"], partition=0)
+    with make_source(kafka_config(kafka_broker.bootstrap), [topic]) as src:
+        got = src.poll(100)  # starts the join; the broker holds a new group's JoinGroup ~3 s
+        for _ in range(3):
+            if got:
+                break
+            time.sleep(4)  # busy: the join completes meanwhile
+            got = src.poll(100)
+        assert [r.value for r in got] == [b"x"]
+        assert src.assignment() == {(topic, 0), (topic, 1)}
+
+
 def test_lag_is_highwater_minus_position(kafka_broker, fresh_topic):
     topic = fresh_topic(partitions=1)
     produce(kafka_broker.bootstrap, topic, [f"{i}" for i in range(20)], partition=0)
