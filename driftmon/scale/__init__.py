@@ -12,7 +12,8 @@ Two stages in one binary, the two-stage aggregation of Kafka Streams:
   (a repeat overwrites), and emits a window once every source partition has
   marked it done, through ``StreamPipeline.detect``.
 
-Records: :mod:`driftmon.scale.records`.  Per-partition stage state lives in a
+Records: :mod:`driftmon.scale.records`; a mapper's per-partition offsets, marks and
+idleness: :mod:`driftmon.scale.progress`.  Per-partition stage state lives in a
 compacted changelog topic (:mod:`driftmon.scale.changelog`).  The service
 wiring is :mod:`driftmon.scale.service`.  See docs/scaling.md.
 """

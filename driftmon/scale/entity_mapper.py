@@ -32,10 +32,10 @@ from driftmon.monitors.entities import declared_columns, declared_labels
 from driftmon.monitors.packing import pack, unpack
 from driftmon.scale.entity_records import CELLS_PER_RECORD, EntityMark, EntityPartial, Source
 from driftmon.scale.mapper import PartitionWindows, StreamMapper
+from driftmon.scale.progress import NEVER, SourceProgress
 from driftmon.scale.records import Partial, Record
 from driftmon.summaries.base import Summarizer
 
-NEVER = -(2**62)
 U32_MAX = np.iinfo(np.uint32).max
 
 
@@ -182,15 +182,10 @@ class EntityMapper:
             raise ValueError(f"stream {cfg.name!r}: scale-out entities need time windows and declared categories")
         self.stream = cfg.name
         self.size = float(ent.window_size)
-        self.idle_timeout = cfg.window.idle_timeout
         self.labels = declared_labels(ent)
         self.vocab = {v: i for i, v in enumerate(self.labels)}
         self.parts: dict[Source, PartitionEntityCounts] = {}
-        self.first_offset: dict[Source, int] = {}
-        self.last_offset: dict[Source, int] = {}
-        self.marked: dict[Source, int] = {}
-        self.idle: dict[Source, bool] = {}
-        self.seen: dict[Source, float] = {}
+        self.progress = SourceProgress(cfg.window.idle_timeout)
 
     def counts(self, src: Source) -> PartitionEntityCounts:
         pc = self.parts.get(src)
@@ -208,9 +203,7 @@ class EntityMapper:
         """Count one batch's accepted events (``ts``, ``cols`` and ``partitions`` per event);
         returns the records to send, in order (a partition's partials, then its mark)."""
         out: list[EntityPartial | EntityMark] = []
-        for p, (first, last) in ranges.items():
-            self.first_offset.setdefault((topic, p), first)
-            self.last_offset[(topic, p)] = last
+        self.progress.polled(topic, ranges)
         if cols is None or ts.size == 0:
             return out
         key_ok = np.fromiter(map(is_not, cols.keys, repeat(None)), dtype=bool, count=len(cols.keys))
@@ -219,8 +212,7 @@ class EntityMapper:
         for p in np.unique(partitions).tolist():
             src = (topic, int(p))
             mine = np.flatnonzero(partitions == p)
-            if now is not None:
-                self.seen[src] = now
+            self.progress.delivered(src, now)
             if mine.size == ts.size and ok.all():  # (one partition, every event valid: no copies)
                 out.extend(self._count(src, of, shards, ts, ok, cols.hashes, cols.keys,  # type: ignore[arg-type]
                                        declared_columns(self.vocab, cols.values)))  # type: ignore[arg-type]
@@ -229,10 +221,8 @@ class EntityMapper:
                 col = declared_columns(self.vocab, [cols.values[i] for i in sel.tolist()])  # type: ignore[misc]
                 out.extend(self._count(src, of, shards, ts[mine], ok[mine], cols.hashes[sel],
                                        [cols.keys[i] for i in sel.tolist()], col))  # type: ignore[misc]
-            if self.idle.get(src):  # back from idleness: say so at once
-                self.idle[src] = False
+            if self.progress.back(src, self.through(src)):  # back from idleness: say so at once
                 out.append(EntityMark(self.stream, topic, int(p), of, self.through(src), False))
-                self.marked[src] = self.through(src)
         return out
 
     def _count(self, src: Source, of: int, shards: int, ts: np.ndarray, ok: np.ndarray, h: np.ndarray,
@@ -253,7 +243,7 @@ class EntityMapper:
             w = int(widx[lo])
             if w > pc.window:
                 if pc.t_max > -math.inf:  # (a window without a valid event sends nothing)
-                    rng = (self.first_offset.pop(src, -1), self.last_offset.get(src, -1))
+                    rng = self.progress.take_range(src)
                     out.extend(pc.take(self.stream, src, shards, rng))
                 pc.window = w
             a, b = int(vpos[lo]), int(vpos[hi])
@@ -262,9 +252,8 @@ class EntityMapper:
                 pc.add(h[a:b], col[a:b], ts[lo:hi][seg], keys[a:b])
         pc.watermark = max(pc.watermark, float(run[-1]))
         through = self.through(src)
-        if through > self.marked.get(src, NEVER):
+        if self.progress.advance(src, through):
             out.append(EntityMark(self.stream, src[0], src[1], of, through, False))
-            self.marked[src] = through
         return out
 
     def tick(self, now: float, of: dict[str, int], shards: int) -> list[EntityPartial | EntityMark]:
@@ -272,33 +261,23 @@ class EntityMapper:
         after what the partition's open entity window holds (it stays open; if the partition
         delivers again and closes it, the whole window overwrites these partials)."""
         out: list[EntityPartial | EntityMark] = []
-        for src in list(self.parts):
-            seen = self.seen.setdefault(src, now)
-            if not self.idle.get(src) and now - seen > self.idle_timeout:
-                self.idle[src] = True
-                pc = self.counts(src)
-                if pc.window is not None and pc.t_max > -math.inf:
-                    rng = (self.first_offset.get(src, -1), self.last_offset.get(src, -1))
-                    out.extend(pc.partials(self.stream, src, shards, rng))
-                out.append(EntityMark(self.stream, src[0], src[1], of[src[0]], self.through(src), True))
+        for src in self.progress.quiet(list(self.parts), now):
+            pc = self.counts(src)
+            if pc.window is not None and pc.t_max > -math.inf:
+                out.extend(pc.partials(self.stream, src, shards, self.progress.peek_range(src)))
+            out.append(EntityMark(self.stream, src[0], src[1], of[src[0]], self.through(src), True))
         return out
 
     def forget(self, src: Source) -> None:
-        for d in (self.parts, self.first_offset, self.last_offset, self.marked, self.idle, self.seen):
-            d.pop(src, None)  # type: ignore[attr-defined]
+        self.parts.pop(src, None)
+        self.progress.forget(src)
 
     def snapshot(self, src: Source) -> dict[str, Any]:
-        return {"counts": self.counts(src).snapshot(), "first_offset": self.first_offset.get(src),
-                "marked": self.marked.get(src)}
+        return {"counts": self.counts(src).snapshot(), **self.progress.snapshot(src)}
 
     def restore(self, src: Source, d: dict[str, Any]) -> None:
         self.parts[src] = PartitionEntityCounts.from_snapshot(len(self.labels), d["counts"])
-        self.seen.pop(src, None)
-        self.idle.pop(src, None)
-        if d.get("first_offset") is not None:
-            self.first_offset[src] = int(d["first_offset"])
-        if d.get("marked") is not None:
-            self.marked[src] = int(d["marked"])
+        self.progress.restore(src, d)
 
 
 class EntityStreamMapper(StreamMapper):

@@ -38,10 +38,10 @@ from driftmon.monitors.base import MonitorStep
 from driftmon.monitors.entities import EntityMonitor
 from driftmon.pipeline import StepOutput
 from driftmon.scale.entity_records import EntityMark, EntityPartial, Source, from_dict, to_dict
+from driftmon.scale.progress import NEVER
 from driftmon.scale.records import Record
 from driftmon.scale.reducer import Reducer
 
-NEVER = -(2**62)
 log = logging.getLogger("driftmon.scale.entity_reducer")
 
 

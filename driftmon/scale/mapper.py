@@ -18,6 +18,7 @@ import numpy as np
 
 from driftmon.config import StreamConfig
 from driftmon.decode.prepare import CodedBatch, SegmentKeys
+from driftmon.scale.progress import SourceProgress
 from driftmon.scale.records import Mark, Partial, Source
 from driftmon.summaries.base import Summarizer
 from driftmon.windows.base import ClosedWindow, WindowState
@@ -69,11 +70,7 @@ class StreamMapper:
         self.cfg = cfg
         self.summarizers = list(summarizers)
         self.parts: dict[Source, PartitionWindows] = {}
-        self.first_offset: dict[Source, int] = {}  # first offset counted since the partition's last partials
-        self.last_offset: dict[Source, int] = {}
-        self.marked: dict[Source, int] = {}  # last ``through`` marked
-        self.idle: dict[Source, bool] = {}
-        self.seen: dict[Source, float] = {}  # processing time of the last event (or of the assignment)
+        self.progress = SourceProgress(cfg.window.idle_timeout)
 
     def windows(self, src: Source) -> PartitionWindows:
         pw = self.parts.get(src)
@@ -91,35 +88,30 @@ class StreamMapper:
         to send, in order (partials, then their partition's mark)."""
         late = np.zeros(len(batch), dtype=bool)
         out: list[Partial | Mark] = []
-        for p, (first, last) in ranges.items():
-            self.first_offset.setdefault((topic, p), first)
-            self.last_offset[(topic, p)] = last
+        progress = self.progress
+        progress.polled(topic, ranges)
         for p in np.unique(partitions).tolist():
             sel = np.flatnonzero(partitions == p)
             src = (topic, int(p))
             pw = self.windows(src)
             _, late[sel] = pw.add(subset(batch, self.summarizers, sel))
-            if now is not None:
-                self.seen[src] = now
+            progress.delivered(src, now)
             out.extend(self._emit(src, of))
-            if self.idle.get(src):  # back from idleness: say so at once
-                self.idle[src] = False
+            if progress.back(src, self.through(src)):  # back from idleness: say so at once
                 out.append(Mark(topic, int(p), of, self.through(src), False))
-                self.marked[src] = self.through(src)
         return late, out
 
     def _emit(self, src: Source, of: int) -> list[Partial | Mark]:
         pw = self.windows(src)
         done = pw.take_done()
         out: list[Partial | Mark] = []
-        rng = (self.first_offset.pop(src, -1), self.last_offset.get(src, -1))
+        rng = self.progress.take_range(src)
         for idx, st in done:
             for f, fst in zip(self.cfg.features, split_features(st, len(self.summarizers))):
                 out.append(Partial(self.cfg.name, f.name, idx, src[0], src[1], rng, fst))
         through = self.through(src)
-        if through > self.marked.get(src, -(2**62)):
+        if self.progress.advance(src, through):
             out.append(Mark(src[0], src[1], of, through, False))
-            self.marked[src] = through
         return out
 
     def tick(self, now: float, of: dict[str, int]) -> list[Partial | Mark]:
@@ -131,40 +123,31 @@ class StreamMapper:
         these events, as one process does.  If the partition delivers again, a window it
         then closes is sent whole and overwrites this partial if not emitted yet."""
         out: list[Partial | Mark] = []
-        for src in list(self.parts):
-            seen = self.seen.setdefault(src, now)
-            if not self.idle.get(src) and now - seen > self.cfg.window.idle_timeout:
-                self.idle[src] = True
-                rng = (self.first_offset.get(src, -1), self.last_offset.get(src, -1))
-                for idx, st in sorted(self.windows(src).open.items()):
-                    for j, (f, fst) in enumerate(zip(self.cfg.features, split_features(st, len(self.summarizers)))):
-                        # a copy: the window stays open and keeps counting
-                        copy = WindowState.from_dict(fst.to_dict(), self.summarizers[j:j + 1])
-                        out.append(Partial(self.cfg.name, f.name, idx, src[0], src[1], rng, copy))
-                out.append(Mark(src[0], src[1], of[src[0]], self.through(src), True))
+        for src in self.progress.quiet(list(self.parts), now):
+            rng = self.progress.peek_range(src)
+            for idx, st in sorted(self.windows(src).open.items()):
+                for j, (f, fst) in enumerate(zip(self.cfg.features, split_features(st, len(self.summarizers)))):
+                    # a copy: the window stays open and keeps counting
+                    copy = WindowState.from_dict(fst.to_dict(), self.summarizers[j:j + 1])
+                    out.append(Partial(self.cfg.name, f.name, idx, src[0], src[1], rng, copy))
+            out.append(Mark(src[0], src[1], of[src[0]], self.through(src), True))
         return out
 
     def marks(self, of: dict[str, int]) -> list[Mark]:
         """The current mark of every owned partition (sent again after an assignment)."""
-        return [Mark(t, p, of[t], self.through((t, p)), bool(self.idle.get((t, p)))) for t, p in self.parts]
+        return [Mark(t, p, of[t], self.through((t, p)), self.progress.is_idle((t, p))) for t, p in self.parts]
 
     def forget(self, src: Source) -> None:
-        for d in (self.parts, self.first_offset, self.last_offset, self.marked, self.idle, self.seen):
-            d.pop(src, None)  # type: ignore[attr-defined]
+        self.parts.pop(src, None)
+        self.progress.forget(src)
 
     def snapshot(self, src: Source) -> dict[str, Any]:
-        return {"windows": self.windows(src).snapshot(), "first_offset": self.first_offset.get(src),
-                "marked": self.marked.get(src)}
+        return {"windows": self.windows(src).snapshot(), **self.progress.snapshot(src)}
 
     def restore(self, src: Source, d: dict[str, Any]) -> None:
         pw = self.windows(src)
         pw.restore(d["windows"])
         pw.done = []
-        self.seen.pop(src, None)
-        self.idle.pop(src, None)
-        if d.get("first_offset") is not None:
-            self.first_offset[src] = int(d["first_offset"])
-        if d.get("marked") is not None:
-            self.marked[src] = int(d["marked"])
+        self.progress.restore(src, d)
 
 

@@ -44,12 +44,11 @@ from typing import Any
 
 from driftmon.config import StreamConfig
 from driftmon.pipeline import StepOutput, StreamPipeline, detect_jointly
+from driftmon.scale.progress import NEVER
 from driftmon.scale.records import Mark, Partial, Source
 from driftmon.windows.base import WindowState
 from driftmon.windows.event_time import EventTimeWindows
 from driftmon.windows.segments import SegmentCap
-
-NEVER = -(2**62)
 
 
 def series_pipelines(streams: Iterable[StreamConfig], clock: Callable[[], float] | None = None
