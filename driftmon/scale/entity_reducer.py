@@ -38,7 +38,7 @@ from driftmon.monitors.base import MonitorStep
 from driftmon.monitors.entities import EntityMonitor
 from driftmon.pipeline import StepOutput
 from driftmon.scale.entity_records import EntityMark, EntityPartial, Source, from_dict, to_dict
-from driftmon.scale.progress import NEVER
+from driftmon.scale.progress import NEVER, due_windows, ready_through
 from driftmon.scale.records import Record
 from driftmon.scale.reducer import Reducer
 
@@ -59,7 +59,7 @@ class EntityShard:
         self.partials: dict[tuple[str, int], dict[tuple[Source, int], EntityPartial]] = {}  # [..][(source, part)]
         self.done_below: dict[str, int] = {}
         self.high: dict[str, int] = {}  # highest ``ready`` seen after a mark (see Reducer)
-        self.waiting: dict[tuple[str, int], float] = {}  # (stream, window) -> first seen held back
+        self.waiting: dict[str, dict[int, float]] = {}  # stream -> window -> first seen held back
         self.idle_advances: Counter[str] = Counter()
         self.partial_windows: Counter[str] = Counter()
         self.complete_windows: Counter[str] = Counter()
@@ -118,10 +118,9 @@ class EntityShard:
         s = self.streams[name]
         if any(t not in self.of for t in s.topics):
             return NEVER
-        thr = [(src, self.through.get((name, src), NEVER)) for src in ((t, p) for t in s.topics
-                                                                     for p in range(self.of[t]))]
-        active = [w for src, w in thr if not self.idle.get((name, src))]
-        return max(min(active, default=NEVER), min((w for _, w in thr), default=NEVER), self.high.get(name, NEVER))
+        srcs = [(t, p) for t in s.topics for p in range(self.of[t])]
+        return ready_through([self.through.get((name, src), NEVER) for src in srcs],
+                             [bool(self.idle.get((name, src))) for src in srcs], self.high.get(name, NEVER))
 
     def _emit_stream(self, name: str, now: float) -> StepOutput | None:
         s = self.streams[name]
@@ -129,29 +128,21 @@ class EntityShard:
             return None
         srcs = [(t, p) for t in s.topics for p in range(self.of[t])]
         thr = {src: self.through.get((name, src), NEVER) for src in srcs}
-        active = [src for src in srcs if not self.idle.get((name, src))]
         ready = self._ready(name)
         pending = sorted(w for (st, w) in self.partials if st == name)
         out: StepOutput | None = None
-        for w in pending:  # each window's wait counts from when it was first held back
-            if w > ready and active:
-                self.waiting.setdefault((name, w), now)
-        for w in pending:
-            if w > ready:
-                if not active:  # every source partition idle: nobody to wait for or time out
-                    break
-                if now - self.waiting[(name, w)] < self.partial_timeout:
-                    break
+        for w, missing, idle in due_windows(pending, srcs, thr, lambda x: bool(self.idle.get((name, x))), ready,
+                                            self.waiting.setdefault(name, {}), now, self.partial_timeout):
+            if missing:
                 self.partial_windows[name] += 1
             else:
                 self.complete_windows[name] += 1
-            self.idle_advances[name] += sum(1 for x in srcs if self.idle.get((name, x)) and thr[x] < w)
+            self.idle_advances[name] += idle
             out = out or StepOutput()
             step = self._close(name, w, self.partials.pop((name, w)))
             out.records.extend(step.records)
             out.monitors.append(step)
             self.done_below[name] = w + 1
-            self.waiting.pop((name, w), None)
         if ready >= self.done_below.get(name, NEVER):
             self.done_below[name] = ready + 1
         return out

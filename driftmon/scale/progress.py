@@ -1,15 +1,18 @@
-"""What a mapper tracks per source partition besides its counts.
+"""Per-source-partition progress, both stages: what a mapper tracks besides its counts, and
+when a reducer may emit a window.
 
 Both mappers (:mod:`driftmon.scale.mapper` for the series, :mod:`driftmon.scale.entity_mapper`
 for per-entity counts) send a partition's partials with the offset range they cover, then a
 progress mark (``through``: the last window the partition closed), and mark a partition idle
 once it delivered nothing for ``window.idle_timeout`` of processing time.  This is that
 bookkeeping, once; a mapper's checkpoint of a partition carries :meth:`SourceProgress.snapshot`.
+Both reducers (series and entities) decide which windows are due with :func:`ready_through`
+and :func:`due_windows`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from driftmon.scale.records import Source
@@ -90,3 +93,33 @@ class SourceProgress:
             self.first_offset[src] = int(d["first_offset"])
         if d.get("marked") is not None:
             self.marked[src] = int(d["marked"])
+
+
+def ready_through(through: Sequence[int], idle: Sequence[bool], high: int) -> int:
+    """Every window up to this one may be emitted: the active source partitions have closed it
+    (all of them have, if none is active), or they had when last seen (``high``: progress is
+    kept once reached).  ``through``/``idle``: per source partition of the stream."""
+    active = [t for t, i in zip(through, idle) if not i]
+    return max(min(active, default=NEVER), min(through, default=NEVER), high)
+
+
+def due_windows(pending: Sequence[int], sources: Sequence[Source], through: Mapping[Source, int],
+                idle: Callable[[Source], bool], ready: int, waiting: MutableMapping[int, float],
+                now: float, timeout: float) -> Iterator[tuple[int, list[Source], int]]:
+    """The windows of ``pending`` (sorted) to emit now, in order, as ``(window, missing, idle)``:
+    the active source partitions that have not closed it (empty: complete; otherwise it waited
+    ``timeout`` since first held back, per window in ``waiting``) and how many idle partitions
+    it passes.  Stops at the first window that must wait longer, or that only idle partitions
+    hold back (nobody to wait for or time out)."""
+    active = [s for s in sources if not idle(s)]
+    for w in pending:  # each window's wait counts from when it was first held back
+        if w > ready and active:
+            waiting.setdefault(w, now)
+    for w in pending:
+        missing: list[Source] = []
+        if w > ready:
+            missing = [s for s in active if through[s] < w]
+            if not missing or now - waiting[w] < timeout:
+                return
+        yield w, missing, sum(1 for s in sources if idle(s) and through[s] < w)
+        waiting.pop(w, None)

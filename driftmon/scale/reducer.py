@@ -44,7 +44,7 @@ from typing import Any
 
 from driftmon.config import StreamConfig
 from driftmon.pipeline import StepOutput, StreamPipeline, detect_jointly
-from driftmon.scale.progress import NEVER
+from driftmon.scale.progress import NEVER, due_windows, ready_through
 from driftmon.scale.records import Mark, Partial, Source
 from driftmon.windows.base import WindowState
 from driftmon.windows.event_time import EventTimeWindows
@@ -75,7 +75,7 @@ class Reducer:
         self.partials: dict[tuple[str, str, int], dict[Source, WindowState]] = {}
         self.done_below: dict[str, int] = {}  # per stream: every window below was emitted
         self.high: dict[str, int] = {}  # per stream: highest ``ready`` seen (see the module docstring)
-        self.waiting: dict[tuple[str, int], float] = {}  # (stream, window) -> first seen held back
+        self.waiting: dict[str, dict[int, float]] = {}  # stream -> window -> first seen held back
         self.idle_advances: Counter[str] = Counter()  # per stream
         self.partial_windows: Counter[str] = Counter()
         self.complete_windows: Counter[str] = Counter()
@@ -123,9 +123,8 @@ class Reducer:
         srcs = self.sources(name)
         if srcs is None:
             return NEVER
-        thr = [self.through.get(src, NEVER) for src in srcs]
-        active = [t for src, t in zip(srcs, thr) if not self.idle.get(src)]
-        return max(min(active, default=NEVER), min(thr, default=NEVER), self.high.get(name, NEVER))
+        return ready_through([self.through.get(src, NEVER) for src in srcs],
+                             [bool(self.idle.get(src)) for src in srcs], self.high.get(name, NEVER))
 
     def emit(self, now: float) -> list[tuple[str, StepOutput]]:
         """Results of every window that is complete (or timed out), per stream, in window order."""
@@ -141,30 +140,19 @@ class Reducer:
         if srcs is None:
             return None
         thr = {src: self.through.get(src, NEVER) for src in srcs}
-        active = [src for src in srcs if not self.idle.get(src)]
         ready = self._ready(name)
         pending = sorted({w for (s, _, w) in self.partials if s == name})
         step: StepOutput | None = None
-        for w in pending:  # each window's wait counts from when it was first held back
-            if w > ready and active:
-                self.waiting.setdefault((name, w), now)
-        for w in pending:
-            missing: list[Source] = []
-            if w > ready:
-                missing = [s for s in active if thr[s] < w]
-                if not missing:  # every source partition idle: nobody to wait for or time out
-                    break
-                if now - self.waiting[(name, w)] < self.partial_timeout:
-                    break
+        for w, missing, idle in due_windows(pending, srcs, thr, lambda s: bool(self.idle.get(s)), ready,
+                                            self.waiting.setdefault(name, {}), now, self.partial_timeout):
+            if missing:
                 self.partial_windows[name] += 1
-            idle = sum(1 for s in srcs if self.idle.get(s) and thr[s] < w)
-            self.idle_advances[name] += idle
-            if not missing:
+            else:
                 self.complete_windows[name] += 1
+            self.idle_advances[name] += idle
             step = step or StepOutput()
             self._emit_window(name, w, missing, step)
             self.done_below[name] = w + 1
-            self.waiting.pop((name, w), None)
         if ready >= self.done_below.get(name, NEVER):
             self.done_below[name] = ready + 1
         return step
