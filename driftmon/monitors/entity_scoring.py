@@ -46,9 +46,10 @@ class EntityShift:
     bias: float  # (K-1)/2 (1/n + 1/m): the plug-in KL's expected value with no change, nats
     kind: str = KIND
     unit: str = UNIT
+    partial: tuple[str, ...] | None = None  # scale-out: the source partitions missing from the window
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "kind": self.kind,
             "stream": self.stream,
             "entity": self.entity,
@@ -70,6 +71,10 @@ class EntityShift:
             "threshold": self.threshold,
             "max_p_value": self.max_p_value,
         }
+        if self.partial is not None:  # only records of scale-out windows closed incomplete
+            d["partial"] = True
+            d["missing_partitions"] = list(self.partial)
+        return d
 
     def sink_key(self) -> bytes:
         """The Kafka key: the entity, so all of one user's records share a partition."""

@@ -140,6 +140,9 @@ class EntityShard:
             self.idle_advances[name] += idle
             out = out or StepOutput()
             step = self._close(name, w, self.partials.pop((name, w)))
+            if missing:  # marked as the series' rows are
+                label = tuple(f"{t}:{p}" for t, p in missing)
+                step.records = [dataclasses.replace(r, partial=label) for r in step.records]
             out.records.extend(step.records)
             out.monitors.append(step)
             self.done_below[name] = w + 1

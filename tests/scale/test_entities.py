@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from driftmon.config import parse_config
 from driftmon.decode.prepare import CodedBatch, EntityColumns, PreparedBatch
+from driftmon.detect.result import rfc3339
 from driftmon.monitors.entities import EntityMonitor
 from driftmon.scale.entity_mapper import EntityMapper
 from driftmon.scale.entity_records import EntityMark, EntityPartial
@@ -179,7 +180,13 @@ def test_a_window_missing_a_partition_waits_then_times_out():
     held = {r.window for r in mapped[0] if isinstance(r, EntityPartial) and r.window > reported}
     assert len(held) > 1
     # at the timeout every window held back since 0 goes out, not one per timeout
-    assert red.emit(31.0) and red.partial_windows["interactions"] == len(held)
+    out = red.emit(31.0)
+    assert out and red.partial_windows["interactions"] == len(held)
+    rows = [r.to_dict() for _, o in out for r in o.records]
+    starts = {rfc3339(w * CFG.entities.window_size) for w in held}
+    late = [r for r in rows if r["window_start"] in starts]
+    assert late and all(r["partial"] and r["missing_partitions"] == ["events:1"] for r in late)
+    assert all("partial" not in r for r in rows if r not in late)  # the windows both partitions closed
 
 
 def test_entity_partials_are_compact():
