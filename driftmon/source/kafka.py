@@ -156,8 +156,9 @@ def keep_finished_joins(consumer: Any) -> bool:
 
     async def join_group_async(*args: Any, **kwargs: Any) -> Any:
         finished = coordinator._join_task
-        if finished is None or not finished.is_done:
-            return await original(*args, **kwargs)
+        if (finished is None or not getattr(finished, "is_done", False)
+                or not hasattr(finished, "value") or not hasattr(finished, "exception")):
+            return await original(*args, **kwargs)  # (a task of another shape: kafka-python's own way)
 
         async def outcome() -> Any:
             coordinator.__dict__.pop("_do_join_and_sync_async", None)  # once: later attempts join anew
