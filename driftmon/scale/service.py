@@ -172,7 +172,7 @@ class ScaledDaemon(Daemon):
             self.cfg.kafka, sc.changelog_topic or "", config_fingerprint(self.cfg), sc.changelog_quiet))
         self.reduce_source = conn.build("partials consumer", lambda: make_source(
             replace(self.cfg.kafka, group_id=sc.reduce_group_id or ""), [sc.partials_topic],
-            on_assign=self._on_assign_reduce, on_revoke=self._on_revoke_reduce))
+            on_assign=self.counted(sc.reduce_group_id or "", self._on_assign_reduce), on_revoke=self._on_revoke_reduce))
         if self.producer is None or self.changelog is None or self.reduce_source is None:
             base.close()
             return None

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -290,6 +290,14 @@ class Daemon:
             return False, f"no partitions assigned (last broker contact {age:.0f}s ago)"
         return True, "ready"
 
+    def counted(self, group: str, on_assign: Callable[[list[tuple[str, int]]], None]
+                ) -> Callable[[list[tuple[str, int]]], None]:
+        """``on_assign`` that first counts the rebalance (``driftmon_consumer_rebalances_total``)."""
+        def assigned(partitions: list[tuple[str, int]]) -> None:
+            self.metrics.rebalanced(group)
+            on_assign(partitions)
+        return assigned
+
     def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
         """Resume every partition this state has counted from at its own next
         offset, on every assignment: Kafka's committed offset can be behind it
@@ -393,7 +401,8 @@ class Daemon:
         if not dlq_topic and not sinks.kafka_topic:  # a failed consumer constructor leaks a thread: probe first
             if conn.build("cluster probe", lambda: probe_cluster(kafka)) is None:
                 return None
-        return conn.build("consumer", lambda: make_source(kafka, topics, on_assign=self._on_assign,
+        on_assign = self.counted(kafka.group_id, self._on_assign)
+        return conn.build("consumer", lambda: make_source(kafka, topics, on_assign=on_assign,
                                                           on_revoke=self._on_revoke))
 
     def _check_offsets(self) -> None:

@@ -140,6 +140,9 @@ def test_counters_and_process_gauges():
     m.window_closed("recs", 1_700_000_300.0)
     m.window_closed("recs", 1_700_000_600.0)
     m.set_lag("events", 3, 1234)
+    m.rebalanced("driftmon")
+    m.rebalanced("driftmon")
+    m.rebalanced("driftmon-reduce")
     m.webhook_outcome("ops", "delivered")
     m.webhook_outcome("ops", "retry")
     m.webhook_outcome("ops", "retry")
@@ -148,6 +151,8 @@ def test_counters_and_process_gauges():
     m.set_ready(True)
     smp = samples(m)
     assert value(smp, "driftmon_events_total", stream="recs") == 10
+    assert value(smp, "driftmon_consumer_rebalances_total", group="driftmon") == 2
+    assert value(smp, "driftmon_consumer_rebalances_total", group="driftmon-reduce") == 1
     assert value(smp, "driftmon_events_decoded_total", stream="recs") == 7
     assert value(smp, "driftmon_events_rejected_total", stream="recs", reason="missing_field") == 3
     assert value(smp, "driftmon_events_rejected_total", stream="recs", reason="invalid_json") == 0
@@ -196,6 +201,7 @@ def exercised(scale: bool = True) -> Metrics:
     c.set_lag("t", 1, 1)
     c.forget_partition("t", 1)
     c.offset_out_of_range("t", 0, "beyond_end")
+    c.rebalanced("g")
     c.webhook_outcome("r", WEBHOOK_OUTCOMES[0])
     c.set_outbox_size("r", 0)
     c.checkpoint_done()

@@ -314,6 +314,7 @@ def test_end_to_end_drift_fires_and_resolves_metrics_webhooks_and_replay_agree(k
     last_end = max(r["window_end"] for r in rows)
     assert rfc3339(s.value("driftmon_last_window_close_timestamp_seconds", stream="interactions")) == last_end
     assert s.value("driftmon_consumer_lag", topic=topic, partition="0") == 0
+    assert s.value("driftmon_consumer_rebalances_total", group=doc["kafka"]["group_id"]) >= 1  # (absent: not counted)
     assert s.value("driftmon_build_info", version=__version__) == 1
     assert s.value("driftmon_ready") == 1
     fired = sum(r["transition"] == "fired" for r in rows)

@@ -47,6 +47,7 @@ METRIC_NAMES: tuple[str, ...] = (
     # Kafka consumer
     "driftmon_consumer_lag",
     "driftmon_consumer_offset_out_of_range_total",
+    "driftmon_consumer_rebalances_total",
     # webhooks
     "driftmon_webhook_deliveries_total",
     "driftmon_webhook_outbox_size",
@@ -222,6 +223,13 @@ class Families:
             "A partition's next offset was outside its log: beyond_end (the broker lost records) or "
             "before_start (deleted before they were read); kafka.auto_offset_reset was applied.",
             ("topic", "partition", "direction"),
+            registry=reg,
+        )
+        self._rebalances = Counter(
+            "driftmon_consumer_rebalances_total",
+            "Partition assignments this replica's consumer received (one per group rebalance it "
+            "went through), per consumer group: a steady rise is a group that keeps rebalancing.",
+            ("group",),
             registry=reg,
         )
         self._deliveries = Counter(

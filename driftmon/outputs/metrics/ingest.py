@@ -12,7 +12,7 @@ from driftmon.vocabulary import OFFSET_DIRECTIONS
 
 class IngestMetrics(Families):
     """Per stream: events, decoded, rejected, late, truncated, windows closed; per partition:
-    consumer lag and offsets out of range."""
+    consumer lag and offsets out of range; per consumer group: rebalances."""
 
     def init_stream(self, stream: str, reasons: tuple[str, ...] = ()) -> None:
         """Create a stream's counters at 0 so rate() works from the first scrape."""
@@ -42,6 +42,10 @@ class IngestMetrics(Families):
         self._last_close.labels(stream).set(time.time() if end_ts is None else end_ts)
 
     # -- source -------------------------------------------------------------
+
+    def rebalanced(self, group: str) -> None:
+        """Count an assignment callback of the consumer in ``group`` (a completed rebalance)."""
+        self._rebalances.labels(group).inc()
 
     def set_lag(self, topic: str, partition: int, lag: float) -> None:
         self._lag.labels(topic, str(partition)).set(lag)
