@@ -30,10 +30,11 @@ from driftmon.config import StreamConfig
 from driftmon.decode.prepare import CodedBatch, EntityColumns
 from driftmon.monitors.entities import declared_columns, declared_labels
 from driftmon.monitors.packing import pack, unpack
-from driftmon.scale.entity_records import CELLS_PER_RECORD, EntityMark, EntityPartial, Source
+from driftmon.scale.entity_records import CELLS_PER_RECORD, EntityMark, EntityPartial
 from driftmon.scale.mapper import PartitionWindows, StreamMapper
 from driftmon.scale.progress import NEVER, SourceProgress
 from driftmon.scale.records import Partial, Record
+from driftmon.scale.sources import Source
 from driftmon.summaries.base import Summarizer
 
 U32_MAX = np.iinfo(np.uint32).max

@@ -36,14 +36,14 @@ from typing import Any
 import numpy as np
 
 from driftmon.monitors.packing import pack, unpack
+from driftmon.scale.sources import FromSource
 
 FORMAT = 1
-Source = tuple[str, int]
 CELLS_PER_RECORD = 50_000  # about 450 kB of record: under the 1 MiB message size brokers accept by default
 
 
 @dataclass(frozen=True, eq=False)
-class EntityPartial:
+class EntityPartial(FromSource):
     stream: str
     window: int
     topic: str
@@ -62,13 +62,9 @@ class EntityPartial:
     part: int = 0
     parts: int = 1
 
-    @property
-    def source(self) -> Source:
-        return (self.topic, self.partition)
-
 
 @dataclass(frozen=True)
-class EntityMark:
+class EntityMark(FromSource):
     """Source partition ``(topic, partition)`` has closed every entity window of ``stream`` up to ``through``."""
 
     stream: str
@@ -77,10 +73,6 @@ class EntityMark:
     of: int
     through: int
     idle: bool = False
-
-    @property
-    def source(self) -> Source:
-        return (self.topic, self.partition)
 
 
 def to_dict(rec: EntityPartial | EntityMark) -> dict[str, Any]:

@@ -37,10 +37,11 @@ from driftmon.config import StreamConfig
 from driftmon.monitors.base import MonitorStep
 from driftmon.monitors.entities import EntityMonitor
 from driftmon.pipeline import StepOutput
-from driftmon.scale.entity_records import EntityMark, EntityPartial, Source, from_dict, to_dict
-from driftmon.scale.progress import NEVER, due_windows, ready_through
+from driftmon.scale.entity_records import EntityMark, EntityPartial, from_dict, to_dict
+from driftmon.scale.progress import NEVER, due_windows, emit_each, ready_through, stream_sources
 from driftmon.scale.records import Record
 from driftmon.scale.reducer import Reducer
+from driftmon.scale.sources import Source
 
 log = logging.getLogger("driftmon.scale.entity_reducer")
 
@@ -106,27 +107,20 @@ class EntityShard:
         self.partials.setdefault((rec.stream, rec.window), {})[(rec.source, rec.part)] = rec
 
     def emit(self, now: float) -> list[tuple[str, StepOutput]]:
-        out = []
-        for name in self.streams:
-            step = self._emit_stream(name, now)
-            if step is not None:
-                out.append((name, step))
-        return out
+        return emit_each(self.streams, self._emit_stream, now)
 
     def _ready(self, name: str) -> int:
         """As :meth:`Reducer._ready`: the active partitions' progress, kept once reached."""
-        s = self.streams[name]
-        if any(t not in self.of for t in s.topics):
+        srcs = stream_sources(self.streams[name].topics, self.of)
+        if srcs is None:
             return NEVER
-        srcs = [(t, p) for t in s.topics for p in range(self.of[t])]
         return ready_through([self.through.get((name, src), NEVER) for src in srcs],
                              [bool(self.idle.get((name, src))) for src in srcs], self.high.get(name, NEVER))
 
     def _emit_stream(self, name: str, now: float) -> StepOutput | None:
-        s = self.streams[name]
-        if any(t not in self.of for t in s.topics):
+        srcs = stream_sources(self.streams[name].topics, self.of)
+        if srcs is None:
             return None
-        srcs = [(t, p) for t in s.topics for p in range(self.of[t])]
         thr = {src: self.through.get((name, src), NEVER) for src in srcs}
         ready = self._ready(name)
         pending = sorted(w for (st, w) in self.partials if st == name)

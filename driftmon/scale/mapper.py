@@ -19,7 +19,8 @@ import numpy as np
 from driftmon.config import StreamConfig
 from driftmon.decode.prepare import CodedBatch, SegmentKeys
 from driftmon.scale.progress import SourceProgress
-from driftmon.scale.records import Mark, Partial, Source
+from driftmon.scale.records import Mark, Partial
+from driftmon.scale.sources import Source
 from driftmon.summaries.base import Summarizer
 from driftmon.windows.base import ClosedWindow, WindowState
 from driftmon.windows.event_time import EventTimeWindows

@@ -13,10 +13,11 @@ and :func:`due_windows`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from driftmon.scale.records import Source
+from driftmon.scale.sources import Source
 
+T = TypeVar("T")
 NEVER = -(2**62)  # ``through`` of a partition that has closed no window
 
 
@@ -93,6 +94,23 @@ class SourceProgress:
             self.first_offset[src] = int(d["first_offset"])
         if d.get("marked") is not None:
             self.marked[src] = int(d["marked"])
+
+
+def stream_sources(topics: Sequence[str], of: Mapping[str, int]) -> list[Source] | None:
+    """Every source partition of a stream's ``topics``, once each topic's size (``of``) is known."""
+    if any(t not in of for t in topics):
+        return None
+    return [(t, p) for t in topics for p in range(of[t])]
+
+
+def emit_each(names: Iterable[str], emit_stream: Callable[[str, float], T | None], now: float) -> list[tuple[str, T]]:
+    """``[(stream, its output)]`` of the streams whose ``emit_stream(stream, now)`` produced one."""
+    out = []
+    for name in names:
+        step = emit_stream(name, now)
+        if step is not None:
+            out.append((name, step))
+    return out
 
 
 def ready_through(through: Sequence[int], idle: Sequence[bool], high: int) -> int:

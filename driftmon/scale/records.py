@@ -32,15 +32,15 @@ from typing import Any
 import orjson
 
 from driftmon.scale.entity_records import EntityMark, EntityPartial, from_dict, to_dict
+from driftmon.scale.sources import FromSource
 from driftmon.summaries.base import Summarizer
 from driftmon.windows.base import WindowState
 
 FORMAT = 1
-Source = tuple[str, int]  # (event topic, partition)
 
 
 @dataclass(frozen=True)
-class Partial:
+class Partial(FromSource):
     """One source partition's summaries of one (stream, feature) window."""
 
     stream: str
@@ -55,13 +55,9 @@ class Partial:
     def series(self) -> tuple[str, str]:
         return (self.stream, self.feature)
 
-    @property
-    def source(self) -> Source:
-        return (self.topic, self.partition)
-
 
 @dataclass(frozen=True)
-class Mark:
+class Mark(FromSource):
     """Source partition ``(topic, partition)`` (of ``of``) has closed every window up to ``through``."""
 
     topic: str
@@ -69,10 +65,6 @@ class Mark:
     of: int
     through: int
     idle: bool = False
-
-    @property
-    def source(self) -> Source:
-        return (self.topic, self.partition)
 
 
 def series_key(stream: str, feature: str) -> bytes:

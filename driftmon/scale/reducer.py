@@ -44,8 +44,9 @@ from typing import Any
 
 from driftmon.config import StreamConfig
 from driftmon.pipeline import StepOutput, StreamPipeline, detect_jointly
-from driftmon.scale.progress import NEVER, due_windows, ready_through
-from driftmon.scale.records import Mark, Partial, Source
+from driftmon.scale.progress import NEVER, due_windows, emit_each, ready_through, stream_sources
+from driftmon.scale.records import Mark, Partial
+from driftmon.scale.sources import Source
 from driftmon.windows.base import WindowState
 from driftmon.windows.event_time import EventTimeWindows
 from driftmon.windows.segments import SegmentCap
@@ -112,10 +113,7 @@ class Reducer:
 
     def sources(self, stream: str) -> list[Source] | None:
         """Every source partition of the stream's topics, once each topic's size is known."""
-        s = self.streams[stream]
-        if any(t not in self.of for t in s.topics):
-            return None
-        return [(t, p) for t in s.topics for p in range(self.of[t])]
+        return stream_sources(self.streams[stream].topics, self.of)
 
     def _ready(self, name: str) -> int:
         """Every window up to this one may be emitted: the active source partitions have closed
@@ -128,12 +126,7 @@ class Reducer:
 
     def emit(self, now: float) -> list[tuple[str, StepOutput]]:
         """Results of every window that is complete (or timed out), per stream, in window order."""
-        out = []
-        for name in self.streams:
-            step = self._emit_stream(name, now)
-            if step is not None:
-                out.append((name, step))
-        return out
+        return emit_each(self.streams, self._emit_stream, now)
 
     def _emit_stream(self, name: str, now: float) -> StepOutput | None:
         srcs = self.sources(name)
