@@ -117,3 +117,8 @@ CALIBRATION_COUNTS = (
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT_KAFKA = "confluent-kafka"
 KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT_KAFKA)
+# ``kafka.record_reader`` (kafka-python only): who reads the records of a fetched batch.
+# ``batch`` (default): driftmon.source.kafka_records, a batch at a time, the same records;
+# ``kafka-python``: kafka-python's own reader, a record at a time.
+RECORD_READER_BATCH = "batch"
+RECORD_READERS = (RECORD_READER_BATCH, KAFKA_PYTHON)

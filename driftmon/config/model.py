@@ -205,6 +205,7 @@ class KafkaConfig:
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = field(default=None, repr=False)
     client: str = "kafka-python"  # kafka-python | confluent-kafka (driftmon.source.clients, docs/kafka.md)
+    record_reader: str = "batch"  # kafka-python's records read a batch at a time (source/kafka_records.py) | kafka-python
 
 
 @dataclass(frozen=True)

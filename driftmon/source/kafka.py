@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import kafka as kafka_module
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from driftmon.config import KafkaConfig
+from driftmon.source import kafka_records
 from driftmon.source.base import Record
 from driftmon.util.secrets import redact_kwargs
+from driftmon.vocabulary import RECORD_READER_BATCH
 
 try:  # kafka-python >= 2.0
     from kafka import ConsumerRebalanceListener
@@ -176,6 +179,19 @@ def keep_finished_joins(consumer: Any) -> bool:
     return True
 
 
+def read_batches(consumer: Any, kafka: KafkaConfig) -> bool:
+    """Install :mod:`driftmon.source.kafka_records` on a consumer unless ``kafka.record_reader``
+    is ``kafka-python``; returns whether it was installed (an unsupported kafka-python keeps
+    its own reader, with a log line)."""
+    if kafka.record_reader != RECORD_READER_BATCH:
+        return False
+    if kafka_records.install(consumer):
+        return True
+    log.info("kafka.record_reader: batch is not available with kafka-python %s; records are read "
+             "by kafka-python's own reader", getattr(kafka_module, "__version__", "?"))
+    return False
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
@@ -220,6 +236,7 @@ class KafkaSource:
         log.info("kafka consumer for %s: %s", list(self.topics), redact_kwargs(kwargs))
         self._consumer = KafkaConsumer(**kwargs)
         keep_finished_joins(self._consumer)
+        read_batches(self._consumer, kafka)
         self._contact = time.monotonic()  # the constructor bootstrapped metadata from the cluster
         self._consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
         self._position_kw = (
@@ -471,6 +488,7 @@ class KafkaPythonReader:
               "max_partition_fetch_bytes": max_partition_fetch_bytes}
         log.info("kafka reader: %s", redact_kwargs(kw))
         self._consumer = KafkaConsumer(**kw)
+        read_batches(self._consumer, kafka)
 
     def partitions(self, topic: str) -> list[int]:
         return sorted(self._consumer.partitions_for_topic(topic) or ())

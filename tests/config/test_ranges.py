@@ -112,6 +112,7 @@ BAD: list[tuple[str, Any, str, list[str]]] = [
     ("kafka.poll_timeout_ms", 600000, "kafka.poll_timeout_ms", ["<= 60000"]),
     ("kafka.auto_offset_reset", "none", "kafka.auto_offset_reset", ["expected one of earliest, latest"]),
     ("kafka.decode_workers", 2, "kafka.decode_workers", ["<= 1"]),
+    ("kafka.record_reader", "fast", "kafka.record_reader", ["expected one of batch, kafka-python"]),
     ("kafka.group_id", " ", "kafka.group_id", ["non-empty"]),
     ("kafka.bootstrap_servers", [], "kafka.bootstrap_servers", ["non-empty list"]),
     ("kafka.bootstrap_servers", ["b1:9092,b2:99999"], "kafka.bootstrap_servers[0]", ["port in 1..65535"]),
