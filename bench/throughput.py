@@ -61,7 +61,7 @@ from driftmon.outputs.alerts.payload import rfc3339  # noqa: E402
 from driftmon.pipeline import StreamPipeline  # noqa: E402
 from driftmon.service.daemon import Daemon  # noqa: E402
 from driftmon.service.process import tune_gc  # noqa: E402
-from driftmon.source.kafka import consumer_kwargs  # noqa: E402
+from driftmon.source.kafka import consumer_kwargs, read_batches  # noqa: E402
 from driftmon.testing import synth  # noqa: E402
 from driftmon.testing.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from driftmon.testing.receiver import WebhookSink  # noqa: E402
@@ -161,9 +161,12 @@ def run_bare_confluent(cfg, n: int) -> float:
         consumer.close()
 
 
-def run_bare_kafka_python(cfg, n: int) -> float:
-    """(a) events/s of a KafkaConsumer loop that only counts messages."""
+def run_bare_kafka_python(cfg, n: int, batch_reader: bool = False) -> float:
+    """(a) events/s of a KafkaConsumer loop that only counts messages; ``batch_reader``: (a')
+    the same loop with driftmon's record reader installed (``kafka.record_reader: batch``)."""
     consumer = KafkaConsumer(**consumer_kwargs(cfg.kafka))
+    if batch_reader and not read_batches(consumer, cfg.kafka):
+        raise SystemExit("kafka.record_reader: batch is not supported by this kafka-python")
     consumer.subscribe([TOPIC])
     count, t0 = 0, None
     try:
@@ -287,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.default_gc:
         tune_gc()
 
-    # the loops of one round, in order: (a) and (b) per client, (d) for kafka-python
+    # the loops of one round, in order: (a) and (b) per client, (a') for kafka-python, (d) with --worker
     loops = [(c, w) for c in clients for w in ("bare", "daemon")]
+    if KAFKA_PYTHON in clients:
+        loops.insert(1, (KAFKA_PYTHON, "bare-batch"))
     if args.worker:
         loops += [(c, "worker") for c in clients]
     state_root = tempfile.mkdtemp(prefix="driftmon-bench-")
@@ -301,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{versions}, gc threshold {gc.get_threshold()}")
     runs: dict[tuple[str, str], list[float]] = {k: [] for k in loops}
     ratios: dict[tuple[str, str], list[float]] = {k: [] for k in loops if k[1] != "bare"}
+    if (KAFKA_PYTHON, "bare-batch") in runs:  # the daemon against the bare loop with the same record reader
+        ratios[(KAFKA_PYTHON, "daemon/bare-batch")] = []
     latency: dict[str, dict] = {}
     try:
         with EmbeddedBroker() as broker:
@@ -318,15 +325,20 @@ def main(argv: list[str] | None = None) -> int:
                                       args.max_poll_records, decode_workers=int(which == "worker"), client=client)
                     if which == "bare":
                         got[key] = run_bare(cfg, args.events)
+                    elif which == "bare-batch":
+                        got[key] = run_bare_kafka_python(cfg, args.events, batch_reader=True)
                     else:
                         got[key], d = run_daemon(cfg, args.events)
                         pipe = d.pipelines["interactions"]
                         detail[key] = f"{pipe.events} ev, {pipe.windows_closed} win, {sum(pipe.rejected.values())} rej"
                     runs[key].append(got[key])
                 for key in ratios:
-                    ratios[key].append(got[key] / got[(key[0], "bare")])
+                    if key[1] == "daemon/bare-batch":
+                        ratios[key].append(got[(key[0], "daemon")] / got[(key[0], "bare-batch")])
+                    else:
+                        ratios[key].append(got[key] / got[(key[0], "bare")])
                 print(f"round {r + 1}: " + "   ".join(
-                    f"{c} {w} {got[(c, w)]:,.0f} ev/s" + (f" ({ratios[(c, w)][-1]:.2f} of bare; {detail[(c, w)]})"
+                    f"{c} {w} {got[(c, w)]:,.0f} ev/s" + (f" ({ratios[(c, w)][-1]:.2f} of bare" + (f"; {detail[(c, w)]})" if (c, w) in detail else ")")
                                                           if (c, w) in ratios else "")
                     for c, w in loops), flush=True)
             cfg = make_config(broker.bootstrap, os.path.join(state_root, "pipeline"), args.max_poll_records)
@@ -349,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         rr = ratios[(client, "daemon")]
         print(f"  {client:16} bare {bare:>10,.0f} ev/s   daemon {daemon:>10,.0f} ev/s   daemon/bare {daemon / bare:.2f} "
               f"(rounds {min(rr):.2f}-{max(rr):.2f}; goal >= {goals[client]})")
+        if (client, "bare-batch") in med:
+            bb, rr = med[(client, "bare-batch")], ratios[(client, "daemon/bare-batch")]
+            print(f"  {'':16} bare with driftmon's record reader {bb:>10,.0f} ev/s ({bb / bare:.2f}x kafka-python's reader); "
+                  f"daemon / that loop {daemon / bb:.2f} (rounds {min(rr):.2f}-{max(rr):.2f}): the engine's own share")
     for client in clients:
         if (client, "worker") in med:
             w, rr = med[(client, "worker")], ratios[(client, "worker")]
