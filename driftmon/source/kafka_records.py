@@ -11,12 +11,13 @@ aborted transactions, control batches, leader epochs, the next fetch offset afte
 compacted batch, metrics) and reads the records of a v2 batch whole, handing them to
 ``poll()`` a batch at a time instead of a generator step per record:
 
-* a plain batch (no headers, the usual case) column-wise: one Python loop walks the chain
-  of length-prefixed records, numpy decodes every other varint of all records at once, and
-  C-level maps slice the values from one ``bytes`` copy of the batch and build the records
-  (about 8,800 instructions per record);
-* any other batch, including every malformed one, in one loop with one- and two-byte
-  varints inline, raising kafka-python's errors after the records before the damage.
+* a well-formed batch of 16 records or more (the usual case) column-wise: one Python loop
+  walks the chain of length-prefixed records, numpy decodes every other varint of all
+  records at once, headers are read for the records that have any, and C-level maps slice
+  the values from one ``bytes`` copy of the batch and build the records (about 8,800
+  instructions per record without headers, 29,000 with two headers each);
+* any other batch, including every malformed one, record by record with kafka-python's
+  varint decoder, raising kafka-python's errors after the records before the damage.
 
 The records are kafka-python's own ``ConsumerRecord`` tuples with every field the same
 (``tests/source/test_kafka_records.py`` compares both readers record by record with
@@ -126,70 +127,19 @@ def _make_class(base: type) -> type:
             first_ts = batch.first_timestamp
             fixed_ts = batch.max_timestamp if tstype == LOG_APPEND_TIME else None
             for _ in range(batch._num_records):
-                # Record => Length Attributes TimestampDelta OffsetDelta Key Value Headers (varints zigzag)
-                c = buf[pos]
-                if c < 0x80:
-                    length = (c >> 1) ^ -(c & 1)
-                    pos += 1
-                else:
-                    d = buf[pos + 1]
-                    if d < 0x80:
-                        v = (c & 0x7F) | (d << 7)
-                        length = (v >> 1) ^ -(v & 1)
-                        pos += 2
-                    else:
-                        length, pos = decode_varint(buf, pos)
+                # Record => Length Attributes TimestampDelta OffsetDelta Key Value Headers (zigzag varints)
+                length, pos = decode_varint(buf, pos)
                 start = pos
-                if buf[pos] < 0x80:  # attributes: unused
-                    pos += 1
+                _, pos = decode_varint(buf, pos)  # attributes: unused
+                ts_delta, pos = decode_varint(buf, pos)
+                offset_delta, pos = decode_varint(buf, pos)
+                key_size, pos = decode_varint(buf, pos)
+                if key_size >= 0:
+                    key = buf[pos:pos + key_size]
+                    pos += key_size
                 else:
-                    _, pos = decode_varint(buf, pos)
-                c = buf[pos]
-                if c < 0x80:
-                    ts_delta = (c >> 1) ^ -(c & 1)
-                    pos += 1
-                else:
-                    d = buf[pos + 1]
-                    if d < 0x80:
-                        v = (c & 0x7F) | (d << 7)
-                        ts_delta = (v >> 1) ^ -(v & 1)
-                        pos += 2
-                    else:
-                        ts_delta, pos = decode_varint(buf, pos)
-                c = buf[pos]
-                if c < 0x80:
-                    offset_delta = (c >> 1) ^ -(c & 1)
-                    pos += 1
-                else:
-                    d = buf[pos + 1]
-                    if d < 0x80:
-                        v = (c & 0x7F) | (d << 7)
-                        offset_delta = (v >> 1) ^ -(v & 1)
-                        pos += 2
-                    else:
-                        offset_delta, pos = decode_varint(buf, pos)
-                if buf[pos] == 1:  # null key: zigzag(-1)
                     key, key_size = None, -1
-                    pos += 1
-                else:
-                    key_size, pos = decode_varint(buf, pos)
-                    if key_size >= 0:
-                        key = buf[pos:pos + key_size]
-                        pos += key_size
-                    else:
-                        key, key_size = None, -1
-                c = buf[pos]
-                if c < 0x80:
-                    value_size = (c >> 1) ^ -(c & 1)
-                    pos += 1
-                else:
-                    d = buf[pos + 1]
-                    if d < 0x80:
-                        v = (c & 0x7F) | (d << 7)
-                        value_size = (v >> 1) ^ -(v & 1)
-                        pos += 2
-                    else:
-                        value_size, pos = decode_varint(buf, pos)
+                value_size, pos = decode_varint(buf, pos)
                 if value_size >= 0:
                     value = buf[pos:pos + value_size]
                     pos += value_size
@@ -218,17 +168,18 @@ def _make_class(base: type) -> type:
         return out, size, None
 
     def read_v2_columns(batch: Any, topic: str, partition: int, epoch: int) -> tuple[list[Any], int, Exception | None]:
-        """:func:`read_v2` for a batch whose records are all plain (one-byte attributes,
-        varints of at most 5 bytes, no headers, every size consistent): the fields of all
-        records at once with numpy, the records built by C-level maps.  Any other batch,
-        including every malformed one, is read by :func:`read_v2` (kafka-python's errors)."""
+        """:func:`read_v2` for a batch of 16 records or more whose records are all well formed
+        with one-byte attributes and varints of at most 5 bytes: the fields of all records at
+        once with numpy (headers record by record, for the records that have them), the records
+        built by C-level maps.  Any other batch, including every malformed one, is read by
+        :func:`read_v2` (kafka-python's errors)."""
         batch._maybe_uncompress()
         raw = bytes(batch._buffer)
         n = batch._num_records
-        cols = _plain_columns(raw, batch._pos, n) if n >= MIN_COLUMN_BATCH else None
+        cols = _plain_columns(raw, batch._pos, n, decode_varint, corrupt) if n >= MIN_COLUMN_BATCH else None
         if cols is None:
             return read_v2(batch, topic, partition, epoch)
-        size, ts_delta, offset_delta, key_start, key_size, value_start, value_size = cols
+        size, ts_delta, offset_delta, key_start, key_size, value_start, value_size, rich = cols
         batch._pos = len(raw)
         offsets = (offset_delta + batch.base_offset).tolist()
         tstype = batch.timestamp_type
@@ -250,9 +201,15 @@ def _make_class(base: type) -> type:
             ks = key_size.tolist()
             keys = [None if k < 0 else raw[a:a + k] for a, k in zip(key_start.tolist(), ks)]
             ks = [max(k, -1) for k in ks]
+        headers: Any = map(list, repeat((), n))  # a list of its own per record, as kafka-python's
+        header_sizes: Any = repeat(-1, n)
+        if rich is not None:
+            headers, header_sizes = list(headers), [-1] * n
+            for i, (hs, hsize) in rich.items():
+                headers[i], header_sizes[i] = hs, hsize
         out = list(map(new, repeat(consumer_record, n), zip(
             repeat(topic, n), repeat(partition, n), repeat(epoch, n), offsets, timestamps, repeat(tstype, n),
-            keys, values, map(list, repeat((), n)), repeat(None, n), ks, vs, repeat(-1, n))))
+            keys, values, headers, repeat(None, n), ks, vs, header_sizes)))
         return out, int(size), None
 
     class FastPartitionRecords(base):  # type: ignore[misc, valid-type]
@@ -389,10 +346,12 @@ def _make_class(base: type) -> type:
     return FastPartitionRecords
 
 
-def _plain_columns(raw: bytes, pos: int, n: int) -> tuple[Any, ...] | None:
-    """The fields of ``n`` records from ``pos`` in ``raw``, if every record is plain and the
-    records fill ``raw`` exactly; else None.  Returns the records' total size and, per record,
-    timestamp delta, offset delta, key start and size, value start and size (-1 or less: null)."""
+def _plain_columns(raw: bytes, pos: int, n: int, decode_varint: Any, corrupt: type) -> tuple[Any, ...] | None:
+    """The fields of ``n`` records from ``pos`` in ``raw``, if every record is well formed with
+    one-byte attributes and varints of at most 5 bytes, and the records fill ``raw`` exactly;
+    else None.  Returns the records' total size and, per record, timestamp delta, offset delta,
+    key start and size, value start and size (-1 or less: null), and the headers and their
+    size of the records that have any ({index: (headers, size)}; None if no record has)."""
     starts: list[int] = []
     lengths: list[int] = []
     add_start, add_length = starts.append, lengths.append
@@ -419,7 +378,7 @@ def _plain_columns(raw: bytes, pos: int, n: int) -> tuple[Any, ...] | None:
     u = np.frombuffer(raw, dtype=np.uint8)
     start = np.array(starts, dtype=np.int64)
     end = start + np.array(lengths, dtype=np.int64)  # each body's end: the next length varint
-    if int(end.min() - start.min()) < 0 or (u.take(start, mode="clip") >= 0x80).any():  # attributes: one byte
+    if (end <= start).any() or (u.take(start, mode="clip") >= 0x80).any():  # attributes: one byte
         return None
     p = start + 1
     ts_delta, p = _varints(u, p)
@@ -438,10 +397,28 @@ def _plain_columns(raw: bytes, pos: int, n: int) -> tuple[Any, ...] | None:
         return None
     value_start = p
     p = p + np.maximum(value_size, 0)
-    # no headers (one zero byte), and the body ends right after them
-    if not (np.array_equal(p + 1, end) and not u.take(np.minimum(p, len(raw) - 1)).any()):
-        return None
-    return int(end.sum() - start.sum()), ts_delta, offset_delta, key_start, key_size, value_start, value_size
+    # the headers: a zero byte (none), or read one record at a time; the body ends right after them
+    count = u.take(np.minimum(p, len(raw) - 1))
+    plain = count == 0
+    headers: dict[int, tuple[list[Any], int]] | None = None
+    if plain.all():
+        if not np.array_equal(p + 1, end):
+            return None
+    else:
+        if not np.array_equal((p + 1)[plain], end[plain]):
+            return None
+        headers = {}
+        rich = ~plain
+        for i, at, stop in zip(np.flatnonzero(rich).tolist(), p[rich].tolist(), end[rich].tolist()):
+            try:
+                hs, hsize, after = _headers(raw, at, decode_varint, corrupt)
+            except Exception:  # noqa: BLE001 - the loop reads this batch and raises kafka-python's error
+                return None
+            if after != stop:
+                return None
+            headers[i] = (hs, hsize)
+    return (int(end.sum() - start.sum()), ts_delta, offset_delta, key_start, key_size, value_start, value_size,
+            headers)
 
 
 def _varints(u: np.ndarray, p: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:

@@ -19,7 +19,7 @@ from kafka.consumer.fetcher import ConsumerRecord, Fetcher, IsolationLevel
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBase
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
-from kafka.record.util import calc_crc32c
+from kafka.record.util import calc_crc32c, decode_varint
 from kafka.structs import TopicPartition
 
 from driftmon.source import kafka_records
@@ -206,15 +206,21 @@ def test_the_source_reads_batches_and_gets_the_records_kafka_pythons_reader_gets
         (b"k\xff", (("trace", b"\x01\x02"), ("empty", b"")))}
 
 
-@pytest.mark.parametrize("log_append", [False, True])
-def test_a_plain_batch_is_read_by_columns_and_equals_kafka_python(log_append):
-    """The usual batch (no headers, one-byte attributes) goes the numpy way, not the loop:
-    records with null and non-null keys and values, offsets and timestamps past one varint byte."""
-    recs = [(None if i % 3 else b"key%d" % i, None if i % 7 == 1 else b'{"i":%d}' % i, [], 1000 * i) for i in range(500)]
+@pytest.mark.parametrize(("log_append", "headers"), [(False, False), (True, False), (False, True)])
+def test_a_well_formed_batch_is_read_by_columns_and_equals_kafka_python(log_append, headers):
+    """The usual batch goes the numpy way, not the loop: records with null and non-null keys
+    and values, offsets and timestamps past one varint byte, and headers on some records."""
+    def hdrs(i):
+        return [("traceparent", b"00-%032x-01" % i), ("n", None)] if headers and i % 5 == 0 else []
+
+    recs = [(None if i % 3 else b"key%d" % i, None if i % 7 == 1 else b'{"i":%d}' % i, hdrs(i), 1000 * i)
+            for i in range(500)]
     data, _ = build([{"magic": 2, "gzip": False, "records": recs, "gap": 200, "kind": "plain", "log_append": log_append}])
     batch = MemoryRecords(data).next_batch()
     batch._maybe_uncompress()
-    cols = kafka_records._plain_columns(bytes(batch._buffer), batch._pos, batch._num_records)
+    cols = kafka_records._plain_columns(bytes(batch._buffer), batch._pos, batch._num_records,
+                                        decode_varint, CorruptRecordError)
     assert cols is not None and (cols[2] + batch.base_offset).tolist() == list(range(200, 700))  # offsets
+    assert (cols[-1] is not None) == headers
     stock, fast = readers(data, 0, [])
     assert take_all(fast, [7, 300, None]) == take_all(stock, [7, 300, None])
