@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from driftmon.config import Config
 
 log = logging.getLogger("driftmon.service.daemon")
-GC_GEN0_THRESHOLD = 10_000
+# gen-0 threshold: above the young objects one poll keeps alive (kafka-python's records and their
+# header lists, two per record, plus the batch's lists), so a poll triggers no collection
+GC_GEN0_THRESHOLD = 100_000
+GC_GEN0_PER_POLL_RECORD = 20
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -72,12 +75,17 @@ def catch_stop_signals() -> StopRequest:
 def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
     """Process-wide GC settings for a dedicated ingest process (``driftmon run``).
 
-    Every poll allocates thousands of short-lived containers (kafka-python's
-    records, decoded events); with the default gen-0 threshold of 700 the cyclic
-    GC runs many times per batch and keeps rescanning everything imported at
-    start-up.  Freezing the start-up heap and collecting gen 0 less often took
-    the throughput benchmark's bare consumer and daemon both ~40% faster.
-    Nothing driftmon keeps forms reference cycles, so memory is unaffected.
+    Every poll allocates tens of thousands of short-lived containers (kafka-python's
+    records, their header lists, the decoded columns) that reference counting frees
+    when the poll is counted.  Python's cyclic GC instead runs a gen-0 collection
+    whenever more than ``threshold`` such objects are alive, so with the default of 700
+    it ran many times per poll, and still once per poll at 10,000: each collection walks
+    every young object of the poll and moves them to an older generation, which walks them
+    again, and it evicts the caches the decoding works in (the daemon's decode and count
+    ran ~1.7x slower than the same code alone; docs/benchmarks.md).  Freezing the start-up
+    heap and a gen-0 threshold above what one poll allocates removes that: collections run
+    only as often as long-lived objects accumulate.  Cyclic garbage, which driftmon's own
+    code does not make, can reach ``gen0`` objects (a few MB) before it is collected.
     """
     gc.collect()
     gc.freeze()
@@ -115,5 +123,5 @@ def run_daemon(cfg: Config, reset_state: bool = False, stop: StopRequest | None 
         log.error("%s", exc)
         return exc.exit_code
     stop.forward_to(daemon.stop_event)  # a request during construction stops it before it consumes
-    tune_gc()
+    tune_gc(max(GC_GEN0_THRESHOLD, GC_GEN0_PER_POLL_RECORD * cfg.kafka.max_poll_records))
     return daemon.run()

@@ -186,6 +186,7 @@ def read_batches(consumer: Any, kafka: KafkaConfig) -> bool:
     if kafka.record_reader != RECORD_READER_BATCH:
         return False
     if kafka_records.install(consumer):
+        log.debug("kafka records are read a batch at a time (kafka.record_reader: batch)")
         return True
     log.info("kafka.record_reader: batch is not available with kafka-python %s; records are read "
              "by kafka-python's own reader", getattr(kafka_module, "__version__", "?"))

@@ -123,3 +123,63 @@ def test_sigterm_at_any_moment_of_start_up_exits_0(kafka_broker, fresh_topic, tm
         # the handlers come before anything slow: numpy was not even mapped yet
         assert r["numpy_then"] is False, (when, report)
     assert results["serving"]["exit_after"] < 10, report
+
+
+def test_tune_gc_lets_a_poll_of_max_poll_records_pass_without_a_collection():
+    """What one poll keeps alive (5,000 records read by the batch reader, their values
+    decoded and counted) stays under the gen-0 threshold run_daemon sets, so no cyclic
+    collection walks the poll's objects; with the old threshold of 10,000 one did."""
+    import gc
+
+    from kafka.consumer.fetcher import Fetcher, IsolationLevel
+    from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
+    from kafka.structs import TopicPartition
+
+    from driftmon.config import parse_config
+    from driftmon.pipeline import StreamPipeline
+    from driftmon.service.process import GC_GEN0_PER_POLL_RECORD, GC_GEN0_THRESHOLD, tune_gc
+    from driftmon.source.kafka_records import partition_records_class
+    from driftmon.testing import synth
+
+    n = 5000
+    values = list(synth.encode(synth.interactions(n, start=time.time() - 10, rate=1000.0, seed=5)))
+    b = MemoryRecordsBuilder(2, 0, 1 << 30)
+    for v in values:
+        b.append(1, None, v, [])
+    b.close()
+    data = bytes(b.buffer())
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "driftmon.yaml").read_text())
+    doc["streams"] = [next(s for s in doc["streams"] if s["name"] == "interactions")]
+    doc.pop("calibration", None)  # (it joins two other streams)
+    pipe = StreamPipeline(parse_config(doc, {}).streams[0])
+
+    def one_poll() -> int:
+        collections = []
+
+        def seen(phase: str, info: dict) -> None:
+            if phase == "start" and info["generation"] == 0:
+                collections.append(1)
+
+        part = partition_records_class(Fetcher.PartitionRecords)(
+            0, TopicPartition("t", 0), MemoryRecords(data), key_deserializer=None, value_deserializer=None,
+            check_crcs=True, isolation_level=IsolationLevel.READ_UNCOMMITTED, aborted_transactions=[],
+            metric_aggregator=None, on_drain=lambda x: None)
+        gc.callbacks.append(seen)
+        try:
+            records = part.take(n)
+            pipe.process([r.value for r in records])
+        finally:
+            gc.callbacks.remove(seen)
+        return len(collections)
+
+    saved = gc.get_threshold()
+    try:
+        gc.collect()
+        tune_gc(max(GC_GEN0_THRESHOLD, GC_GEN0_PER_POLL_RECORD * n))
+        assert one_poll() == 0
+        gc.set_threshold(10_000, *saved[1:])
+        gc.collect()
+        assert one_poll() >= 1  # (the threshold before: a collection in every poll)
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
