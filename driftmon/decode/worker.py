@@ -29,7 +29,6 @@ threads and must never be forked.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import signal
@@ -41,6 +40,7 @@ from typing import Any
 from driftmon.config import StreamConfig
 from driftmon.decode.events import parse_values
 from driftmon.decode.prepare import PreparedBatch, Preparer
+from driftmon.util.gc_tuning import tune_gc
 
 log = logging.getLogger("driftmon.decode.worker")
 
@@ -63,9 +63,7 @@ def _serve(inbox: Any, outbox: Any, streams: list[StreamConfig]) -> None:
     # The daemon handles SIGINT/SIGTERM and drains through this process: do not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])  # as service.process.tune_gc: polls allocate thousands of objects
+    tune_gc()  # as driftmon run: a poll's objects set off no collection
     clock_now = {s.name: 0.0 for s in streams}
     preparers = {s.name: Preparer(s, clock=lambda name=s.name: clock_now[name]) for s in streams}  # type: ignore[misc]
     while True:
