@@ -1,1 +1,1 @@
-"""Small helpers shared by several stages: atomic file writes and secret scrubbing."""
+"""Small helpers shared by several stages: atomic file writes, secret scrubbing and GC settings."""
