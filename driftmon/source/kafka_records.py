@@ -1,7 +1,7 @@
 """A faster reader of record batches for driftmon's kafka-python consumers.
 
 kafka-python parses every record of a fetch response in Python: one generator step, one
-``DefaultRecord`` and seven ``decode_varint`` calls per record, about 52,000 CPU
+``DefaultRecord`` and seven ``decode_varint`` calls per record, about 51,000 CPU
 instructions per record (``python bench/records.py --callgrind``).  That was the whole of
 a bare kafka-python loop's cost and about two thirds of the daemon's.
 
@@ -14,8 +14,8 @@ compacted batch, metrics) and reads the records of a v2 batch whole, handing the
 * a well-formed batch of 16 records or more (the usual case) column-wise: one Python loop
   walks the chain of length-prefixed records, numpy decodes every other varint of all
   records at once, headers are read for the records that have any, and C-level maps slice
-  the values from one ``bytes`` copy of the batch and build the records (about 8,800
-  instructions per record without headers, 29,000 with two headers each);
+  the values from one ``bytes`` copy of the batch and build the records (about 7,800
+  instructions per record without headers, 27,000 with two headers each);
 * any other batch, including every malformed one, record by record with kafka-python's
   varint decoder, raising kafka-python's errors after the records before the damage.
 
