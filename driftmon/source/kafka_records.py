@@ -24,9 +24,11 @@ The records are kafka-python's own ``ConsumerRecord`` tuples with every field th
 hypothesis: keys, headers, nulls, gzip, offset gaps, transactions, control batches,
 log-append time, ``take(n)`` sequences and bytes damaged anywhere).
 
-It is used only where it is exactly kafka-python's behaviour: kafka-python 3.x
-(``PartitionRecords`` with this constructor and ``take``, ``ConsumerRecord`` with these
-fields) and no key or value deserializer.  Legacy (v0/v1) message sets are read record by
+It is used only where it is exactly kafka-python's behaviour: kafka-python 3.0.x
+(:data:`KAFKA_PYTHON_SERIES`; ``PartitionRecords`` with this constructor and ``take``,
+``ConsumerRecord`` with these fields) and no key or value deserializer.  A newer
+kafka-python keeps its own reader until this module is checked against it (the test suite
+fails, rather than skips, when the installed one is not supported).  Legacy (v0/v1) message sets are read record by
 record as kafka-python reads them.  Anything else, or ``kafka.record_reader: kafka-python``,
 keeps kafka-python's reader (docs/kafka.md).
 """
@@ -50,6 +52,7 @@ PARTITION_RECORDS_INIT = (
     "self", "fetch_offset", "tp", "records", "key_deserializer", "value_deserializer", "check_crcs",
     "isolation_level", "aborted_transactions", "metric_aggregator", "on_drain",
 )
+KAFKA_PYTHON_SERIES = "3.0."  # the releases whose PartitionRecords this was written against and tested with
 LOG_APPEND_TIME = 1
 MIN_COLUMN_BATCH = 16  # records; a smaller batch is read by the loop (numpy's set-up costs more)
 _classes: dict[type, type] = {}
@@ -58,10 +61,13 @@ _classes: dict[type, type] = {}
 def _imports() -> tuple[Any, ...] | None:
     """kafka-python's pieces this reader relies on, or None when they are not as expected."""
     try:
+        from kafka import __version__ as version
         from kafka.consumer.fetcher import ConsumerRecord, Fetcher
         from kafka.errors import CorruptRecordError
         from kafka.record.util import decode_varint
     except ImportError:  # pragma: no cover - kafka-python 2.x moved nothing of this, but be safe
+        return None
+    if not str(version).startswith(KAFKA_PYTHON_SERIES):  # the per-batch logic copied here is this series'
         return None
     base = getattr(Fetcher, "PartitionRecords", None)
     if (base is None or tuple(getattr(ConsumerRecord, "_fields", ())) != CONSUMER_RECORD_FIELDS
