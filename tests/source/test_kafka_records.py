@@ -161,11 +161,26 @@ def test_a_failed_crc_is_an_error_before_any_record():
         fast.take(10)
 
 
-def test_install_only_where_it_is_kafka_pythons_behaviour():
+def test_install_only_where_it_is_kafka_pythons_behaviour(monkeypatch):
+    """Per consumer, on the kafka-python series it was written for, without deserializers."""
+    import kafka
+
     class NoFetcher:
         pass
 
+    class Consumer:
+        def __init__(self, **config):
+            self._fetcher = Fetcher.__new__(Fetcher)  # (no client: only its class and config matter here)
+            self._fetcher.config = {"key_deserializer": None, "value_deserializer": None, **config}
+
     assert kafka_records.install(NoFetcher()) is False
+    plain, other = Consumer(), Consumer()
+    assert kafka_records.install(plain) is True
+    assert plain._fetcher.PartitionRecords is not Fetcher.PartitionRecords
+    assert other._fetcher.PartitionRecords is Fetcher.PartitionRecords  # this consumer only
+    assert kafka_records.install(Consumer(value_deserializer=bytes.decode)) is False
+    monkeypatch.setattr(kafka, "__version__", "3.1.0")
+    assert kafka_records.install(Consumer()) is False
 
 
 def test_records_are_kafka_pythons_consumer_records():
