@@ -139,18 +139,8 @@ def _make_class(base: type) -> type:
                 _, pos = decode_varint(buf, pos)  # attributes: unused
                 ts_delta, pos = decode_varint(buf, pos)
                 offset_delta, pos = decode_varint(buf, pos)
-                key_size, pos = decode_varint(buf, pos)
-                if key_size >= 0:
-                    key = buf[pos:pos + key_size]
-                    pos += key_size
-                else:
-                    key, key_size = None, -1
-                value_size, pos = decode_varint(buf, pos)
-                if value_size >= 0:
-                    value = buf[pos:pos + value_size]
-                    pos += value_size
-                else:
-                    value, value_size = None, -1
+                key, key_size, pos = _nullable_bytes(buf, pos, decode_varint)
+                value, value_size, pos = _nullable_bytes(buf, pos, decode_varint)
                 if buf[pos] == 0:  # no headers
                     headers: list[Any] = []
                     header_size = -1
@@ -447,6 +437,16 @@ def _varints(u: np.ndarray, p: np.ndarray) -> tuple[np.ndarray | None, np.ndarra
     return (v >> 1) ^ -(v & 1), p + size
 
 
+def _nullable_bytes(buf: bytes, pos: int, decode_varint: Any) -> tuple[bytes | None, int, int]:
+    """A length-prefixed byte string (a negative length: null): the bytes, their size as
+    kafka-python reports it (``len``, -1 for null) and the position after them."""
+    size, pos = decode_varint(buf, pos)
+    if size < 0:
+        return None, -1, pos
+    data = buf[pos:pos + size]
+    return data, len(data), pos + size
+
+
 def _headers(buf: bytes, pos: int, decode_varint: Any, corrupt: type) -> tuple[list[Any], int, int]:
     """A record's headers (kafka-python's checks and sizes)."""
     count, pos = decode_varint(buf, pos)
@@ -461,13 +461,14 @@ def _headers(buf: bytes, pos: int, decode_varint: Any, corrupt: type) -> tuple[l
         raw = buf[pos:pos + klen]
         hkey = raw.decode("utf-8")
         pos += klen
-        vlen, pos = decode_varint(buf, pos)
+        vlen, pos = decode_varint(buf, pos)  # (inline: the column path reads every header here)
         if vlen >= 0:
             hval: bytes | None = buf[pos:pos + vlen]
             pos += vlen
+            size += len(raw) + len(hval)  # type: ignore[arg-type]
         else:
             hval = None
+            size += len(raw)
         headers.append((hkey, hval))
-        size += len(raw) + (len(hval) if hval is not None else 0)
         count -= 1
     return headers, size if headers else -1, pos
