@@ -463,12 +463,12 @@ def _headers(buf: bytes, pos: int, decode_varint: Any, corrupt: type) -> tuple[l
         pos += klen
         vlen, pos = decode_varint(buf, pos)  # (inline: the column path reads every header here)
         if vlen >= 0:
-            hval: bytes | None = buf[pos:pos + vlen]
+            data = buf[pos:pos + vlen]
             pos += vlen
-            size += len(raw) + len(hval)  # type: ignore[arg-type]
+            size += len(raw) + len(data)
+            headers.append((hkey, data))
         else:
-            hval = None
             size += len(raw)
-        headers.append((hkey, hval))
+            headers.append((hkey, None))
         count -= 1
     return headers, size if headers else -1, pos
