@@ -452,7 +452,7 @@ def _headers(buf: bytes, pos: int, decode_varint: Any, corrupt: type) -> tuple[l
     count, pos = decode_varint(buf, pos)
     if count < 0:
         raise corrupt(f"Found invalid number of record headers {count}")
-    headers = []
+    headers: list[tuple[str, bytes | None]] = []
     size = 0
     while count:
         klen, pos = decode_varint(buf, pos)
