@@ -117,16 +117,15 @@ def _make_class(base: type) -> type:
     read_committed = IsolationLevel.READ_COMMITTED
     new = tuple.__new__
 
-    def read_v2(batch: Any, topic: str, partition: int, epoch: int) -> tuple[list[Any], int, Exception | None]:
-        """The records of a (CRC-checked, non-control) v2 batch as ConsumerRecords, their
-        total size in bytes, and the error that stopped the reading, if any (the records
+    def read_v2(batch: Any, buf: bytes, topic: str, partition: int, epoch: int
+                ) -> tuple[list[Any], int, Exception | None]:
+        """The records of a (CRC-checked, non-control) v2 batch, ``buf`` its decompressed bytes
+        (the copy :func:`read_v2_columns` made), as ConsumerRecords, their total size in bytes, and the error that stopped the reading, if any (the records
         before it are returned, as kafka-python yields them before raising)."""
         out: list[Any] = []
         append = out.append
         size = 0
         try:
-            batch._maybe_uncompress()
-            buf = bytes(batch._buffer)
             pos = batch._pos
             base_offset = batch.base_offset
             tstype = batch.timestamp_type
@@ -174,7 +173,7 @@ def _make_class(base: type) -> type:
         n = batch._num_records
         cols = _plain_columns(raw, batch._pos, n, decode_varint, corrupt) if n >= MIN_COLUMN_BATCH else None
         if cols is None:
-            return read_v2(batch, topic, partition, epoch)
+            return read_v2(batch, raw, topic, partition, epoch)
         size, ts_delta, offset_delta, key_start, key_size, value_start, value_size, rich = cols
         batch._pos = len(raw)
         offsets = (offset_delta + batch.base_offset).tolist()
