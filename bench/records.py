@@ -38,11 +38,12 @@ READERS = ("kafka-python", "batch")
 
 def record_set(n: int, per_batch: int, gzip: bool, headers: bool) -> bytes:
     values = list(synth.encode(synth.interactions(n, start=time.time() - n / 1000, rate=1000.0, seed=3)))
-    hdrs = [("trace-id", b"0123456789abcdef"), ("source", b"web")] if headers else []
     out, offset, now = b"", 0, int(time.time() * 1000)
     for i in range(0, n, per_batch):
         b = MemoryRecordsBuilder(2, 1 if gzip else 0, 1 << 30, offset=offset)
         for j, v in enumerate(values[i:i + per_batch]):
+            # a W3C trace context of its own per record, and a header every record shares
+            hdrs = [("traceparent", b"00-%032x-%016x-01" % (i + j, j)), ("source", b"web")] if headers else []
             b.append(now + (i + j) // 10, None, v, hdrs)
         b.close()
         out += bytes(b.buffer())

@@ -30,8 +30,14 @@ ATTR = DefaultRecordBase.ATTRIBUTES_OFFSET
 CRC = DefaultRecordBase.CRC_OFFSET
 
 blobs = st.one_of(st.none(), st.binary(max_size=300))
-headers = st.lists(st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=20))), max_size=3)
-records = st.lists(st.tuples(blobs, blobs, headers, st.integers(0, 10**6)), min_size=1, max_size=40)
+header = st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=20)))
+headers = st.lists(header, max_size=3)
+# records with any number of headers each, or (the column-wise header path) the same number each
+records = st.one_of(
+    st.lists(st.tuples(blobs, blobs, headers, st.integers(0, 10**6)), min_size=1, max_size=40),
+    st.integers(1, 3).flatmap(lambda c: st.lists(
+        st.tuples(blobs, blobs, st.lists(header, min_size=c, max_size=c), st.integers(0, 10**6)), min_size=1, max_size=40)),
+)
 batch = st.fixed_dictionaries({
     "magic": st.sampled_from([0, 1, 2, 2, 2]),
     "gzip": st.booleans(),
@@ -149,6 +155,48 @@ def test_corrupt_bytes_give_the_same_records_then_the_same_error(batches, where,
     assert take_all(fast, takes) == want
 
 
+
+@st.composite
+def same_header_count(draw: st.DrawFn) -> list[tuple]:
+    """At least a column batch of records with the same number of headers, each header's key
+    and value either the same in every record (as producers usually send them) or drawn per record."""
+    keys = st.text(max_size=8)
+    values = st.one_of(st.none(), st.binary(max_size=20))
+    shapes = draw(st.lists(st.tuples(st.one_of(st.none(), keys.map(lambda k: (k,))),
+                                     st.one_of(st.none(), values.map(lambda v: (v,)))), min_size=1, max_size=4))
+    n = draw(st.integers(kafka_records.MIN_COLUMN_BATCH, 60))
+    recs = []
+    for _ in range(n):
+        hdrs = [(draw(keys) if k is None else k[0], draw(values) if v is None else v[0]) for k, v in shapes]
+        recs.append((draw(blobs), draw(blobs), hdrs, draw(st.integers(0, 10**6))))
+    return recs
+
+
+@settings(max_examples=200, deadline=None)
+@given(recs=same_header_count(),
+       damage=st.one_of(st.none(), st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255))))
+def test_headers_read_column_wise_are_kafka_pythons(recs, damage):
+    """Every record with the same number of headers (the column-wise header path): the
+    headers as sent, and, with a byte changed anywhere, kafka-python's records then error."""
+    data, _ = build([{"magic": 2, "gzip": False, "records": recs, "gap": 0, "kind": "plain", "log_append": False}])
+    if damage is None:
+        batch = MemoryRecords(data).next_batch()
+        cols = kafka_records._plain_columns(bytes(batch._buffer), batch._pos, batch._num_records,
+                                            decode_varint, CorruptRecordError)
+        assert cols is not None and cols[-1][1] == [list(h) for _, _, h, _ in recs]
+    else:
+        buf = bytearray(data)
+        buf[61 + int(damage[0] * (len(buf) - 61))] = damage[1]
+        data = bytes(buf)
+    stock, fast = readers(data, 0, [], check_crcs=False)
+    try:
+        want = take_all(stock, [17])
+    except Exception as exc:  # noqa: BLE001 - kafka-python fails outside take's error handling
+        with pytest.raises(type(exc)):
+            take_all(fast, [17])
+        return
+    assert take_all(fast, [17]) == want
+
 def test_a_failed_crc_is_an_error_before_any_record():
     data, _ = build([{"magic": 2, "gzip": False, "records": [(None, b"x" * 50, [], 1)] * 3, "gap": 0,
                       "kind": "plain", "log_append": False}])
@@ -221,12 +269,20 @@ def test_the_source_reads_batches_and_gets_the_records_kafka_pythons_reader_gets
         (b"k\xff", (("trace", b"\x01\x02"), ("empty", b"")))}
 
 
-@pytest.mark.parametrize(("log_append", "headers"), [(False, False), (True, False), (False, True)])
-def test_a_well_formed_batch_is_read_by_columns_and_equals_kafka_python(log_append, headers):
+@pytest.mark.parametrize(("log_append", "headers"), [(False, None), (True, None), (False, "some"), (False, "every")])
+def test_a_well_formed_batch_is_read_by_columns_and_equals_kafka_python(log_append, headers, monkeypatch):
     """The usual batch goes the numpy way, not the loop: records with null and non-null keys
-    and values, offsets and timestamps past one varint byte, and headers on some records."""
+    and values, offsets and timestamps past one varint byte, and headers on some records, or
+    on every record (then read column-wise too, not one record at a time)."""
     def hdrs(i):
+        if headers == "every":
+            return [("traceparent", b"00-%032x-01" % i), ("n", None if i % 2 else b"v" * (i % 200)), ("ключ", b"")]
         return [("traceparent", b"00-%032x-01" % i), ("n", None)] if headers and i % 5 == 0 else []
+
+    if headers == "every":
+        def one_at_a_time(*args):
+            raise AssertionError("read one record at a time")
+        monkeypatch.setattr(kafka_records, "_headers", one_at_a_time)
 
     recs = [(None if i % 3 else b"key%d" % i, None if i % 7 == 1 else b'{"i":%d}' % i, hdrs(i), 1000 * i)
             for i in range(500)]
@@ -236,6 +292,8 @@ def test_a_well_formed_batch_is_read_by_columns_and_equals_kafka_python(log_appe
     cols = kafka_records._plain_columns(bytes(batch._buffer), batch._pos, batch._num_records,
                                         decode_varint, CorruptRecordError)
     assert cols is not None and (cols[2] + batch.base_offset).tolist() == list(range(200, 700))  # offsets
-    assert (cols[-1] is not None) == headers
+    assert (cols[-1] is not None) == bool(headers)
+    if headers == "every":
+        assert cols[-1][1][3] == [("traceparent", b"00-%032x-01" % 3), ("n", None), ("ключ", b"")]
     stock, fast = readers(data, 0, [])
     assert take_all(fast, [7, 300, None]) == take_all(stock, [7, 300, None])
