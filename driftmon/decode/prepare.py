@@ -59,13 +59,15 @@ class SegmentInterner:
         ids = self._ids
         inv = np.fromiter(map(ids.get, segments, repeat(-1, n)), dtype=np.int64, count=n)
         if n and inv.min() < 0:
-            new = list(dict.fromkeys(compress(segments, (inv < 0).tolist())))
+            absent = inv < 0
+            unseen = list(compress(segments, absent.tolist()))
+            new = list(dict.fromkeys(unseen))
             if len(ids) + len(new) > self.limit:
                 self._ids, self._keys = {}, []
                 return SegmentKeys.of(segments) if len(new) > self.limit else self.of(segments)
             ids.update(zip(new, range(len(ids), len(ids) + len(new))))
             self._keys = self._keys + new
-            inv = np.fromiter(map(ids.__getitem__, segments), dtype=np.int64, count=n)
+            inv[absent] = np.fromiter(map(ids.__getitem__, unseen), dtype=np.int64, count=len(unseen))
         return SegmentKeys(self._keys, inv)
 
 

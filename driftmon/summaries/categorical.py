@@ -221,7 +221,9 @@ class CategoricalSummarizer:
         ids = self._ids
         gid = np.fromiter(map(ids.get, values, repeat(-1, n)), dtype=np.int64, count=n)
         if n and gid.min() < 0:
-            new = list(dict.fromkeys(compress(values, (gid < 0).tolist())))
+            absent = gid < 0
+            unseen = list(compress(values, absent.tolist()))
+            new = list(dict.fromkeys(unseen))
             if len(ids) + len(new) > self.intern_limit:
                 self._reset_interned()
                 if len(new) + 1 > self.intern_limit:  # more distinct values than the table holds
@@ -231,7 +233,9 @@ class CategoricalSummarizer:
             ids.update(zip(new, range(base, base + len(new))))
             self._hashes = np.concatenate([self._hashes, stable_hash(new)])  # type: ignore[arg-type]
             self._labels.extend(new)  # type: ignore[arg-type]
-            gid = np.fromiter(map(ids.__getitem__, values), dtype=np.int64, count=n)
+            # only the values that were not interned yet are looked up again (an open vocabulary
+            # such as item ids meets new values in most batches)
+            gid[absent] = np.fromiter(map(ids.__getitem__, unseen), dtype=np.int64, count=len(unseen))
         seen = np.zeros(len(self._labels), dtype=bool)
         seen[gid] = True
         seen[0] = False
