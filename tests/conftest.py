@@ -91,13 +91,16 @@ def produce(
     partition: int | None = None,
     key: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    compression: str | None = None,
 ) -> int:
     """Produce ``values`` (str is UTF-8 encoded) and wait until all are acknowledged.
 
-    ``partition=None`` lets the partitioner choose.  Not idempotent: tansu
+    ``partition=None`` lets the partitioner choose; ``compression``: the producer's
+    ``compression_type`` (gzip, snappy, lz4, zstd).  Not idempotent: tansu
     forgets producer ids on restart.  Returns the number of records sent.
     """
-    kw: dict[str, object] = {"bootstrap_servers": bootstrap, "linger_ms": 5, "acks": 1}
+    kw: dict[str, object] = {"bootstrap_servers": bootstrap, "linger_ms": 5, "acks": 1,
+                             "compression_type": compression}
     if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
         kw["enable_idempotence"] = False
     producer = KafkaProducer(**kw)

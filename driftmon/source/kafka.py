@@ -179,6 +179,23 @@ def keep_finished_joins(consumer: Any) -> bool:
     return True
 
 
+def missing_codecs() -> list[str]:
+    """Kafka's compression codecs kafka-python cannot decompress here (its libraries are
+    driftmon's dependencies; without one, every poll of a topic compressed with it fails)."""
+    from kafka import codec
+
+    return [name for name, has in (("snappy", codec.has_snappy), ("lz4", codec.has_lz4), ("zstd", codec.has_zstd))
+            if not has()]
+
+
+def warn_missing_codecs() -> None:
+    missing = missing_codecs()
+    if missing:
+        log.warning("kafka-python cannot decompress %s here: a topic a producer compresses with %s cannot be "
+                    "read (every poll fails); install driftmon's dependencies (lz4, zstandard, python-snappy)",
+                    ", ".join(missing), "it" if len(missing) == 1 else "one of them")
+
+
 def read_batches(consumer: Any, kafka: KafkaConfig) -> bool:
     """Install :mod:`driftmon.source.kafka_records` on a consumer unless ``kafka.record_reader``
     is ``kafka-python``; returns whether it was installed (an unsupported kafka-python keeps
@@ -235,6 +252,7 @@ class KafkaSource:
         self._listener_thread: int | None = None
         kwargs = consumer_kwargs(kafka)
         log.info("kafka consumer for %s: %s", list(self.topics), redact_kwargs(kwargs))
+        warn_missing_codecs()
         self._consumer = KafkaConsumer(**kwargs)
         keep_finished_joins(self._consumer)
         read_batches(self._consumer, kafka)

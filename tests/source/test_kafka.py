@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -9,7 +10,13 @@ import pytest
 from driftmon.config import KafkaConfig
 from driftmon.outputs.deadletter import DeadLetterProducer
 from driftmon.source.base import Record
-from driftmon.source.kafka import RECONNECT_BACKOFF_MAX_MS, consumer_kwargs, next_offsets
+from driftmon.source.kafka import (
+    RECONNECT_BACKOFF_MAX_MS,
+    consumer_kwargs,
+    missing_codecs,
+    next_offsets,
+    warn_missing_codecs,
+)
 from driftmon.testing.embedded import EmbeddedBroker, create_topics
 from driftmon.util.secrets import redact_kwargs
 from tests.conftest import consume, kafka_config, make_source, produce, unique_name
@@ -51,6 +58,35 @@ def test_poll_returns_every_record_with_topic_partition_offset_and_bytes(kafka_b
     assert isinstance(r.timestamp_ms, int) and r.timestamp_ms > 1_500_000_000_000
     assert next_offsets(got) == {(t1, 0): 4, (t1, 1): 4, (t1, 2): 4, (t2, 0): 1}
 
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_every_compression_codec_producers_use_is_read(kafka_broker, fresh_topic, codec):
+    """Producers compress their batches (``compression.type`` of the Java client and librdkafka):
+    a default install reads every codec Kafka has, with either client, headers included."""
+    topic = fresh_topic(partitions=1)
+    values = [b'{"i": %d, "pad": "%s"}' % (i, b"x" * (i % 97)) for i in range(400)]
+    produce(kafka_broker.bootstrap, topic, values, partition=0, headers=[("traceparent", b"00-ab-01")],
+            compression=codec)
+    with make_source(kafka_config(kafka_broker.bootstrap), [topic]) as src:
+        got = consume(src, len(values))
+    assert [r.value for r in got] == values
+    assert [r.offset for r in got] == list(range(len(values)))
+    assert all(list(r.headers) == [("traceparent", b"00-ab-01")] for r in got)
+
+
+@pytest.mark.one_client
+def test_a_codec_kafka_python_cannot_decompress_is_named_at_start(monkeypatch, caplog):
+    """Installed without its codec libraries, the kafka-python source says which topics it
+    could not read, once, when it starts (rather than only a failed poll a second)."""
+    from kafka import codec
+
+    assert missing_codecs() == []  # driftmon's dependencies bring every codec
+    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    assert missing_codecs() == ["lz4"]
+    with caplog.at_level(logging.WARNING, logger="driftmon.source.kafka"):
+        warn_missing_codecs()
+    assert "cannot decompress lz4" in caplog.text
 
 def test_commit_only_given_offsets_and_same_group_resumes_after_them(kafka_broker, fresh_topic):
     topic = fresh_topic(partitions=2)
