@@ -122,3 +122,9 @@ KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT_KAFKA)
 # ``kafka-python``: kafka-python's own reader, a record at a time.
 RECORD_READER_BATCH = "batch"
 RECORD_READERS = (RECORD_READER_BATCH, KAFKA_PYTHON)
+# ``kafka.isolation_level``: which records of transactional producers the consumer reads.
+# ``read_committed`` (default, librdkafka's own default): only committed ones, never an aborted
+# transaction's; ``read_uncommitted``: everything written (kafka-python's own default).
+READ_COMMITTED = "read_committed"
+READ_UNCOMMITTED = "read_uncommitted"
+ISOLATION_LEVELS = (READ_COMMITTED, READ_UNCOMMITTED)

@@ -21,7 +21,7 @@ from driftmon.config.names import check_bootstrap, check_listen, check_log_level
 from driftmon.config.node import ConfigError, _Node, _show, parse_duration
 from driftmon.config.yamlsafe import MAX_BYTES, YAMLLimitError, load_yaml
 from driftmon.util.secrets import redact_field
-from driftmon.vocabulary import KAFKA_CLIENTS, RECORD_READERS
+from driftmon.vocabulary import ISOLATION_LEVELS, KAFKA_CLIENTS, RECORD_READERS
 
 __all__ = ["ConfigError", "load_config", "parse_config", "parse_duration", "redacted"]
 
@@ -72,6 +72,7 @@ _KAFKA_RULES: dict[str, dict[str, Any]] = {
     "security_protocol": {"choices": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")},
     "client": {"choices": KAFKA_CLIENTS},
     "record_reader": {"choices": RECORD_READERS},
+    "isolation_level": {"choices": ISOLATION_LEVELS},
 }
 
 

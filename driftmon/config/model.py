@@ -206,6 +206,7 @@ class KafkaConfig:
     sasl_plain_password: str | None = field(default=None, repr=False)
     client: str = "kafka-python"  # kafka-python | confluent-kafka (driftmon.source.clients, docs/kafka.md)
     record_reader: str = "batch"  # kafka-python's records read a batch at a time (source/kafka_records.py) | kafka-python
+    isolation_level: str = "read_committed"  # | read_uncommitted: also open and aborted transactions' records
 
 
 @dataclass(frozen=True)

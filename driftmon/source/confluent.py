@@ -96,6 +96,7 @@ def librdkafka_config(kafka: KafkaConfig) -> dict[str, Any]:
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
         "session.timeout.ms": kafka.session_timeout_ms,
         "heartbeat.interval.ms": kafka.heartbeat_interval_ms,
+        "isolation.level": kafka.isolation_level,
         "statistics.interval.ms": STATS_INTERVAL_MS,
         # librdkafka postpones a partition's next fetch by this much once its local queue is
         # over queued.min.messages (default 1 s): a daemon that drains the queue while it counts

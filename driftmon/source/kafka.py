@@ -27,7 +27,7 @@ from driftmon.config import KafkaConfig
 from driftmon.source import kafka_records
 from driftmon.source.base import Record
 from driftmon.util.secrets import redact_kwargs
-from driftmon.vocabulary import RECORD_READER_BATCH
+from driftmon.vocabulary import READ_UNCOMMITTED, RECORD_READER_BATCH
 
 try:  # kafka-python >= 2.0
     from kafka import ConsumerRebalanceListener
@@ -88,7 +88,7 @@ def client_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
 
 def consumer_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
     """Every :class:`KafkaConfig` consumer setting as ``KafkaConsumer`` kwargs (auto-commit off)."""
-    return {
+    kw = {
         **client_kwargs(kafka),
         "group_id": kafka.group_id,
         "enable_auto_commit": False,
@@ -98,6 +98,13 @@ def consumer_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
     }
+    if "isolation_level" in KafkaConsumer.DEFAULT_CONFIG:
+        kw["isolation_level"] = kafka.isolation_level
+    elif kafka.isolation_level != READ_UNCOMMITTED:  # kafka-python before 2.1 reads everything
+        log.warning("kafka-python %s has no isolation_level: aborted transactions' records are read too "
+                    "(kafka.isolation_level: %s needs kafka-python >= 2.1)",
+                    getattr(kafka_module, "__version__", "?"), kafka.isolation_level)
+    return kw
 
 
 def probe_cluster(kafka: KafkaConfig) -> bool:

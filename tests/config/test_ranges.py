@@ -113,6 +113,7 @@ BAD: list[tuple[str, Any, str, list[str]]] = [
     ("kafka.auto_offset_reset", "none", "kafka.auto_offset_reset", ["expected one of earliest, latest"]),
     ("kafka.decode_workers", 2, "kafka.decode_workers", ["<= 1"]),
     ("kafka.record_reader", "fast", "kafka.record_reader", ["expected one of batch, kafka-python"]),
+    ("kafka.isolation_level", "read_all", "kafka.isolation_level", ["expected one of read_committed, read_uncommitted"]),
     ("kafka.group_id", " ", "kafka.group_id", ["non-empty"]),
     ("kafka.bootstrap_servers", [], "kafka.bootstrap_servers", ["non-empty list"]),
     ("kafka.bootstrap_servers", ["b1:9092,b2:99999"], "kafka.bootstrap_servers[0]", ["port in 1..65535"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -280,8 +281,9 @@ def test_every_kafka_setting_is_wired_and_secrets_are_redacted():
         "security_protocol": "SASL_SSL", "ssl_check_hostname": False, "ssl_cafile": "/ca.pem",
         "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem", "ssl_password": "keypass",
         "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "alice", "sasl_plain_password": "hunter2",
-        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS, "isolation_level": "read_committed",
     }  # fmt: skip
+    assert consumer_kwargs(KafkaConfig(isolation_level="read_uncommitted"))["isolation_level"] == "read_uncommitted"
     shown = repr(redact_kwargs(kw))
     assert "hunter2" not in shown and "keypass" not in shown and "alice" in shown
 
@@ -311,7 +313,7 @@ def test_every_kafka_setting_maps_to_librdkafka_and_secrets_are_redacted():
         "bootstrap.servers": "b1:9093,b2:9093", "client.id": "c", "group.id": "g",
         "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "latest",
         "max.poll.interval.ms": 6001, "session.timeout.ms": 6000, "heartbeat.interval.ms": 5,
-        "security.protocol": "sasl_ssl", "ssl.endpoint.identification.algorithm": "none",
+        "isolation.level": "read_committed", "security.protocol": "sasl_ssl", "ssl.endpoint.identification.algorithm": "none",
         "ssl.ca.location": "/ca.pem", "ssl.certificate.location": "/c.pem", "ssl.key.location": "/k.pem",
         "ssl.key.password": "keypass", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice",
         "sasl.password": "hunter2", "reconnect.backoff.max.ms": RD_BACKOFF, "log_level": 4,
@@ -323,5 +325,6 @@ def test_every_kafka_setting_maps_to_librdkafka_and_secrets_are_redacted():
     sasl = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_plain_username="u",
                        sasl_plain_password="p", session_timeout_ms=6000, client="confluent-kafka")
     Consumer(librdkafka_config(sasl)).close()
+    Consumer(librdkafka_config(dataclasses.replace(sasl, isolation_level="read_uncommitted"))).close()
     plain = librdkafka_config(KafkaConfig(ssl_password="x", sasl_plain_password="y"))
     assert not {"ssl.key.password", "sasl.password", "sasl.mechanism"} & plain.keys()
