@@ -16,9 +16,8 @@ compacted batch, metrics) and reads the records of a v2 batch whole, handing the
   records at once, and C-level maps slice the values from one ``bytes`` copy of the batch
   and build the records; headers too, per group of records with the same number of them
   (a key or value every record shares is one object; more than four groups: one record at a
-  time) (about 7,800
-  instructions per record without headers, 14,400 with a ``traceparent`` and one shared
-  header each);
+  time). About 7,800 instructions per record without headers, 14,400 with a ``traceparent``
+  and one shared header each;
 * any other batch, including every malformed one, record by record with kafka-python's
   varint decoder, raising kafka-python's errors after the records before the damage.
 
@@ -402,8 +401,8 @@ def _plain_columns(raw: bytes, pos: int, n: int, decode_varint: Any, corrupt: ty
         return None
     value_start = p
     p = p + np.maximum(value_size, 0)
-    # the headers: a zero byte (none), or read column-wise (one record at a time if their counts
-    # differ); the body ends right after them
+    # the headers: a zero byte (none), or read column-wise per header count (one record at a time
+    # if that fails); the body ends right after them
     count = u.take(np.minimum(p, len(raw) - 1))
     plain = count == 0
     headers: tuple[list[int], list[list[Any]], list[int]] | None = None
@@ -470,8 +469,9 @@ def _header_columns(raw: bytes, u: np.ndarray, at: np.ndarray, stop: np.ndarray)
     if not 0 < c <= MAX_COLUMN_HEADERS or not (count == c).all():
         return None
     getitem = raw.__getitem__
+    m = at.size
     columns: list[list[tuple[str, bytes | None]]] = []
-    size = np.zeros(at.size, dtype=np.int64)
+    size = np.zeros(m, dtype=np.int64)
     for _ in range(c):
         key_size, q = _varints(u, q)
         if key_size is None or key_size.min() < 0:
@@ -483,7 +483,6 @@ def _header_columns(raw: bytes, u: np.ndarray, at: np.ndarray, stop: np.ndarray)
         value_end = value_start + np.maximum(value_size, 0)
         if (value_end > stop).any():  # (and so every key ends before it)
             return None
-        m = at.size
         key = _shared(raw, u, q, key_size)  # (a header's key is usually the same in every record)
         keys: Any = repeat(key.decode(), m) if key is not None else \
             map(bytes.decode, map(getitem, map(slice, q.tolist(), key_end.tolist())))
