@@ -115,9 +115,9 @@ class _Node:
         value = self.raw(key, None if default is ... else default, typed=False)
         if value is None and default is ...:
             raise ConfigError(self.sub(key), "required, expected a string")
-        if value is None:
+        if value is None and default is None:  # an optional string, unset
             return None
-        if not isinstance(value, str):
+        if not isinstance(value, str):  # (null too where the key has a default: it is not unset)
             shown = f"a {type(value).__name__}" if key in SECRET_KEYS else _show(value)
             raise ConfigError(self.sub(key), f"expected a string, got {shown}")
         if choices and value not in choices:

@@ -298,6 +298,8 @@ def _numbers(obj: Any) -> list[Any]:
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(key=st.sampled_from(LEAVES), value=HOSTILE)
 @example(key="logging.level", value=None)  # once crashed check_log_level (None.upper())
+@example(key="http.listen", value=None)  # once crashed check_listen (None.strip())
+@example(key="kafka.group_id", value=None)  # once gave a consumer with no group
 def test_any_value_at_any_key_is_either_valid_or_a_config_error_naming_a_path(key, value):
     try:
         cfg = parse_config(with_value(key, value), {"E": "x"})
