@@ -15,7 +15,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from driftmon.config import FeatureConfig, StreamConfig
 from driftmon.decode.events import DecodedBatch, Decoder
 from driftmon.summaries import summarizer_for
+from driftmon.summaries.base import intern
 from driftmon.summaries.clusters import ClusteredSummarizer, cluster_codes
 from driftmon.summaries.hashing import hash_one, stable_hash
 
@@ -55,19 +55,15 @@ class SegmentInterner:
         self._keys: list[str] = []
 
     def of(self, segments: Sequence[str]) -> SegmentKeys:
-        n = len(segments)
-        ids = self._ids
-        inv = np.fromiter(map(ids.get, segments, repeat(-1, n)), dtype=np.int64, count=n)
-        if n and inv.min() < 0:
-            absent = inv < 0
-            unseen = list(compress(segments, absent.tolist()))
-            new = list(dict.fromkeys(unseen))
-            if len(ids) + len(new) > self.limit:
-                self._ids, self._keys = {}, []
-                return SegmentKeys.of(segments) if len(new) > self.limit else self.of(segments)
-            ids.update(zip(new, range(len(ids), len(ids) + len(new))))
+        got = intern(self._ids, segments, self.limit)
+        if got is None:  # the table is full: start afresh
+            self._ids, self._keys = {}, []
+            got = intern(self._ids, segments, self.limit)
+            if got is None:
+                return SegmentKeys.of(segments)
+        inv, new = got
+        if new:
             self._keys = self._keys + new
-            inv[absent] = np.fromiter(map(ids.__getitem__, unseen), dtype=np.int64, count=len(unseen))
         return SegmentKeys(self._keys, inv)
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -169,3 +170,23 @@ def group_offsets(groups: np.ndarray, n_groups: int, width: int) -> np.ndarray:
 def check_version(d: dict[str, Any], kind: str) -> None:
     if d.get("kind") != kind or d.get("v") != FORMAT_VERSION:
         raise ValueError(f"not a version-{FORMAT_VERSION} {kind} summary: kind={d.get('kind')!r} v={d.get('v')!r}")
+
+
+def intern(ids: dict[Any, int], values: Sequence[Any], limit: int) -> tuple[np.ndarray, list[Any]] | None:
+    """The id of each value in the interning table ``ids`` (value -> id; one C-level pass), new
+    values added with the next ids and returned in first-appearance order (only they are looked
+    up again: an open vocabulary meets new values in most batches); None, the table untouched,
+    when they would take it past ``limit`` entries."""
+    n = len(values)
+    got = np.fromiter(map(ids.get, values, repeat(-1, n)), dtype=np.int64, count=n)
+    if not n or got.min() >= 0:
+        return got, []
+    absent = got < 0
+    unseen = list(compress(values, absent.tolist()))
+    new = list(dict.fromkeys(unseen))
+    if len(ids) + len(new) > limit:
+        return None
+    base = len(ids)
+    ids.update(zip(new, range(base, base + len(new))))
+    got[absent] = np.fromiter(map(ids.__getitem__, unseen), dtype=np.int64, count=len(unseen))
+    return got, new

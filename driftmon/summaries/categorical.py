@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -46,6 +45,7 @@ from driftmon.summaries.base import (
     add_sparse_all,
     check_version,
     group_offsets,
+    intern,
     pack,
     unpack,
 )
@@ -217,25 +217,16 @@ class CategoricalSummarizer:
     def codes(self, values: Sequence[str | None]) -> CategoricalCodes:
         """Each value is looked up once in the interning table (one C-level pass); only
         values new to this process are hashed."""
-        n = len(values)
-        ids = self._ids
-        gid = np.fromiter(map(ids.get, values, repeat(-1, n)), dtype=np.int64, count=n)
-        if n and gid.min() < 0:
-            absent = gid < 0
-            unseen = list(compress(values, absent.tolist()))
-            new = list(dict.fromkeys(unseen))
-            if len(ids) + len(new) > self.intern_limit:
-                self._reset_interned()
-                if len(new) + 1 > self.intern_limit:  # more distinct values than the table holds
-                    return _codes_uninterned(values)
-                return self.codes(values)
-            base = len(ids)
-            ids.update(zip(new, range(base, base + len(new))))
+        got = intern(self._ids, values, self.intern_limit)
+        if got is None:  # the table is full: start afresh
+            self._reset_interned()
+            got = intern(self._ids, values, self.intern_limit)
+            if got is None:  # more distinct values than the table holds
+                return _codes_uninterned(values)
+        gid, new = got
+        if new:
             self._hashes = np.concatenate([self._hashes, stable_hash(new)])  # type: ignore[arg-type]
             self._labels.extend(new)  # type: ignore[arg-type]
-            # only the values that were not interned yet are looked up again (an open vocabulary
-            # such as item ids meets new values in most batches)
-            gid[absent] = np.fromiter(map(ids.__getitem__, unseen), dtype=np.int64, count=len(unseen))
         seen = np.zeros(len(self._labels), dtype=bool)
         seen[gid] = True
         seen[0] = False
