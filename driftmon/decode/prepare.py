@@ -51,7 +51,7 @@ class SegmentInterner:
 
     def __init__(self, limit: int = SEGMENT_INTERN_LIMIT):
         self.limit = limit
-        self._ids: dict[str, int] = {}
+        self._ids: dict[str, bytes] = {}
         self._keys: list[str] = []
 
     def of(self, segments: Sequence[str]) -> SegmentKeys:

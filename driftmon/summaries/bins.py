@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 
-from driftmon.summaries.base import MISSING, OTHER
+from driftmon.summaries.base import MISSING, OTHER, code_width, lookup, packed
 
 
 def _fmt(x: float) -> str:
@@ -41,10 +40,12 @@ class CategoricalSpec:
     kind: str = "categorical"
 
     def __post_init__(self) -> None:
-        lookup = {c: i for i, c in enumerate(self.categories)}
-        object.__setattr__(self, "_lookup", lookup)
-        # the same map plus None -> __missing__, so index() is one C-level pass
-        object.__setattr__(self, "_bin_of", {**lookup, None: len(self.categories) + 1} if None not in lookup else lookup)
+        # category -> bin, plus None -> __missing__, packed for summaries.base.lookup: one C-level pass
+        bin_of: dict[str | None, int] = {c: i for i, c in enumerate(self.categories)}
+        bin_of.setdefault(None, len(self.categories) + 1)
+        width = code_width(len(self.categories) + 2)
+        object.__setattr__(self, "_bin_of", {k: packed(i, width) for k, i in bin_of.items()})
+        object.__setattr__(self, "_other", packed(len(self.categories), width))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -56,9 +57,7 @@ class CategoricalSpec:
 
     def index(self, values: Sequence[str | None]) -> np.ndarray:
         """Bin index per value; ``None`` is missing, unknown values are other."""
-        bin_of: dict[Any, int] = self._bin_of  # type: ignore[attr-defined]
-        n = len(values)
-        return np.fromiter(map(bin_of.get, values, repeat(len(self.categories), n)), dtype=np.int64, count=n)
+        return lookup(self._bin_of, values, self._other)  # type: ignore[attr-defined]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "categories": list(self.categories)}

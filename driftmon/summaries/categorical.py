@@ -38,6 +38,7 @@ import numpy as np
 
 from driftmon.summaries.base import (
     FORMAT_VERSION,
+    ID_WIDTH,
     MISSING,
     OTHER,
     RESERVED,
@@ -47,6 +48,7 @@ from driftmon.summaries.base import (
     group_offsets,
     intern,
     pack,
+    packed,
     unpack,
 )
 from driftmon.summaries.hashing import hash_one, stable_hash
@@ -202,7 +204,7 @@ class CategoricalSummarizer:
     def _reset_interned(self) -> None:
         # value -> id; id 0 is None (missing).  A cache of hashes across batches: codes
         # never depend on what it holds, and it is cleared when it reaches intern_limit.
-        self._ids: dict[str | None, int] = {None: 0}
+        self._ids: dict[str | None, bytes] = {None: packed(0, ID_WIDTH)}
         self._hashes = np.zeros(1, dtype=np.uint64)
         self._labels: list[str] = [""]
 

@@ -51,7 +51,8 @@ def exact_sum(x: np.ndarray) -> int:
     return total
 
 
-_BLOCK = 8  # exponents per bincount bin: a mantissa shifted by up to 7 bits still fits in int64
+_BLOCK_BITS = 3
+_BLOCK = 1 << _BLOCK_BITS  # exponents per bincount bin: a mantissa shifted by up to 7 bits still fits in int64
 _HALF = 30  # ... and is summed in two 30/31-bit halves, exact in float64 for up to 2**22 values
 _CHUNK = 1 << 22
 
@@ -76,7 +77,8 @@ def exact_sums(x: np.ndarray, groups: np.ndarray, n_groups: int) -> list[int]:
     mant = (m * 2.0**53).astype(np.int64)  # x = mant * 2**(e - 53), |mant| < 2**53
     e = e.astype(np.int64)
     emin = int(e.min())
-    block, off = np.divmod(e - emin, _BLOCK)
+    rel = e - emin
+    block, off = rel >> _BLOCK_BITS, rel & (_BLOCK - 1)  # divmod by _BLOCK, a power of two
     shifted = mant << off  # |shifted| < 2**60
     nblk = int(block.max()) + 1
     key = groups.astype(np.int64) * nblk + block

@@ -15,7 +15,7 @@ from driftmon.summaries import exact
 from driftmon.summaries.bins import CategoricalSpec, NumericSpec
 from driftmon.summaries.categorical import CategoricalSummarizer
 from driftmon.summaries.fixed import FixedSummarizer
-from driftmon.summaries.numeric import INF, NumericSummarizer
+from driftmon.summaries.numeric import INF, MISSING_CODE, NumericSummarizer
 
 CAT = CategoricalSummarizer(top_k=3, cap=5, tail_size=4)  # a tiny cap, so the tail is exercised
 NUM = NumericSummarizer(num_bins=4)
@@ -209,6 +209,37 @@ def test_categorical_codes_do_not_depend_on_the_interning_table(batches, limit):
         assert got == fresh.summarize(fresh.codes(values))
         assert got.names == fresh.summarize(fresh.codes(values)).names
         assert len(warm._ids) <= max(limit, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n_codes=st.integers(1, 70_000), data=st.data())
+def test_packed_lookup_is_dict_get_in_the_narrowest_width(n_codes, data):
+    """summaries.base.lookup: one bytes.join of packed codes, read back as int64, is
+    ``[table.get(v, default) for v in values]`` in every width, the widest code included."""
+    from driftmon.summaries.base import code_width, lookup, packed
+
+    width = code_width(n_codes)
+    assert n_codes <= 1 << (8 * width) and (width == 1 or n_codes > 1 << (4 * width))
+    codes = data.draw(st.dictionaries(st.text(max_size=3), st.integers(0, n_codes - 1), max_size=8))
+    codes["top"] = n_codes - 1
+    default = data.draw(st.integers(0, n_codes - 1))
+    values = data.draw(st.lists(st.one_of(st.sampled_from(sorted(codes)), st.text(max_size=3)), max_size=40))
+    got = lookup({k: packed(c, width) for k, c in codes.items()}, values, packed(default, width))
+    assert got.dtype == np.int64 and got.flags.writeable
+    assert got.tolist() == [codes.get(v, default) for v in values]
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=st.lists(st.floats(min_value=5e-324, max_value=1.7e308), min_size=1, max_size=60))
+def test_numeric_codes_of_a_finite_positive_batch_take_the_short_way_to_the_same_codes(x):
+    """A batch of finite positive values skips the masks (NumericSummarizer._positive);
+    its codes are those of the general path (forced here by one NaN, then left out)."""
+    fast = NUM.codes(x)
+    general = NUM.codes([*x, math.nan])
+    assert general.codes[-1] == MISSING_CODE  # the NaN is missing, not a bucket
+    assert fast.codes.tolist() == general.codes[:-1].tolist()
+    assert fast.ids.tolist() == general.ids[:-1].tolist() and fast.table.tolist() == general.table.tolist()
+    assert summary(NUM, x) + summary(NUM, [math.nan]) == summary(NUM, [*x, math.nan])
 
 
 def test_add_sparse_subset_and_general_cases():
