@@ -138,6 +138,13 @@ class Decoder:
         self._typed_columns += [(p, "segment", 64, None) for p in self.seg_paths]
         self._typed = self._schema()
         self._typed_off = 0  # batches to go the orjson way (after msgspec refused most of one)
+        # A categorical feature that reads the one segment field: on the typed path, when every
+        # value is a plain segment value (a str of 1 to 64 characters), both columns hold the same
+        # values, and the batch shares one list so that the codes are looked up once per key
+        # (:meth:`driftmon.decode.prepare.Preparer.code`).
+        self._seg_feature = next((j for j, (p, conv) in enumerate(zip(self.feature_paths, self.converters))
+                                  if len(self.seg_paths) == 1 and p == self.seg_paths[0] and conv is _categorical
+                                  and j < len(stream.features)), None)
 
     def _schema(self) -> typed.Schema | None:
         try:
@@ -271,6 +278,9 @@ class Decoder:
                 else:
                     segcols.append(_typed_column(col, _segment_value, bad, ""))
             segments = segcols[0] if len(segcols) == 1 else list(map("|".join, zip(*segcols)))
+            j = self._seg_feature
+            if j is not None and segments is cols[1 + nf] and feats[j] is cols[1 + j] and segments == feats[j]:
+                feats[j] = segments  # one list for both (equal values: the segment's are plain strs)
         if idx is None and not bad.any():
             return DecodedBatch(ts, segments, feats, [], list(range(n)), [0] * nf)
         return self._merge(values, horizon, None, idx, bad, ts, segments, feats, cap_slow=True)

@@ -129,7 +129,8 @@ class Preparer:
         if self.clustered:
             codes, truncated = clustered_codes(self.summarizers, batch.features, batch.truncated)
         else:
-            codes = [s.codes(col) for s, col in zip(self.summarizers, batch.features)]
+            codes = [self._codes(s, col, seg if col is batch.segments else None)
+                     for s, col in zip(self.summarizers, batch.features)]
             truncated = batch.truncated
         ent = None
         if batch.extras:
@@ -142,6 +143,15 @@ class Preparer:
         # accepted input positions are ascending, so with no rejection they are all of them
         accepted = np.asarray(batch.accepted, dtype=np.int64) if batch.rejected else np.arange(n)
         return PreparedBatch(n, accepted, batch.rejected, CodedBatch(batch.ts, seg, codes), tuple(truncated), ent)
+
+    @staticmethod
+    def _codes(summarizer: Any, values: Sequence[Any], seg: SegmentKeys | None) -> Any:
+        """The summarizer's codes of a column; a column that is the segment column itself
+        (the decoder shares the list when their values are equal) is coded once per segment
+        key and taken per event: codes are a function of the value."""
+        if seg is None or len(seg.keys) > len(values):
+            return summarizer.codes(values)
+        return summarizer.take(summarizer.codes(seg.keys), seg.inverse)
 
 
 CLUSTER_COLUMN = "\x00cluster_by"  # the decoded cluster field: an extra, last categorical column
