@@ -79,6 +79,7 @@ from driftmon.config import CalibrationConfig, Config, DetectorConfig, FeatureCo
 from driftmon.decode.events import Decoder
 from driftmon.detect.detector import Detector
 from driftmon.detect.result import BinShare, DriftResult
+from driftmon.summaries.base import lookup, packed
 from driftmon.vocabulary import CALIBRATION_COUNTS
 
 METRIC = "calibration_kl"
@@ -86,6 +87,12 @@ UNITS = 10**9  # predicted probabilities are summed as integers in units of 1e-9
 _LN2 = math.log(2.0)
 _POSITIVE = frozenset({"1", "true", "1.0", "True"})
 _NEGATIVE = frozenset({"0", "false", "0.0", "False"})
+# The label of each outcome value in one C-level pass (summaries.base.lookup): code 0 is a
+# negative, 1 a positive, 2 anything else (NaN, left out).
+_LABEL_CODES = {**{x: packed(0, 1) for x in _NEGATIVE}, **{x: packed(1, 1) for x in _POSITIVE}}
+_UNLABELLED = packed(2, 1)
+_LABEL_VALUES = np.array([0.0, 1.0, math.nan])
+_ID_ABSENT, _ID_PRESENT = {None: packed(0, 1)}, packed(1, 1)  # a missing request id: None
 
 
 # -- the mathematics ---------------------------------------------------------------------
@@ -237,10 +244,9 @@ class CalibrationMonitor:
             v = np.asarray(batch.features[1], dtype=np.float64)
             ok = (v >= 0.0) & (v <= 1.0)  # NaN (missing) fails both
         else:
-            v = np.asarray([1.0 if x in _POSITIVE else 0.0 if x in _NEGATIVE else math.nan
-                            for x in batch.features[1]], dtype=np.float64)
+            v = _LABEL_VALUES[lookup(_LABEL_CODES, batch.features[1], _UNLABELLED)]
             ok = ~np.isnan(v)
-        has_id = np.fromiter((i is not None for i in ids), dtype=bool, count=len(ids))
+        has_id = lookup(_ID_ABSENT, ids, _ID_PRESENT).astype(bool)
         ok &= has_id
         keep = np.flatnonzero(ok)
         kept_ids = [ids[i] for i in keep.tolist()] if keep.size != len(ids) else list(ids)
