@@ -16,8 +16,10 @@ through the ``interactions`` stream of ``config/driftmon.yaml`` as shipped, with
 * ``stages``: the pipeline once more with a clock around each stage: decode, code (summary codes and
   segment keys, ``Preparer.code``), count (``windows.add``), detect (``StreamPipeline.detect``).
 
-Each loop runs ``--repeats`` times, alternating, and the best run counts (the machine is shared: the
-best is the least disturbed).  ``--against ROOT`` runs ``loads``, ``decode`` and ``pipeline`` of both
+Each loop first runs once untimed, then ``--repeats`` times, alternating, and the best run counts
+(the machine is shared: the best is the least disturbed).  The untimed pass matters: a fresh
+process's first ``loads`` loop pays for new memory arenas and page faults and took twice as long,
+which made a cold ratio look 0.15 better than the warm one.  ``--against ROOT`` runs ``loads``, ``decode`` and ``pipeline`` of both
 checkouts in alternating subprocesses over the same bytes and prints the ratios.  ``--callgrind``
 runs each loop once under ``valgrind --tool=callgrind``, collecting only inside the loop, and prints
 instructions per event (code = prepare - decode, count + detect = pipeline - prepare), which do not
@@ -27,6 +29,7 @@ depend on what else the machine runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -129,14 +132,18 @@ def loops(mods: dict[str, Any], events: list[bytes], b: int) -> dict[str, Callab
 
 
 def measure(root: Path, events: list[bytes], b: int, repeats: int, names: tuple[str, ...]) -> dict[str, Any]:
-    """Best seconds of each loop (alternating), and the best per-stage split."""
+    """Best seconds of each loop (alternating, after one untimed pass of each), and the best
+    per-stage split."""
     mods = _imports(root)
     fns = loops(mods, events, b)
     mods["tune_gc"]()
+    for name in names:  # untimed: a fresh process's first pass pays for new arenas and page faults
+        fns[name]()
     best: dict[str, float] = {}
     stages: dict[str, float] | None = None
     for _ in range(repeats):
         for name in names:
+            gc.collect()  # the last run's pipeline (windows, tables) is not left for this one's collections
             t = time.perf_counter()
             got = fns[name]()
             dt = time.perf_counter() - t
