@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 Partition = tuple[str, int]  # (topic, partition)
@@ -53,12 +54,42 @@ _VALUE = operator.attrgetter("value")
 
 def values_of(records: Sequence[Any]) -> list[bytes]:
     """The raw values of one partition's batch (a batch may carry them ready-made
-    as ``.values``, as the file source does; tombstones become ``b""``)."""
+    as ``.values``, as the file source does; tombstones become ``b""``), without
+    Schema Registry framing (:func:`unframed`)."""
     ready = getattr(records, "values", None)
     values = list(ready) if isinstance(ready, list) else list(map(_VALUE, records))
     if None in values:  # tombstones decode as invalid_json
         values = [b"" if v is None else v for v in values]
-    return values
+    return unframed(values)
+
+
+FRAME_MAGIC = b"\x00"  # Confluent Schema Registry's wire format: this byte, ...
+FRAME_BYTES = 5  # ... then a 4-byte schema id, then the serialized document
+_unframe = operator.itemgetter(slice(FRAME_BYTES, None))
+
+
+def unframed(values: list[bytes]) -> list[bytes]:
+    """``values`` with Confluent Schema Registry framing taken off, where a value has it.
+
+    Producers that use Confluent's ``KafkaJsonSchemaSerializer`` (and its librdkafka
+    counterparts) write a 0 byte and a 4-byte schema id before each JSON document.  JSON
+    never starts with a 0 byte, so a value that does is such a frame and loses its first
+    5 bytes; every other value is left as it is (the list itself when none is framed).
+    What follows a frame is decoded as JSON like any value: an Avro or Protobuf payload is
+    ``invalid_json``.  Dead letters carry the record's original bytes, frame included.
+
+    >>> unframed([b'\\x00\\x00\\x00\\x00\\x07{"a": 1}', b'{"a": 2}'])
+    [b'{"a": 1}', b'{"a": 2}']
+    """
+    try:  # C-level: one startswith per value
+        if not any(map(bytes.startswith, values, repeat(FRAME_MAGIC))):
+            return values
+    except TypeError:  # not all bytes (str lines of a file): nothing is framed
+        return values
+    starts = list(map(bytes.startswith, values, repeat(FRAME_MAGIC)))
+    if False not in starts:  # a framed topic: every value
+        return list(map(_unframe, values))
+    return [_unframe(v) if framed else v for v, framed in zip(values, starts)]  # a topic moving to framing
 
 
 @runtime_checkable
