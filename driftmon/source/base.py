@@ -81,12 +81,15 @@ def unframed(values: list[bytes]) -> list[bytes]:
     >>> unframed([b'\\x00\\x00\\x00\\x00\\x07{"a": 1}', b'{"a": 2}'])
     [b'{"a": 1}', b'{"a": 2}']
     """
-    try:  # C-level: one startswith per value
-        if not any(map(bytes.startswith, values, repeat(FRAME_MAGIC))):
-            return values
-    except TypeError:  # not all bytes (str lines of a file): nothing is framed
+    try:  # bytes sort bytewise, so a framed value is the smallest (b"" aside): one C-level min
+        low = min(values, default=b"")
+    except TypeError:  # not all bytes (str lines of a file, say): nothing is framed
         return values
-    starts = list(map(bytes.startswith, values, repeat(FRAME_MAGIC)))
+    if not isinstance(low, bytes) or (low and low[:1] != FRAME_MAGIC):
+        return values
+    starts = list(map(bytes.startswith, values, repeat(FRAME_MAGIC)))  # framed values, or an empty one
+    if True not in starts:
+        return values
     if False not in starts:  # a framed topic: every value
         return list(map(_unframe, values))
     return [_unframe(v) if framed else v for v, framed in zip(values, starts)]  # a topic moving to framing

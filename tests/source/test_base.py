@@ -43,6 +43,8 @@ def test_a_batch_without_frames_is_returned_as_it_is():
     assert unframed(plain) is plain
     assert unframed(["str lines", "from a file"]) == ["str lines", "from a file"]
     assert values_of(records([b'{"a": 1}', None])) == [b'{"a": 1}', b""]  # a tombstone stays invalid JSON
+    # a tombstone sorts before a frame: the frame is still found
+    assert values_of(records([None, frame(b"{}", 3), b"[]"])) == [b"", b"{}", b"[]"]
 
 
 def test_framed_events_decode_like_plain_ones_and_a_short_frame_is_invalid_json():
