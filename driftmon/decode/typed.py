@@ -18,7 +18,8 @@ with two exceptions this module closes:
   parses and checks its value fully (scalars, lists of scalars, objects of those);
   anything else stays on the reference path.
 * integers: orjson gives a float outside ``[-2**63, 2**64)``, msgspec an exact int, so
-  an int outside that range is decided by the reference path, and an unread field never
+  msgspec's ints are bounded to int64 and a document with another int (even one a
+  duplicate key overrides) is decided by the reference path, and an unread field never
   holds ints (``float`` there: msgspec refuses what overflows, like orjson).
 
 Depth is bounded by the configured and learned paths, far below either parser's limit.
@@ -106,7 +107,10 @@ def leaf_type(node: _Node) -> tuple[Any, bool]:
     # a number read only as a number: msgspec converts ints to float in C
     ints_as_float = node.uses <= {"ts", "numeric"}
     if int in allowed and not ints_as_float:
-        parts.append(int)
+        # int64 only (msgspec's bounds stop there; orjson gives ints up to 2**64 - 1): msgspec
+        # refuses any other int wherever it stands, even where a duplicate key overrides it, and
+        # the reference path decides (orjson rejects a document whose number overflows)
+        parts.append(Annotated[int, msgspec.Meta(ge=ORJSON_INT_MIN, le=2**63 - 1)])
     if float in allowed:
         parts.append(float)
     if bool in allowed:

@@ -188,6 +188,34 @@ def test_the_typed_path_decodes_adversarial_json_like_the_reference(name, data):
         typed_mod.MAX_FAILURES = saved
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("big", [b"1" + b"0" * 330, b"-1" + b"0" * 330, b"18446744073709551616",
+                                 b"9223372036854775808", b"-9223372036854775809", b"18446744073709551615"])
+def test_an_int_a_duplicate_key_overrides_is_still_checked_like_the_reference(name, big):
+    """orjson rejects a document whose number overflows, wherever it stands; a duplicate key
+    later in the document does not hide it. Found by CI: msgspec took the first
+    ``user_id`` (an int of 331 digits) and kept the second, so the typed path accepted
+    what the reference rejects. Every field, after a value of each type has widened it."""
+    cfg = CONFIGS[name]
+    ts = {"example": b'"ts":1700000000.5', "mixed": b'"meta":{"ts":1700000000500}',
+          "iso": b'"ts":"2023-11-14T22:13:20Z"'}[name]
+    fields = [b'"platform"', b'"x"', b'"user_id"', b'"dwell_ms"']
+    widen = b"{" + ts + b',"item":{"category":7,"id":false},' + b",".join(f + b":1.5" for f in fields) + b"}"
+    for key in fields + [b'"item"']:
+        inner = b'{"category":' + big + b',"category":"books","id":"a"}' if key == b'"item"' else big
+        doc = b"{" + ts + b"," + key + b":" + inner + b"," + key + b':"ios","item":{"category":"books","id":"a"}}'
+        if key == b'"item"':
+            doc = b"{" + ts + b',"item":' + inner + b"}"
+        values = [widen, doc, b"{" + ts + b"," + key + b":" + big + b"}"]
+        dec = Decoder(cfg, clock=lambda: CLOCK)
+        saved = typed_mod.MAX_FAILURES
+        typed_mod.MAX_FAILURES = 2.0
+        try:
+            _same(dec.decode(values), reference(Decoder(cfg, clock=lambda: CLOCK), values))
+        finally:
+            typed_mod.MAX_FAILURES = saved
+
+
 @settings(max_examples=100, deadline=None)
 @given(extra=st.dictionaries(st.sampled_from(["user_id", "ctx", "tags", "score"]),
                              st.one_of(st.text(max_size=3), st.floats(allow_nan=False), st.integers(-(2**63), 2**63 - 1),
